@@ -1,0 +1,242 @@
+"""The composition root: one `Settings` value in, every object of the daemon out.
+
+Nothing else in the package constructs a store, an embedder, a scheduler or a web app; the CLI
+calls the functions here. Importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ragvisor.config import Settings
+from ragvisor.core.chunking import ChunkingSpec
+from ragvisor.core.documents import CorpusSpec
+from ragvisor.core.retrieval import QueryLimits, Retriever
+from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
+from ragvisor.embed.onnx import OnnxEmbedder
+from ragvisor.errors import ConfigError
+from ragvisor.store.sqlite import SqliteStore
+from ragvisor.syncing import SyncRunner
+
+ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass
+class Services:
+    """Everything the daemon and the CLI work with, built from one Settings value."""
+
+    settings: Settings
+    store: SqliteStore
+    embedder: OnnxEmbedder
+    retriever: Retriever
+    sync_runner: SyncRunner
+    admin_token: str
+    started_at: float = field(default_factory=time.time)
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Cheap checks for `/readyz`: the model answers and the store can be read."""
+        checks: dict[str, dict[str, Any]] = {}
+        checks["embedder"] = {"ok": True, "model": self.embedder.fingerprint.key}
+        try:
+            stats = self.store.stats()
+            checks["store"] = {"ok": True, **stats}
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            checks["store"] = {"ok": False, "error": str(exc)}
+        return checks
+
+    def close(self) -> None:
+        """Release the store."""
+        self.store.close()
+
+
+def corpus_spec(settings: Settings) -> CorpusSpec:
+    """Corpus settings as the core's scan specification (roots made absolute)."""
+    c = settings.corpus
+    return CorpusSpec(
+        roots=tuple(Path(p).expanduser().absolute() for p in c.paths),
+        include=c.include,
+        exclude=c.exclude,
+        max_file_bytes=c.max_file_bytes,
+    )
+
+
+def check_corpus_roots(settings: Settings) -> None:
+    """Refuse to start on a corpus folder that does not exist (a typo, usually).
+
+    Raises ConfigError naming the key and the path. A folder that disappears later (an
+    unmounted disk) is handled by the sync, which keeps its stored documents.
+    """
+    for index, path in enumerate(settings.corpus.paths):
+        full = Path(path).expanduser().absolute()
+        if not full.is_dir():
+            raise ConfigError(f"corpus.paths[{index}]: {full} does not exist or is not a folder")
+
+
+def resolve_model_dir(settings: Settings) -> Path:
+    """The embedder's model directory: the configured one, or the pinned default assembled
+    under the data directory on first use.
+    """
+    if settings.embedder.model_dir is not None:
+        return Path(settings.embedder.model_dir).expanduser()
+    target = Path(settings.store.data_dir) / "models" / DEFAULT_MODEL_NAME
+    return assemble_default_model(target)
+
+
+def load_admin_token(settings: Settings) -> str:
+    """The configured admin token, or one generated once into `<data_dir>/admin_token` (0600)."""
+    if settings.server.admin_token:
+        return settings.server.admin_token
+    path = Path(settings.store.data_dir) / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+        return token
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the store, load the model and wire the retriever and the sync runner.
+
+    Raises ConfigError, ModelFileError or StoreError with a message an operator can act on.
+    """
+    log = structlog.get_logger(component="app")
+    check_corpus_roots(settings)
+    started = time.perf_counter()
+    data_dir = Path(settings.store.data_dir)
+    store = SqliteStore(data_dir, busy_timeout_s=settings.store.busy_timeout_s)
+    e = settings.embedder
+    model_dir = resolve_model_dir(settings)
+    embedder = OnnxEmbedder(
+        model_dir,
+        name=e.model_name,
+        batch_size=e.batch_size,
+        threads=e.threads,
+        max_tokens=e.max_tokens,
+    )
+    log.info(
+        "app.embedder_loaded",
+        model=embedder.fingerprint.key,
+        model_dir=str(model_dir),
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    s = settings.server
+    retriever = Retriever(
+        store,
+        embedder,
+        QueryLimits(
+            max_query_chars=s.max_query_chars, max_k=s.max_k, snippet_chars=s.snippet_chars
+        ),
+    )
+    runner = SyncRunner(
+        corpus=corpus_spec(settings),
+        chunking=ChunkingSpec(
+            size_chars=settings.corpus.chunk_size_chars,
+            overlap_chars=settings.corpus.chunk_overlap_chars,
+        ),
+        store=store,
+        embedder=embedder,
+        lock_path=data_dir / "sync.lock",
+        log=structlog.get_logger(component="sync"),
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        embedder=embedder,
+        retriever=retriever,
+        sync_runner=runner,
+        admin_token=load_admin_token(settings),
+    )
+
+
+def build_scheduler(services: Services) -> Any:
+    """APScheduler running the sync every `sync.interval_s` (and once at start if asked).
+
+    One job, one instance at a time (`max_instances=1`, `coalesce=True`); the runner's locks
+    also stop it from overlapping an admin-triggered or CLI sync.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    sync = services.settings.sync
+
+    def job() -> None:
+        services.sync_runner.run_quietly(trigger="schedule")
+
+    if sync.interval_s > 0 or sync.on_start:
+        from datetime import UTC, datetime
+
+        first = datetime.now(UTC) if sync.on_start else None
+        if sync.interval_s > 0:
+            scheduler.add_job(
+                job,
+                "interval",
+                seconds=sync.interval_s,
+                id="sync",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=first,
+            )
+        else:
+            scheduler.add_job(job, "date", run_date=first, id="sync")
+    return scheduler
+
+
+def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM/SIGINT: load, warm the index, schedule syncs, serve HTTP."""
+    import uvicorn
+
+    from ragvisor.web.app import create_app, with_request_log
+
+    log = structlog.get_logger(component="app")
+    process_started = time.perf_counter()
+    services = build_services(settings)
+    indexed = services.store.load_index(services.embedder.fingerprint)
+    services.embedder.embed(["warm-up"])  # first ONNX run allocates; pay it before traffic
+    log.info(
+        "app.ready",
+        chunks_indexed=indexed,
+        warmup_ms=round((time.perf_counter() - process_started) * 1000, 1),
+    )
+    scheduler = build_scheduler(services)
+    scheduler.start()
+    app = with_request_log(create_app(services))
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        log.info("app.stopping", stage="scheduler")
+        scheduler.shutdown(wait=False)
+        services.sync_runner.cancel()
+        deadline = time.monotonic() + 30
+        while services.sync_runner.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.info("app.stopping", stage="store")
+        services.close()
+        log.info("app.stopped")
+
+
+def install_sigterm_as_interrupt() -> None:
+    """Let SIGTERM stop the CLI's in-process work the way Ctrl-C does."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)

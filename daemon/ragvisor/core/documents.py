@@ -1,0 +1,365 @@
+"""Discover and read a corpus of Markdown and text files.
+
+This is the only place that turns folders into :class:`SourceDocument` values. It walks each
+corpus root deterministically, applies include/exclude globs to paths relative to the root,
+follows symlinks only while they stay inside the root, and reads every file exactly once so the
+content hash and the text that gets chunked always describe the same bytes. Files it cannot use
+(binary, not UTF-8, too large, unreadable, vanished) are reported as skips with a short reason,
+never silently dropped and never fatal. Roots that do not exist are reported separately, so a
+caller can never mistake an unmounted folder for "every document was deleted".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+from ragvisor.core.chunking import MARKDOWN_SUFFIXES, atx_heading, fence_flags
+from ragvisor.core.hashing import document_id, sha256_bytes
+from ragvisor.core.model import SourceDocument
+from ragvisor.errors import InputError
+
+BINARY_SNIFF_BYTES = 8192
+# Guards against pathological fan-out through symlinks; no real knowledge base nests this deep.
+MAX_DIR_DEPTH = 64
+
+# Receives (path, reason); a directory's path ends with "/".
+SkipCallback = Callable[[str, str], None]
+
+
+class DocumentSkipped(InputError):
+    """A file in a corpus that cannot be indexed; ``reason`` is short and human-readable."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Which folders make up the corpus and which files in them are documents.
+
+    Globs are matched against the POSIX path relative to each root, so a root that is itself
+    inside a hidden directory (``/tmp/.x/docs``) is scanned normally; only hidden directories
+    *below* the root are excluded by default.
+    """
+
+    roots: tuple[Path, ...]
+    include: tuple[str, ...] = ("**/*.md", "**/*.markdown", "**/*.txt")
+    exclude: tuple[str, ...] = ("**/.git/**", "**/node_modules/**", "**/.venv/**", "**/.*/**")
+    max_file_bytes: int = 2_000_000
+
+
+@dataclass
+class ScanResult:
+    """Everything one scan found: documents, per-file skips, and roots that were not there.
+
+    ``skipped`` holds ``(path, reason)``; a directory that could not be listed appears with a
+    trailing ``/`` so a sync planner can keep the documents it knew below it.
+    """
+
+    documents: list[SourceDocument] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    missing_roots: list[Path] = field(default_factory=list)
+    scanned_roots: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Translate a path glob into a regex over POSIX relative paths.
+
+    ``*`` and ``?`` never cross ``/``; ``**/`` matches zero or more directories (so ``**/*.md``
+    matches ``a.md`` and ``x/y/a.md``); a trailing ``/**`` matches everything below a directory;
+    ``[...]`` is a character class (``[!...]`` negates). Python 3.11 has no
+    ``PurePosixPath.full_match`` and ``fnmatch`` lets ``*`` cross ``/``, hence this translator.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**", i):
+            at_segment_start = i == 0 or pattern[i - 1] == "/"
+            if at_segment_start and pattern.startswith("**/", i):
+                out.append("(?:.*/)?")
+                i += 3
+            else:
+                out.append(".*")
+                i += 2
+            continue
+        char = pattern[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body.startswith("!")
+                members = "".join(c if c == "-" else re.escape(c) for c in body[negate:])
+                out.append(f"(?!/)[{'^' if negate else ''}{members}]")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def glob_matches(rel_posix: str, patterns: tuple[str, ...]) -> bool:
+    """True when the relative POSIX path matches any of the globs in full."""
+    return any(compile_glob(p).fullmatch(rel_posix) for p in patterns)
+
+
+def _inside(root_resolved: str, target: str) -> bool:
+    return target == root_resolved or target.startswith(root_resolved.rstrip("/") + "/")
+
+
+def _target_mode(entry: os.DirEntry[str]) -> int | None:
+    """File mode of what the entry points to; ``None`` for a dangling or cyclic symlink."""
+    try:
+        return entry.stat().st_mode  # follows symlinks; served from the scandir cache otherwise
+    except OSError:  # DirEntry.is_dir() would raise ELOOP for a cycle rather than say False
+        return None
+
+
+def discover(
+    root: Path, spec: CorpusSpec, *, on_skip: SkipCallback | None = None
+) -> Iterator[Path]:
+    """Yield the document paths under ``root`` in a deterministic (sorted, depth-first) order.
+
+    Paths are yielded below the resolved root, keeping symlinked names as they appear (a file
+    reached through ``docs/link`` keeps that path). Symlinks whose target resolves outside the
+    root, symlinked directories that loop back to an ancestor, non-regular files (FIFOs,
+    sockets) and unlistable directories are reported through ``on_skip`` and not yielded.
+    Dangling symlinks that match ``include`` are yielded so :func:`read_document` reports them.
+    """
+    root_resolved = root.resolve()
+    root_real = str(root_resolved)
+
+    def skip(path: str, reason: str) -> None:
+        if on_skip is not None:
+            on_skip(path, reason)
+
+    def walk(directory: Path, rel: str, ancestors: tuple[str, ...]) -> Iterator[Path]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skip(f"{directory}/", f"directory unreadable ({exc.strerror or exc})")
+            return
+        for entry in entries:
+            entry_rel = f"{rel}{entry.name}"
+            path = directory / entry.name
+            mode = _target_mode(entry)
+            is_dir = mode is not None and stat.S_ISDIR(mode)
+            if is_dir:
+                if glob_matches(entry_rel + "/", spec.exclude):
+                    continue
+            elif not glob_matches(entry_rel, spec.include) or glob_matches(entry_rel, spec.exclude):
+                continue
+            is_link = entry.is_symlink()
+            if is_link and not _inside(root_real, os.path.realpath(path)):
+                skip(f"{path}/" if is_dir else str(path), "symlink points outside the corpus root")
+            elif is_dir:
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    skip(f"{path}/", "symlink loop (points back to a parent directory)")
+                elif len(ancestors) > MAX_DIR_DEPTH:
+                    skip(f"{path}/", f"directory nested deeper than {MAX_DIR_DEPTH} levels")
+                else:
+                    yield from walk(path, entry_rel + "/", (*ancestors, real))
+            elif mode is None or stat.S_ISREG(mode):
+                yield path  # dangling/looping links too: read_document says why they fail
+            else:
+                skip(str(path), "not a regular file")
+
+    yield from walk(root_resolved, "", (root_real,))
+
+
+def read_document(root: Path, path: Path, *, max_file_bytes: int) -> SourceDocument:
+    """Read one file of the corpus into a :class:`SourceDocument`, reading its bytes once.
+
+    ``path`` is absolute below ``root`` (as :func:`discover` yields it) or relative to it.
+    ``content_sha256`` hashes the raw bytes; ``text`` is the decoded body with newlines
+    normalised to ``\\n`` and Markdown front matter removed — exactly what is chunked.
+
+    Raises:
+        DocumentSkipped: the file is binary, not UTF-8, larger than ``max_file_bytes``, not a
+            regular file, unreadable, vanished, or a symlink leading outside the root.
+    """
+    root_resolved = root.resolve()
+    rel_posix = _relative_posix(root, root_resolved, path)
+    full = root_resolved / rel_posix
+    if not _inside(str(root_resolved), os.path.realpath(full)):
+        raise DocumentSkipped(full, "symlink points outside the corpus root")
+    data, mtime_ns = _read_bytes_once(full, max_file_bytes)
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        raise DocumentSkipped(full, "binary file (NUL byte in the first 8 KiB)")
+    try:
+        raw_text = data.decode("utf-8-sig")  # strict: utf-8, with or without a BOM
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1].hex()
+        raise DocumentSkipped(
+            full, f"not valid UTF-8 (byte 0x{bad} at offset {exc.start})"
+        ) from exc
+    text = raw_text.replace("\r\n", "\n").replace("\r", "\n")
+    stem = PurePosixPath(rel_posix).stem
+    title = ""
+    if PurePosixPath(rel_posix).suffix.lower() in MARKDOWN_SUFFIXES:
+        front_title, text = split_front_matter(text)
+        title = front_title or markdown_title(text)
+    return SourceDocument(
+        doc_id=document_id(str(root_resolved), rel_posix),
+        corpus_root=str(root_resolved),
+        path=rel_posix,
+        title=title or _title_from_stem(stem),
+        content_sha256=sha256_bytes(data),
+        text=text,
+        size_bytes=len(data),
+        mtime_ns=mtime_ns,
+    )
+
+
+def _relative_posix(root: Path, root_resolved: Path, path: Path) -> str:
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in (root_resolved, root.absolute()):
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    raise DocumentSkipped(path, "path is not below the corpus root")
+
+
+def _read_bytes_once(full: Path, max_file_bytes: int) -> tuple[bytes, int]:
+    # O_NONBLOCK: opening a FIFO named like a document must not hang the sync.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(full, flags)
+    except FileNotFoundError as exc:
+        raise DocumentSkipped(full, "file vanished (or dangling symlink)") from exc
+    except PermissionError as exc:
+        raise DocumentSkipped(full, "permission denied") from exc
+    except OSError as exc:
+        raise DocumentSkipped(full, f"unreadable ({exc.strerror or exc})") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DocumentSkipped(full, "not a regular file")
+        if info.st_size > max_file_bytes:
+            raise DocumentSkipped(full, f"too large ({info.st_size} > {max_file_bytes} bytes)")
+        chunks: list[bytes] = []
+        remaining = max_file_bytes + 1  # one byte more reveals a file that grew since fstat
+        while remaining > 0:
+            block = os.read(fd, min(remaining, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            remaining -= len(block)
+    except OSError as exc:
+        raise DocumentSkipped(full, f"unreadable ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_file_bytes:
+        raise DocumentSkipped(full, f"too large (> {max_file_bytes} bytes)")
+    return data, info.st_mtime_ns
+
+
+_FRONT_MATTER_CLOSE = ("---", "...")
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+# A line starting like a list item, quote or table row is not a setext heading's text.
+_NOT_SETEXT_TEXT = re.compile(r"^\s*(?:[-*+>|]|\d+[.)])")
+
+
+def split_front_matter(text: str) -> tuple[str, str]:
+    """Return ``(title, body)``: the front matter's ``title:`` (unquoted) and the text after it.
+
+    Front matter is a block between a first line ``---`` and a closing ``---`` or ``...``;
+    without a closing line the text is returned unchanged. A line parser, not YAML: only a
+    plain ``title: value`` line is understood, which is all a title needs.
+    """
+    if not text.startswith("---\n"):
+        return "", text
+    lines = text.split("\n")
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in _FRONT_MATTER_CLOSE:
+            title = ""
+            for line in lines[1:index]:
+                key, sep, value = line.partition(":")
+                if sep and key.strip().lower() == "title" and not line[:1].isspace():
+                    title = _unquote(value.strip())
+                    break
+            return title, "\n".join(lines[index + 1 :])
+    return "", text
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1].strip()
+    return value
+
+
+def markdown_title(text: str) -> str:
+    """The first ATX (``# Title``) or setext (``Title`` over ``===``) heading outside code."""
+    lines = text.split("\n")
+    previous = ""
+    for line, in_fence in zip(lines, fence_flags(lines), strict=True):
+        if in_fence:
+            previous = ""
+            continue
+        heading = atx_heading(line)
+        if heading is not None:
+            return heading[1]
+        if (
+            previous.strip()
+            and _SETEXT_UNDERLINE.match(line)
+            and not _NOT_SETEXT_TEXT.match(previous)
+        ):
+            return previous.strip()
+        previous = line
+    return ""
+
+
+def _title_from_stem(stem: str) -> str:
+    return " ".join(stem.replace("-", " ").replace("_", " ").split()) or stem
+
+
+def scan_corpus(spec: CorpusSpec) -> ScanResult:
+    """Discover and read every document under every root of ``spec``.
+
+    A root that does not exist, is not a directory or cannot be listed goes to
+    ``missing_roots`` and contributes nothing — the caller must keep what it stored for it.
+    Roots that resolve to the same directory are scanned once.
+    """
+    result = ScanResult()
+
+    def on_skip(path: str, reason: str) -> None:
+        result.skipped.append((path, reason))
+
+    for root in spec.roots:
+        try:
+            resolved = root.resolve()
+            with os.scandir(resolved):
+                pass
+        except OSError:
+            result.missing_roots.append(root)
+            continue
+        if str(resolved) in result.scanned_roots:
+            continue
+        result.scanned_roots.append(str(resolved))
+        for path in discover(resolved, spec, on_skip=on_skip):
+            try:
+                document = read_document(resolved, path, max_file_bytes=spec.max_file_bytes)
+            except DocumentSkipped as skipped:
+                on_skip(str(path), skipped.reason)
+            else:
+                result.documents.append(document)
+    return result

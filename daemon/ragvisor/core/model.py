@@ -1,0 +1,129 @@
+"""Value objects shared by the core, the stores and the embedders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Identity of an embedding model: a different fingerprint means every vector is re-embedded.
+
+    Keyed on the digest of the model file, not its name, so renaming a model directory does not
+    force a re-embed and a new file behind the same name does.
+    """
+
+    name: str
+    digest: str
+    dimensions: int
+
+    @property
+    def key(self) -> str:
+        """Compact string form stored beside every vector."""
+        return f"{self.name}@{self.digest[:16]}/{self.dimensions}"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a document, the unit that is embedded and retrieved."""
+
+    chunk_id: str
+    doc_id: str
+    position: int
+    text: str
+    text_sha256: str
+    heading: str
+    chunker_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDocument:
+    """A document read from a corpus: its text exactly as hashed and chunked."""
+
+    doc_id: str
+    corpus_root: str
+    path: str  # relative to corpus_root, with forward slashes
+    title: str
+    content_sha256: str
+    text: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """What the store remembers of a document, enough to plan the next sync."""
+
+    doc_id: str
+    corpus_root: str
+    path: str
+    content_sha256: str
+    chunker_version: str
+    chunk_hashes: tuple[str, ...]  # text_sha256 per position
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    """A stored chunk joined with its document, as retrieval returns it."""
+
+    chunk_id: str
+    doc_id: str
+    corpus_root: str
+    path: str
+    title: str
+    heading: str
+    position: int
+    text: str
+    text_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A chunk id with a retrieval score (cosine for dense, rank-based for keyword)."""
+
+    chunk_id: str
+    score: float
+
+
+@dataclass(slots=True)
+class Counts:
+    """new / changed / unchanged / deleted counters, for documents or chunks."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain mapping for JSON output."""
+        return {
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What one sync did; printed by `ragvisor sync --json` and logged as `sync.finished`."""
+
+    documents: Counts = field(default_factory=Counts)
+    chunks: Counts = field(default_factory=Counts)
+    embeddings_computed: int = 0
+    embeddings_reused: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    fingerprint: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain mapping for JSON output."""
+        return {
+            "documents": self.documents.as_dict(),
+            "chunks": self.chunks.as_dict(),
+            "embeddings_computed": self.embeddings_computed,
+            "embeddings_reused": self.embeddings_reused,
+            "skipped": list(self.skipped),
+            "seconds": round(self.seconds, 3),
+            "fingerprint": self.fingerprint,
+        }

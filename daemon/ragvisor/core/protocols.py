@@ -1,0 +1,106 @@
+"""The seams of the core: a store and an embedder, as small structural protocols.
+
+The embedded default implements them with SQLite and ONNX Runtime; production adds Neo4j and
+Ollama behind the same shapes. The core never imports an implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ragvisor.core.model import (
+    Chunk,
+    ChunkRecord,
+    Fingerprint,
+    ScoredChunk,
+    SourceDocument,
+    StoredDocument,
+)
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """Identity of the model; stored beside every vector it produced."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """How many texts the sync should hand to :meth:`embed` at once."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed texts; returns an array of shape (len(texts), dimensions)."""
+        ...
+
+
+class Store(Protocol):
+    """Documents, chunks, vectors and the indexes over them.
+
+    Contract every implementation keeps (the contract tests in tests/ check it):
+    - :meth:`commit_document` is atomic: after a crash either the old or the new version of the
+      document is stored, never a mix, never neither.
+    - a vector is keyed by (chunk text hash, fingerprint); a chunk whose hash has a vector under
+      the active fingerprint is never embedded again.
+    - searches see every committed document without a reload.
+    """
+
+    def stored_documents(self) -> dict[str, StoredDocument]:
+        """Every stored document by id, with its chunk hashes in position order."""
+        ...
+
+    def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
+        """Text hashes that already have a vector under this fingerprint."""
+        ...
+
+    def commit_document(
+        self,
+        document: SourceDocument,
+        chunks: Sequence[Chunk],
+        new_vectors: Mapping[str, Vector],
+        fingerprint: Fingerprint,
+        chunker_version: str,
+    ) -> None:
+        """Write the document's new chunks and the vectors computed for them, then retire the old.
+
+        ``new_vectors`` maps text hash to vector for hashes that had none under ``fingerprint``;
+        every chunk's hash must then have a vector, else :class:`StoreError` and nothing changes.
+        """
+        ...
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document, its chunks and vectors no other chunk uses."""
+        ...
+
+    def prune_vectors(self, keep: Fingerprint) -> int:
+        """Drop vectors of other fingerprints and unreferenced hashes; returns how many."""
+        ...
+
+    def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
+        """Top-k chunks by cosine similarity among vectors of this fingerprint."""
+        ...
+
+    def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
+        """Top-k chunks by full-text (BM25) relevance."""
+        ...
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Chunks with their document's path and title, in the order asked (missing ids dropped)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counts of documents, chunks and vectors, for status and readiness."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

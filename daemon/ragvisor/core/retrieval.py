@@ -1,0 +1,167 @@
+"""Search over stored chunks: validate the query, embed it once, rank, and shape the results.
+
+The query is the only text embedded at search time; every chunk vector comes from the store's
+in-memory matrix, so the Mongado bug (a code path recomputing stored embeddings) cannot happen.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from dataclasses import dataclass
+
+from ragvisor.core.model import ChunkRecord, ScoredChunk
+from ragvisor.core.protocols import Embedder, Store
+from ragvisor.errors import InputError
+
+RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al.; damps the top ranks' weight
+
+
+class SearchMode(enum.Enum):
+    """How chunks are ranked: by meaning, by words, or both fused."""
+
+    DENSE = "dense"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """Bounds a query must respect; from `[server]` in the configuration."""
+
+    max_query_chars: int = 1000
+    max_k: int = 50
+    snippet_chars: int = 240
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One result, with `path` relative to its corpus root."""
+
+    path: str
+    title: str
+    chunk_id: str
+    score: float
+    snippet: str
+    heading: str
+    corpus_root: str
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape of a result."""
+        return {
+            "path": self.path,
+            "title": self.title,
+            "chunk_id": self.chunk_id,
+            "score": round(self.score, 6),
+            "snippet": self.snippet,
+            "heading": self.heading,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Results plus how long each phase took."""
+
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+    mode: SearchMode
+
+
+def validate_query(query: str | None, k: int, limits: QueryLimits) -> str:
+    """Return the stripped query; raises InputError for empty, oversized or bad-k requests."""
+    if query is None or not query.strip():
+        raise InputError("query must not be empty")
+    query = query.strip()
+    if len(query) > limits.max_query_chars:
+        raise InputError(f"query is {len(query)} characters; the limit is {limits.max_query_chars}")
+    if "\x00" in query:
+        raise InputError("query must not contain NUL characters")
+    if not 1 <= k <= limits.max_k:
+        raise InputError(f"k must be between 1 and {limits.max_k}, got {k}")
+    return query
+
+
+_SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w{3,}")
+
+
+def make_snippet(text: str, query: str, max_chars: int) -> str:
+    """A one-line excerpt of at most `max_chars`, centred on the first query word it contains."""
+    flat = _SPACE.sub(" ", text).strip()
+    if len(flat) <= max_chars:
+        return flat
+    lowered = flat.lower()
+    positions = [lowered.find(w.lower()) for w in _WORD.findall(query)]
+    hit = min((p for p in positions if p >= 0), default=0)
+    start = max(0, min(hit - max_chars // 4, len(flat) - max_chars))
+    if start > 0:
+        space = flat.find(" ", start)
+        start = space + 1 if 0 <= space < start + 30 else start
+    excerpt = flat[start : start + max_chars].rstrip()
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if start + max_chars < len(flat) else ""
+    return f"{prefix}{excerpt}{suffix}"
+
+
+def fuse(rankings: list[list[ScoredChunk]], k: int) -> list[ScoredChunk]:
+    """Reciprocal rank fusion: robust to the different score scales of cosine and BM25."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, scored in enumerate(ranking):
+            scores[scored.chunk_id] = scores.get(scored.chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [ScoredChunk(chunk_id, score) for chunk_id, score in best]
+
+
+class Retriever:
+    """Answers searches from the store; the only embedding it computes is the query's."""
+
+    def __init__(self, store: Store, embedder: Embedder, limits: QueryLimits) -> None:
+        self._store = store
+        self._embedder = embedder
+        self.limits = limits
+
+    def search(self, query: str, k: int, mode: SearchMode = SearchMode.DENSE) -> SearchResult:
+        """Rank chunks for a validated query. Raises InputError for bad input."""
+        query = validate_query(query, k, self.limits)
+        timings: dict[str, float] = {}
+        rankings: list[list[ScoredChunk]] = []
+        depth = k if mode is not SearchMode.HYBRID else max(k * 4, 20)
+        if mode in (SearchMode.DENSE, SearchMode.HYBRID):
+            started = time.perf_counter()
+            vector = self._embedder.embed([query])[0]
+            timings["embed"] = _ms_since(started)
+            started = time.perf_counter()
+            rankings.append(self._store.dense_search(vector, depth, self._embedder.fingerprint))
+            timings["retrieve"] = _ms_since(started)
+        if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+            started = time.perf_counter()
+            rankings.append(self._store.keyword_search(query, depth))
+            timings["keyword"] = _ms_since(started)
+        ranked = rankings[0][:k] if len(rankings) == 1 else fuse(rankings, k)
+        started = time.perf_counter()
+        records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
+        hits = [
+            _hit(records[s.chunk_id], s.score, query, self.limits.snippet_chars)
+            for s in ranked
+            if s.chunk_id in records
+        ]
+        timings["fetch"] = _ms_since(started)
+        return SearchResult(hits, timings, mode)
+
+
+def _hit(record: ChunkRecord, score: float, query: str, snippet_chars: int) -> SearchHit:
+    return SearchHit(
+        path=record.path,
+        title=record.title,
+        chunk_id=record.chunk_id,
+        score=score,
+        snippet=make_snippet(record.text, query, snippet_chars),
+        heading=record.heading,
+        corpus_root=record.corpus_root,
+    )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

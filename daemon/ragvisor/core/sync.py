@@ -1,0 +1,267 @@
+"""Hash-checked sync: plan first, embed only what changed, commit each document atomically.
+
+`plan_sync` is pure: it compares what the corpus holds now with what the store remembers and
+decides, per document, new / changed / unchanged / deleted. `apply_plan` carries a plan out:
+it embeds, in batches, only chunk texts whose hash has no vector under the embedder's
+fingerprint, and commits a document as soon as all of its vectors exist — new version written
+before the old is retired. A document is unchanged only when the bytes, the chunker version and
+the model fingerprint all match, so a model change or a chunker change re-embeds by itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ragvisor.core.model import (
+    Chunk,
+    Counts,
+    Fingerprint,
+    SourceDocument,
+    StoredDocument,
+    SyncReport,
+)
+from ragvisor.core.protocols import Embedder, Store, Vector
+
+
+class Action(enum.Enum):
+    """What a sync does with one document."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDocument:
+    """One document's decision, with the chunks to write when it is new or changed."""
+
+    action: Action
+    doc_id: str
+    path: str
+    source: SourceDocument | None = None
+    chunks: tuple[Chunk, ...] = ()
+    reasons: tuple[str, ...] = ()
+    chunk_counts: Counts = field(default_factory=Counts)
+
+
+@dataclass(slots=True)
+class SyncPlan:
+    """Everything a sync will do, decided before any embedding starts."""
+
+    documents: list[PlannedDocument]
+    chunker_version: str
+    fingerprint_key: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def document_counts(self) -> Counts:
+        """How many documents fall under each action."""
+        counts = Counts()
+        for planned in self.documents:
+            setattr(counts, planned.action.value, getattr(counts, planned.action.value) + 1)
+        return counts
+
+    def chunk_counts(self) -> Counts:
+        """Chunk-level new / changed / unchanged / deleted, summed over documents."""
+        total = Counts()
+        for planned in self.documents:
+            for name in ("new", "changed", "unchanged", "deleted"):
+                setattr(total, name, getattr(total, name) + getattr(planned.chunk_counts, name))
+        return total
+
+    def to_write(self) -> list[PlannedDocument]:
+        """New and changed documents, in plan order."""
+        return [p for p in self.documents if p.action in (Action.NEW, Action.CHANGED)]
+
+
+def compare_chunks(old: Sequence[str], new: Sequence[str]) -> Counts:
+    """Chunk counts of a document by position: same hash unchanged, other hash changed."""
+    counts = Counts()
+    for position, text_hash in enumerate(new):
+        if position >= len(old):
+            counts.new += 1
+        elif old[position] == text_hash:
+            counts.unchanged += 1
+        else:
+            counts.changed += 1
+    counts.deleted = max(0, len(old) - len(new))
+    return counts
+
+
+def plan_sync(
+    scanned: Sequence[SourceDocument],
+    stored: Mapping[str, StoredDocument],
+    hashes_with_vectors: set[str],
+    *,
+    chunk: Callable[[SourceDocument], list[Chunk]],
+    chunker_version: str,
+    fingerprint_key: str,
+    keep_doc_ids: set[str] | frozenset[str] = frozenset(),
+    keep_roots: set[str] | frozenset[str] = frozenset(),
+) -> SyncPlan:
+    """Decide what to do with every document; pure, so it is tested without I/O.
+
+    ``keep_doc_ids`` are documents that could not be read this time (skipped files) and
+    ``keep_roots`` corpus roots that are missing right now (an unmounted disk): their stored
+    documents are left alone rather than deleted.
+    """
+    planned: list[PlannedDocument] = []
+    seen: set[str] = set()
+    for source in scanned:
+        seen.add(source.doc_id)
+        previous = stored.get(source.doc_id)
+        if previous is not None:
+            reasons = []
+            if previous.content_sha256 != source.content_sha256:
+                reasons.append("content")
+            if previous.chunker_version != chunker_version:
+                reasons.append("chunker")
+            if not reasons and not all(h in hashes_with_vectors for h in previous.chunk_hashes):
+                reasons.append("model")
+            if not reasons:
+                planned.append(
+                    PlannedDocument(
+                        Action.UNCHANGED,
+                        source.doc_id,
+                        source.path,
+                        chunk_counts=Counts(unchanged=len(previous.chunk_hashes)),
+                    )
+                )
+                continue
+        chunks = tuple(chunk(source))
+        hashes = [c.text_sha256 for c in chunks]
+        old_hashes = previous.chunk_hashes if previous is not None else ()
+        planned.append(
+            PlannedDocument(
+                Action.NEW if previous is None else Action.CHANGED,
+                source.doc_id,
+                source.path,
+                source=source,
+                chunks=chunks,
+                reasons=tuple(reasons) if previous is not None else (),
+                chunk_counts=compare_chunks(old_hashes, hashes),
+            )
+        )
+    for doc_id, previous in stored.items():
+        if doc_id in seen or doc_id in keep_doc_ids or previous.corpus_root in keep_roots:
+            continue
+        planned.append(
+            PlannedDocument(
+                Action.DELETED,
+                doc_id,
+                previous.path,
+                chunk_counts=Counts(deleted=len(previous.chunk_hashes)),
+            )
+        )
+    return SyncPlan(planned, chunker_version, fingerprint_key)
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def apply_plan(
+    plan: SyncPlan,
+    store: Store,
+    embedder: Embedder,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_committed: Callable[[PlannedDocument], None] | None = None,
+) -> SyncReport:
+    """Carry out a plan: embed missing vectors in batches, commit documents, then delete.
+
+    Deletions run last so a renamed file is written under its new name before the old one is
+    retired. Progress is reported as (chunks embedded so far, chunks to embed). Raises whatever
+    the embedder or store raises; every document committed before that stays committed.
+    """
+    started = time.perf_counter()
+    fingerprint = embedder.fingerprint
+    report = SyncReport(
+        documents=plan.document_counts(),
+        chunks=plan.chunk_counts(),
+        skipped=list(plan.skipped),
+        fingerprint=fingerprint.key,
+    )
+    have = store.hashes_with_vectors(fingerprint)
+    to_write = plan.to_write()
+    queued: dict[str, str] = {}
+    for planned in to_write:
+        for c in planned.chunks:
+            if c.text_sha256 not in have:
+                queued.setdefault(c.text_sha256, c.text)
+    total = len(queued)
+    report.embeddings_reused = sum(len(p.chunks) for p in to_write) - total
+    if on_progress is not None:
+        on_progress(0, total)
+
+    fresh: dict[str, Vector] = {}
+    pending = list(to_write)
+    batch_size = max(1, embedder.batch_size)
+    order = list(queued.items())
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        vectors = embedder.embed([text for _, text in batch])
+        report.embeddings_computed += len(batch)
+        for (text_hash, _), vector in zip(batch, vectors, strict=True):
+            fresh[text_hash] = vector
+        pending = _commit_ready(
+            pending,
+            store,
+            fresh=fresh,
+            have=have,
+            fingerprint=fingerprint,
+            chunker_version=plan.chunker_version,
+            on_committed=on_committed,
+        )
+        if on_progress is not None:
+            on_progress(report.embeddings_computed, total)
+    pending = _commit_ready(
+        pending,
+        store,
+        fresh=fresh,
+        have=have,
+        fingerprint=fingerprint,
+        chunker_version=plan.chunker_version,
+        on_committed=on_committed,
+    )
+    if pending:  # pragma: no cover - every queued hash was embedded above
+        raise RuntimeError(f"{len(pending)} documents left without vectors")
+    for planned in plan.documents:
+        if planned.action is Action.DELETED:
+            store.delete_document(planned.doc_id)
+            if on_committed is not None:
+                on_committed(planned)
+    store.prune_vectors(fingerprint)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit_ready(
+    pending: list[PlannedDocument],
+    store: Store,
+    *,
+    fresh: dict[str, Vector],
+    have: set[str],
+    fingerprint: Fingerprint,
+    chunker_version: str,
+    on_committed: Callable[[PlannedDocument], None] | None,
+) -> list[PlannedDocument]:
+    """Commit, in plan order, the leading pending documents whose chunks all have vectors."""
+    for index, planned in enumerate(pending):
+        if not all(c.text_sha256 in have or c.text_sha256 in fresh for c in planned.chunks):
+            return pending[index:]
+        assert planned.source is not None
+        new_vectors = {
+            c.text_sha256: fresh[c.text_sha256] for c in planned.chunks if c.text_sha256 in fresh
+        }
+        store.commit_document(
+            planned.source, planned.chunks, new_vectors, fingerprint, chunker_version
+        )
+        for text_hash in new_vectors:
+            have.add(text_hash)
+            del fresh[text_hash]
+        if on_committed is not None:
+            on_committed(planned)
+    return []

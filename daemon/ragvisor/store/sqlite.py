@@ -1,0 +1,458 @@
+"""The embedded store: SQLite in WAL mode, vectors as float32 blobs, FTS5 for keywords.
+
+Layout (schema version 1):
+
+- ``documents``: one row per document with the hash of its bytes and the chunker version;
+- ``chunks``: one row per chunk, keyed by the deterministic chunk id;
+- ``vectors``: one float32 blob per (chunk text hash, model fingerprint) — identical text is
+  embedded once, and a new model simply adds a new generation of rows beside the old one;
+- ``chunks_fts``: the keyword index, its rowids equal to the chunks' rowids;
+- ``meta``: schema version and ``commit_seq``, bumped by every write transaction so a reader
+  can tell, with one point lookup, whether its in-memory matrix is behind.
+
+A document commit is one ``BEGIN IMMEDIATE`` transaction: new chunks and vectors are written,
+then the chunks the new version no longer has are retired. A ``kill -9`` at any instant leaves
+either the old or the new version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from ragvisor.core.model import (
+    Chunk,
+    ChunkRecord,
+    Fingerprint,
+    ScoredChunk,
+    SourceDocument,
+    StoredDocument,
+)
+from ragvisor.core.protocols import Vector
+from ragvisor.errors import StoreError
+from ragvisor.store.dense_index import DenseIndex
+
+SCHEMA_VERSION = "1"
+DB_FILENAME = "ragvisor.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    corpus_root TEXT NOT NULL,
+    path TEXT NOT NULL,
+    title TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    chunker_version TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    committed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id),
+    position INTEGER NOT NULL,
+    heading TEXT NOT NULL,
+    text TEXT NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    chunker_version TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, position);
+CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks(text_sha256);
+CREATE TABLE IF NOT EXISTS vectors (
+    text_sha256 TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    dimensions INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (text_sha256, fingerprint)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, title, heading, tokenize = 'porter unicode61'
+);
+"""
+
+
+def _blob(vector: Vector) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def _vector(blob: bytes) -> Vector:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into a safe FTS5 query: each word quoted, any word may match."""
+    words = ["".join(ch for ch in word if ch.isalnum()) for word in text.split()]
+    return " OR ".join(f'"{word}"' for word in words if word)
+
+
+class SqliteStore:
+    """SQLite implementation of the Store protocol; safe to share between threads."""
+
+    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0) -> None:
+        """Open (creating if needed) the database under ``data_dir``.
+
+        Raises StoreError when the directory cannot be created or the file is not a ragvisor
+        database of a schema this version understands.
+        """
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data directory {data_dir}: {exc}") from exc
+        self.path = data_dir / DB_FILENAME
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._index: DenseIndex | None = None
+        self._init_schema()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """The calling thread's connection (readers never share a cursor)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps ``commit_seq``; rolled back on any error.
+
+        The sequence number it committed is left in ``self._local.committed_seq``.
+        """
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('commit_seq', '1') "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                self._local.committed_seq = self.commit_seq()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _commit(self) -> Iterator[tuple[sqlite3.Connection, DenseIndex | None]]:
+        """A write transaction plus the in-memory index, updated as one step.
+
+        The body updates the index after its SQL; searches wait on the index lock meanwhile,
+        so they see either the old or the new version. If anything fails the index is marked
+        stale and the next search reloads it from the store.
+        """
+        index = self._index
+        with index.lock if index is not None else nullcontext():
+            try:
+                with self._write() as conn:
+                    yield conn, index
+            except BaseException:
+                if index is not None:
+                    index.seq = -1
+                raise
+            if index is not None:
+                self._advance(index)
+
+    def _advance(self, index: DenseIndex) -> None:
+        """Mark the index current if it was current just before our own commit.
+
+        If another process committed in between, the index stays behind and the next search
+        reloads it — exactly once.
+        """
+        committed: int = self._local.committed_seq
+        if index.seq == committed - 1:
+            index.seq = committed
+
+    def _init_schema(self) -> None:
+        try:
+            with self._write_lock:
+                conn = self._conn()
+                conn.executescript(_SCHEMA)
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES('schema_version', ?)",
+                        (SCHEMA_VERSION,),
+                    )
+                elif row[0] != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema version {row[0]}, this ragvisor reads "
+                        f"{SCHEMA_VERSION}; use a new data_dir or a matching ragvisor"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+    def commit_seq(self) -> int:
+        """Sequence number of the last write transaction (0 for an empty store)."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key='commit_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def stored_documents(self) -> dict[str, StoredDocument]:
+        """Every stored document with its chunk hashes in position order."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            hashes: dict[str, list[str]] = {}
+            for doc_id, text_sha256 in conn.execute(
+                "SELECT doc_id, text_sha256 FROM chunks ORDER BY doc_id, position"
+            ):
+                hashes.setdefault(doc_id, []).append(text_sha256)
+            return {
+                doc_id: StoredDocument(
+                    doc_id=doc_id,
+                    corpus_root=root,
+                    path=path,
+                    content_sha256=content,
+                    chunker_version=chunker,
+                    chunk_hashes=tuple(hashes.get(doc_id, ())),
+                )
+                for doc_id, root, path, content, chunker in conn.execute(
+                    "SELECT doc_id, corpus_root, path, content_sha256, chunker_version "
+                    "FROM documents"
+                )
+            }
+        finally:
+            conn.execute("COMMIT")
+
+    def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
+        """Text hashes that already have a vector under this fingerprint."""
+        rows = self._conn().execute(
+            "SELECT text_sha256 FROM vectors WHERE fingerprint = ?", (fingerprint.key,)
+        )
+        return {row[0] for row in rows}
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def commit_document(
+        self,
+        document: SourceDocument,
+        chunks: Sequence[Chunk],
+        new_vectors: Mapping[str, Vector],
+        fingerprint: Fingerprint,
+        chunker_version: str,
+    ) -> None:
+        """Write the new version of a document, then retire the old, in one transaction.
+
+        Raises StoreError (and changes nothing) when a chunk would be left without a vector.
+        """
+        with self._commit() as (conn, index):
+            conn.executemany(
+                "INSERT OR IGNORE INTO vectors(text_sha256, fingerprint, dimensions, vector) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (text_hash, fingerprint.key, fingerprint.dimensions, _blob(vector))
+                    for text_hash, vector in new_vectors.items()
+                ],
+            )
+            wanted = sorted({chunk.text_sha256 for chunk in chunks})
+            vectors = self._vectors_for(conn, wanted, fingerprint)
+            missing = [h for h in wanted if h not in vectors]
+            if missing:
+                raise StoreError(
+                    f"{document.path}: {len(missing)} chunk(s) have no vector under "
+                    f"{fingerprint.key}; refusing a partial commit"
+                )
+            conn.execute(
+                "INSERT INTO documents(doc_id, corpus_root, path, title, content_sha256, "
+                "chunker_version, size_bytes, mtime_ns, committed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET "
+                "corpus_root=excluded.corpus_root, path=excluded.path, title=excluded.title, "
+                "content_sha256=excluded.content_sha256, "
+                "chunker_version=excluded.chunker_version, size_bytes=excluded.size_bytes, "
+                "mtime_ns=excluded.mtime_ns, committed_at=excluded.committed_at",
+                (
+                    document.doc_id,
+                    document.corpus_root,
+                    document.path,
+                    document.title,
+                    document.content_sha256,
+                    chunker_version,
+                    document.size_bytes,
+                    document.mtime_ns,
+                    time.time(),
+                ),
+            )
+            keep = {chunk.chunk_id for chunk in chunks}
+            existing = dict(
+                conn.execute(
+                    "SELECT chunk_id, rowid FROM chunks WHERE doc_id = ?", (document.doc_id,)
+                )
+            )
+            for chunk in chunks:
+                if chunk.chunk_id in existing:
+                    continue
+                cursor = conn.execute(
+                    "INSERT INTO chunks(chunk_id, doc_id, position, heading, text, text_sha256, "
+                    "chunker_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        chunk.chunk_id,
+                        chunk.doc_id,
+                        chunk.position,
+                        chunk.heading,
+                        chunk.text,
+                        chunk.text_sha256,
+                        chunk.chunker_version,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO chunks_fts(rowid, text, title, heading) VALUES (?, ?, ?, ?)",
+                    (cursor.lastrowid, chunk.text, document.title, chunk.heading),
+                )
+            retired = [(cid, rowid) for cid, rowid in existing.items() if cid not in keep]
+            self._retire(conn, retired)
+            if index is not None and index.fingerprint_key == fingerprint.key:
+                for chunk_id, _ in retired:
+                    index.remove(chunk_id)
+                for chunk in chunks:
+                    index.upsert(chunk.chunk_id, vectors[chunk.text_sha256])
+
+    @staticmethod
+    def _retire(conn: sqlite3.Connection, chunks: Sequence[tuple[str, int]]) -> None:
+        conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(r,) for _, r in chunks])
+        conn.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(c,) for c, _ in chunks])
+
+    @staticmethod
+    def _vectors_for(
+        conn: sqlite3.Connection, hashes: Sequence[str], fingerprint: Fingerprint
+    ) -> dict[str, Vector]:
+        found: dict[str, Vector] = {}
+        for start in range(0, len(hashes), 500):
+            part = hashes[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for text_hash, blob in conn.execute(
+                f"SELECT text_sha256, vector FROM vectors WHERE fingerprint = ? "
+                f"AND text_sha256 IN ({marks})",
+                (fingerprint.key, *part),
+            ):
+                found[text_hash] = _vector(blob)
+        return found
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks; unused vectors go at the next prune."""
+        with self._commit() as (conn, index):
+            retired = list(
+                conn.execute("SELECT chunk_id, rowid FROM chunks WHERE doc_id = ?", (doc_id,))
+            )
+            self._retire(conn, retired)
+            conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            if index is not None:
+                for chunk_id, _ in retired:
+                    index.remove(chunk_id)
+
+    def prune_vectors(self, keep: Fingerprint) -> int:
+        """Drop vectors of other fingerprints and of hashes no chunk has any more."""
+        with self._commit() as (conn, _):
+            cursor = conn.execute(
+                "DELETE FROM vectors WHERE fingerprint != ? "
+                "OR text_sha256 NOT IN (SELECT text_sha256 FROM chunks)",
+                (keep.key,),
+            )
+            return cursor.rowcount
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _current_index(self, fingerprint: Fingerprint) -> DenseIndex:
+        """The in-memory matrix for this fingerprint, reloaded only if the store moved on."""
+        index = self._index
+        if index is None or index.fingerprint_key != fingerprint.key:
+            index = DenseIndex(fingerprint.dimensions, fingerprint.key)
+            self._index = index
+        with index.lock:
+            conn = self._conn()
+            seq = self.commit_seq()
+            if index.seq != seq:
+                conn.execute("BEGIN")
+                try:
+                    seq = self.commit_seq()
+                    rows = conn.execute(
+                        "SELECT c.chunk_id, v.vector FROM chunks c JOIN vectors v "
+                        "ON v.text_sha256 = c.text_sha256 AND v.fingerprint = ?",
+                        (fingerprint.key,),
+                    )
+                    index.replace_all(((cid, _vector(blob)) for cid, blob in rows), seq)
+                finally:
+                    conn.execute("COMMIT")
+        return index
+
+    def load_index(self, fingerprint: Fingerprint) -> int:
+        """Build the in-memory matrix now (at start-up) instead of at the first search."""
+        return len(self._current_index(fingerprint))
+
+    def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
+        """Exact cosine top-k over the in-memory matrix of this fingerprint."""
+        return self._current_index(fingerprint).search(query, k)
+
+    def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
+        """BM25 top-k from the FTS5 index; the score is the negated bm25 (higher is better)."""
+        match = fts_query(query)
+        if not match:
+            return []
+        rows = self._conn().execute(
+            "SELECT c.chunk_id, bm25(chunks_fts) AS rank FROM chunks_fts "
+            "JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            "WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+            (match, k),
+        )
+        return [ScoredChunk(chunk_id, -float(rank)) for chunk_id, rank in rows]
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Chunks joined with their documents, in the order asked."""
+        if not chunk_ids:
+            return []
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._conn().execute(
+            "SELECT c.chunk_id, c.doc_id, d.corpus_root, d.path, d.title, c.heading, "
+            "c.position, c.text, c.text_sha256 FROM chunks c "
+            f"JOIN documents d ON d.doc_id = c.doc_id WHERE c.chunk_id IN ({marks})",
+            tuple(chunk_ids),
+        )
+        by_id = {row[0]: ChunkRecord(*row) for row in rows}
+        return [by_id[cid] for cid in chunk_ids if cid in by_id]
+
+    def stats(self) -> dict[str, int]:
+        """Counts for status pages and readiness."""
+        conn = self._conn()
+        return {
+            "documents": conn.execute("SELECT count(*) FROM documents").fetchone()[0],
+            "chunks": conn.execute("SELECT count(*) FROM chunks").fetchone()[0],
+            "vectors": conn.execute("SELECT count(*) FROM vectors").fetchone()[0],
+            "commit_seq": self.commit_seq(),
+        }
+
+    def close(self) -> None:
+        """Close every connection any thread opened."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()

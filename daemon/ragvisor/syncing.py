@@ -1,0 +1,230 @@
+"""Runs syncs one at a time — per process and across processes — and logs what they did.
+
+The daemon's scheduler, `POST /admin/sync` and `ragvisor sync` all come through `SyncRunner.run`.
+A thread lock stops two syncs inside one process, an `flock` on `<data_dir>/sync.lock` stops a
+CLI sync from racing the daemon's; the loser gets `BusyError` at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
+from ragvisor.core.documents import CorpusSpec, scan_corpus
+from ragvisor.core.model import StoredDocument, SyncReport
+from ragvisor.core.protocols import Embedder, Store
+from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync
+from ragvisor.errors import BusyError, SyncCancelled
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class SyncState:
+    """What `/admin/sync` and status pages report about syncing."""
+
+    running: bool = False
+    trigger: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_report: dict[str, object] | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {
+            "running": self.running,
+            "trigger": self.trigger,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "last_report": self.last_report,
+            "last_error": self.last_error,
+        }
+
+
+class _FileLock:
+    """A non-blocking exclusive flock; released by the kernel if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock. Raises BusyError if another process holds it."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BusyError(f"another sync is running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def kept_by_skips(stored: Iterable[StoredDocument], skipped_paths: Sequence[str]) -> set[str]:
+    """Ids of stored documents that a skip protects from deletion.
+
+    A file that could not be read this time (or a folder that could not be listed, reported with
+    a trailing "/") keeps what the store has for it: a transient error must never delete data.
+    """
+    files = {p for p in skipped_paths if not p.endswith("/")}
+    folders = tuple(p for p in skipped_paths if p.endswith("/"))
+    kept = set()
+    for doc in stored:
+        full = f"{doc.corpus_root.rstrip('/')}/{doc.path}"
+        if full in files or (folders and full.startswith(folders)):
+            kept.add(doc.doc_id)
+    return kept
+
+
+class SyncRunner:
+    """Scan, plan, apply — one at a time — and log each step with its duration."""
+
+    def __init__(
+        self,
+        *,
+        corpus: CorpusSpec,
+        chunking: ChunkingSpec,
+        store: Store,
+        embedder: Embedder,
+        lock_path: Path,
+        log: Any,
+    ) -> None:
+        self._corpus = corpus
+        self._chunking = chunking
+        self._store = store
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._file_lock = _FileLock(lock_path)
+        self._log = log
+        self.state = SyncState()
+
+    @property
+    def running(self) -> bool:
+        """Whether a sync is in progress in this process."""
+        return self._lock.locked()
+
+    def cancel(self) -> None:
+        """Ask a running sync to stop after its current batch (used at shutdown).
+
+        Documents committed so far stay committed; the next sync finishes the rest.
+        """
+        self._cancel.set()
+
+    def _checked_progress(self, on_progress: ProgressCallback | None) -> ProgressCallback:
+        def progress(done: int, total: int) -> None:
+            if self._cancel.is_set():
+                raise SyncCancelled(f"sync cancelled after {done} of {total} embeddings")
+            if on_progress is not None:
+                on_progress(done, total)
+
+        return progress
+
+    def run_quietly(self, *, trigger: str) -> SyncReport | None:
+        """Run a sync for a background job (scheduler, admin thread); never raises.
+
+        Busy is logged as `sync.skipped`; any failure was already logged as `sync.failed` and the
+        next interval retries.
+        """
+        try:
+            return self.run(trigger=trigger)
+        except BusyError as exc:
+            self._log.info("sync.skipped", trigger=trigger, reason=str(exc))
+        except Exception:  # noqa: BLE001 - logged with its traceback inside run()
+            return None
+        return None
+
+    def run(self, *, trigger: str, on_progress: ProgressCallback | None = None) -> SyncReport:
+        """Run one sync now. Raises BusyError when one is already running here or elsewhere."""
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("a sync is already running")
+        try:
+            self._file_lock.acquire()
+            try:
+                return self._run(trigger, on_progress)
+            finally:
+                self._file_lock.release()
+        finally:
+            self._lock.release()
+
+    def _run(self, trigger: str, on_progress: ProgressCallback | None) -> SyncReport:
+        log = self._log.bind(trigger=trigger)
+        self.state.running, self.state.trigger = True, trigger
+        self.state.started_at = time.time()
+        started = time.perf_counter()
+        log.info("sync.started", roots=[str(r) for r in self._corpus.roots])
+        try:
+            scan = scan_corpus(self._corpus)
+            for root in scan.missing_roots:
+                log.warning("sync.corpus_missing", root=str(root), action="kept stored documents")
+            for path, reason in scan.skipped:
+                log.warning("sync.file_skipped", path=path, reason=reason)
+            stored = self._store.stored_documents()
+            keep_ids = kept_by_skips(stored.values(), [path for path, _ in scan.skipped])
+            fingerprint = self._embedder.fingerprint
+            plan = plan_sync(
+                scan.documents,
+                stored,
+                self._store.hashes_with_vectors(fingerprint),
+                chunk=lambda doc: chunk_document(doc, self._chunking),
+                chunker_version=CHUNKER_VERSION,
+                fingerprint_key=fingerprint.key,
+                keep_doc_ids=keep_ids,
+                keep_roots={str(r.resolve()) for r in scan.missing_roots},
+            )
+            plan.skipped = [{"path": path, "reason": reason} for path, reason in scan.skipped]
+            log.info(
+                "sync.planned",
+                documents=plan.document_counts().as_dict(),
+                chunks=plan.chunk_counts().as_dict(),
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+            def committed(planned: PlannedDocument) -> None:
+                log.debug("sync.document_committed", path=planned.path, action=planned.action.value)
+
+            report = apply_plan(
+                plan,
+                self._store,
+                self._embedder,
+                on_progress=self._checked_progress(on_progress),
+                on_committed=committed,
+            )
+            report.seconds = time.perf_counter() - started
+        except Exception as exc:
+            self.state.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception(
+                "sync.failed", duration_s=round(time.perf_counter() - started, 3), error=str(exc)
+            )
+            raise
+        finally:
+            self.state.running = False
+            self.state.finished_at = time.time()
+        self.state.last_report = report.as_dict()
+        self.state.last_error = None
+        log.info(
+            "sync.finished",
+            documents=report.documents.as_dict(),
+            chunks=report.chunks.as_dict(),
+            embeddings_computed=report.embeddings_computed,
+            embeddings_reused=report.embeddings_reused,
+            skipped=len(report.skipped),
+            duration_s=round(report.seconds, 3),
+        )
+        return report

@@ -1,0 +1,156 @@
+"""FastAPI routes: search, health, readiness and the admin sync trigger.
+
+Handlers are thin: they validate HTTP-level details and call the services built by the
+composition root (`ragvisor.app`). Blocking work (embedding, SQLite) runs in FastAPI's thread
+pool by declaring handlers with plain ``def``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragvisor import __version__
+from ragvisor.core.retrieval import SearchMode
+from ragvisor.errors import BusyError
+from ragvisor.web.errors import error_body, install_error_handlers
+
+if TYPE_CHECKING:
+    from ragvisor.app import Services
+
+
+class RequestLogMiddleware:
+    """One `http.request` event per request, with a request id and per-phase durations.
+
+    A plain ASGI middleware (no per-request task like `BaseHTTPMiddleware`) so it adds
+    microseconds, not milliseconds, to a search.
+    """
+
+    def __init__(self, app: ASGIApp, log: Any) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            phases = scope["state"].get("timings_ms", {})
+            self.log.info(
+                "http.request",
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                **{f"{name}_ms": value for name, value in phases.items()},
+            )
+
+
+def create_app(services: Services) -> FastAPI:
+    """Build the web application around already-constructed services."""
+    log = structlog.get_logger(component="web")
+    settings = services.settings.server
+    app = FastAPI(
+        title="ragvisor",
+        version=__version__,
+        description="Semantic search over your knowledge base, supervised for small CPU boxes.",
+    )
+    install_error_handlers(app, log)
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        expected = services.admin_token
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token (see server.admin_token)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.get("/search", summary="Semantic search over the synced knowledge base")
+    def search(
+        request: Request,
+        q: Annotated[str | None, Query(description="The query text")] = None,
+        k: Annotated[int, Query(description="How many results")] = settings.default_k,
+        mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
+            SearchMode.DENSE
+        ),
+    ) -> dict[str, Any]:
+        result = services.retriever.search(q or "", k, mode)
+        request.state.timings_ms = result.timings_ms
+        return {
+            "query": (q or "").strip(),
+            "mode": result.mode.value,
+            "results": [hit.as_dict() for hit in result.hits],
+            "timings_ms": result.timings_ms,
+        }
+
+    @app.get("/healthz", summary="The process is alive")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", summary="The model is loaded and the store is open")
+    def readyz() -> JSONResponse:
+        checks = services.readiness()
+        ready = all(check["ok"] for check in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.post("/admin/sync", summary="Start a sync now", dependencies=[Depends(require_admin)])
+    def admin_sync(
+        wait: Annotated[bool, Query(description="run now and return the report")] = False,
+    ) -> JSONResponse:
+        if services.sync_runner.running:
+            raise BusyError("a sync is already running")
+        if wait:
+            report = services.sync_runner.run(trigger="admin")
+            return JSONResponse({"status": "finished", "report": report.as_dict()})
+        started = threading.Event()
+
+        def run() -> None:
+            started.set()
+            services.sync_runner.run_quietly(trigger="admin")
+
+        threading.Thread(target=run, name="admin-sync", daemon=True).start()
+        started.wait(timeout=1.0)
+        return JSONResponse(
+            {"status": "started", "sync": services.sync_runner.state.as_dict()}, status_code=202
+        )
+
+    @app.get("/admin/sync", summary="State of the last sync", dependencies=[Depends(require_admin)])
+    def admin_sync_state() -> dict[str, Any]:
+        return services.sync_runner.state.as_dict()
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(f"no route {request.url.path}", "not_found"), 404)
+
+    return app
+
+
+def with_request_log(app: FastAPI) -> ASGIApp:
+    """Wrap the app in the request-log middleware (outermost, so it times everything)."""
+    return RequestLogMiddleware(app, structlog.get_logger(component="web"))

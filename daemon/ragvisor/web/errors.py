@@ -1,0 +1,78 @@
+"""The one table from errors to HTTP statuses, and the JSON shape every error takes.
+
+Every error body is ``{"error": "<message>", "code": "<slug>"}``; a request id is attached by
+the middleware. Unexpected exceptions become a 500 with a generic message — the traceback goes
+to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragvisor.errors import BusyError, ConfigError, InputError, NotReadyError, RagvisorError
+
+STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
+    (InputError, 400, "bad_request"),
+    (BusyError, 409, "busy"),
+    (NotReadyError, 503, "not_ready"),
+    (ConfigError, 500, "config"),
+    (RagvisorError, 500, "internal"),
+)
+
+
+def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
+    """The JSON every error response carries."""
+    return {"error": message, "code": code, **extra}
+
+
+def status_for(exc: RagvisorError) -> tuple[int, str]:
+    """HTTP status and code slug for one of our errors."""
+    for kind, status, code in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal"  # pragma: no cover - RagvisorError is the last row
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path")]
+        where = ".".join(loc) or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI, log: Any) -> None:
+    """Route every exception through the table above."""
+
+    @app.exception_handler(RagvisorError)
+    async def _ours(request: Request, exc: RagvisorError) -> JSONResponse:
+        status, code = status_for(exc)
+        if status >= 500:
+            log.error("http.error", path=request.url.path, error=str(exc), code=code)
+        return JSONResponse(error_body(str(exc), code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(_describe_validation(exc), "invalid_request"), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(str(exc.detail), code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unhandled", path=request.url.path)
+        return JSONResponse(error_body("internal error; see the daemon log", "internal"), 500)

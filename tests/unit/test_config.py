@@ -1,0 +1,80 @@
+"""Settings: defaults, file < environment < flags, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragvisor.config import env_overrides, load_settings, parse_settings
+from ragvisor.errors import ConfigError
+
+
+def test_defaults_apply_without_a_file():
+    """With no file and no environment the embedded defaults apply."""
+    settings = load_settings(None, {})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8321
+    assert settings.store.backend == "sqlite"
+    assert settings.embedder.backend == "onnx"
+    assert settings.corpus.paths == (Path("docs"),)
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path):
+    """Precedence is defaults < TOML file < RAGVISOR_<SECTION>__<KEY> < command-line flags."""
+    config = tmp_path / "ragvisor.toml"
+    config.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[sync]\ninterval_s = 10\n')
+    env = {"RAGVISOR_SERVER__PORT": "9100", "RAGVISOR_CORPUS__PATHS": '["a", "b"]'}
+    settings = load_settings(config, env, {"server": {"host": "127.0.0.2"}})
+    assert settings.server.port == 9100
+    assert settings.server.host == "127.0.0.2"
+    assert settings.sync.interval_s == 10
+    assert settings.corpus.paths == (Path("a"), Path("b"))
+
+
+def test_environment_values_are_read_as_toml_when_they_parse():
+    """Numbers and lists in the environment become numbers and lists; other text stays text."""
+    nested = env_overrides(
+        {"RAGVISOR_SYNC__ON_START": "false", "RAGVISOR_SERVER__HOST": "0.0.0.0", "HOME": "/x"}
+    )
+    assert nested == {"sync": {"on_start": False}, "server": {"host": "0.0.0.0"}}
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"sync": {"interval_s": -1}}, "sync.interval_s"),
+        ({"server": {"port": "eighty"}}, "server.port"),
+        ({"server": {"colour": "blue"}}, "server.colour: unknown key"),
+        ({"widgets": {}}, "widgets: unknown key"),
+        ({"corpus": {"chunk_size_chars": 200, "chunk_overlap_chars": 300}}, "corpus"),
+        ({"server": {"default_k": 60, "max_k": 50}}, "server"),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_the_key(data, named):
+    """A bad value is refused with a message that names its key, never clamped."""
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        parse_settings(data)
+
+
+def test_bad_environment_variable_names_the_key():
+    """An environment override with an invalid value names the dotted key."""
+    with pytest.raises(ConfigError, match=r"embedder\.batch_size"):
+        load_settings(None, {"RAGVISOR_EMBEDDER__BATCH_SIZE": "0"})
+
+
+def test_malformed_or_missing_file_is_a_config_error(tmp_path):
+    """A missing or malformed TOML file is a ConfigError naming the file."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", {})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, {})
+
+
+def test_settings_are_frozen():
+    """Settings cannot be changed after validation."""
+    settings = load_settings(None, {})
+    with pytest.raises(Exception, match="frozen"):
+        settings.server.port = 1  # type: ignore[misc]

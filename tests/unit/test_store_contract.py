@@ -1,0 +1,164 @@
+"""The Store contract, run against every store implementation available here.
+
+SQLite always; Neo4j when NEO4J_URI is set (no Neo4j store exists yet, so that case is skipped
+with its reason printed).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from ragvisor.errors import StoreError
+from ragvisor.store.sqlite import SqliteStore
+from ragvisor.testing import FakeEmbedder
+from tests.helpers import CHUNKER, make_document, paragraph_chunks
+
+
+@pytest.fixture(params=["sqlite", "neo4j"])
+def store(request, tmp_path):
+    if request.param == "neo4j":
+        if not os.environ.get("NEO4J_URI"):
+            pytest.skip("NEO4J_URI is not set: Neo4j store contract not run")
+        pytest.skip("the Neo4j store is not implemented yet (BRIEF: production backend)")
+    s = SqliteStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+EMB = FakeEmbedder()
+
+
+def commit(store, doc, chunks=None, embedder=EMB):
+    chunks = paragraph_chunks(doc) if chunks is None else chunks
+    have = store.hashes_with_vectors(embedder.fingerprint)
+    todo = sorted({c.text_sha256: c.text for c in chunks if c.text_sha256 not in have}.items())
+    vectors = embedder.embed([t for _, t in todo]) if todo else []
+    store.commit_document(
+        doc, chunks, {h: v for (h, _), v in zip(todo, vectors)}, embedder.fingerprint, CHUNKER
+    )
+    return chunks
+
+
+def test_commit_then_plan_view_lists_chunk_hashes_in_order(store):
+    """A committed document is remembered with its content hash and chunk hashes by position."""
+    doc = make_document("a.md", "alpha one\n\nbeta two\n\ngamma three")
+    chunks = commit(store, doc)
+    stored = store.stored_documents()[doc.doc_id]
+    assert stored.content_sha256 == doc.content_sha256
+    assert stored.chunk_hashes == tuple(c.text_sha256 for c in chunks)
+    assert stored.chunker_version == CHUNKER
+
+
+def test_commit_without_a_vector_changes_nothing(store):
+    """A commit that would leave a chunk without a vector raises and leaves the old version."""
+    doc = make_document("a.md", "alpha one\n\nbeta two")
+    commit(store, doc)
+    before = store.stored_documents()
+    changed = make_document("a.md", "alpha one\n\nsomething new")
+    with pytest.raises(StoreError, match="no vector"):
+        store.commit_document(changed, paragraph_chunks(changed), {}, EMB.fingerprint, CHUNKER)
+    assert store.stored_documents() == before
+
+
+def test_new_version_retires_old_chunks_and_keeps_unchanged_ids(store):
+    """Re-committing a document keeps unchanged chunk ids and removes the retired ones."""
+    doc = make_document("a.md", "alpha one\n\nbeta two\n\ngamma three")
+    old = commit(store, doc)
+    new_doc = make_document("a.md", "alpha one\n\nbeta TWO")
+    new = commit(store, new_doc)
+    assert new[0].chunk_id == old[0].chunk_id
+    assert store.stats()["chunks"] == 2
+    records = store.get_chunks([c.chunk_id for c in old])
+    assert [r.chunk_id for r in records] == [old[0].chunk_id]
+
+
+def test_dense_search_sees_commits_and_deletes_without_reload(store):
+    """Searches reflect each commit and delete immediately."""
+    doc = make_document("fruit.md", "apple banana cherry\n\ncarrot potato leek")
+    commit(store, doc)
+    query = EMB.embed(["apple banana"])[0]
+    top = store.dense_search(query, 1, EMB.fingerprint)
+    assert store.get_chunks([top[0].chunk_id])[0].text == "apple banana cherry"
+    other = make_document("veg.md", "apple banana cherry")
+    commit(store, other)
+    assert len(store.dense_search(query, 10, EMB.fingerprint)) == 3
+    store.delete_document(doc.doc_id)
+    hits = store.dense_search(query, 10, EMB.fingerprint)
+    assert [store.get_chunks([h.chunk_id])[0].path for h in hits] == ["veg.md"]
+
+
+def test_identical_text_is_embedded_once(store):
+    """Two chunks with the same text share one vector: the second commit needs no embedding."""
+    commit(store, make_document("a.md", "shared paragraph"))
+    before = EMB.embedded_texts_total
+    commit(store, make_document("b.md", "shared paragraph"))
+    assert EMB.embedded_texts_total == before
+    assert store.stats()["vectors"] == 1
+
+
+def test_keyword_search_ranks_by_words(store):
+    """FTS5 finds chunks by word, and punctuation in the query cannot break the syntax."""
+    commit(store, make_document("a.md", "the swap file is sized in megabytes\n\nunrelated text"))
+    hits = store.keyword_search('swap "file" AND (OR', 5)
+    assert store.get_chunks([hits[0].chunk_id])[0].text.startswith("the swap file")
+    assert store.keyword_search("!!!", 5) == []
+
+
+def test_get_chunks_keeps_asked_order_and_drops_unknown_ids(store):
+    """get_chunks returns records in the order asked, skipping ids that do not exist."""
+    chunks = commit(store, make_document("a.md", "one\n\ntwo\n\nthree"))
+    ids = [chunks[2].chunk_id, "nope", chunks[0].chunk_id]
+    assert [r.text for r in store.get_chunks(ids)] == ["three", "one"]
+
+
+def test_prune_drops_other_models_and_unreferenced_vectors(store):
+    """After a model switch, pruning keeps only the active fingerprint's referenced vectors."""
+    doc = make_document("a.md", "one\n\ntwo")
+    commit(store, doc)
+    other = FakeEmbedder(name="other")
+    commit(store, doc, embedder=other)
+    assert store.stats()["vectors"] == 4
+    assert store.prune_vectors(other.fingerprint) == 2
+    assert store.hashes_with_vectors(EMB.fingerprint) == set()
+    assert len(store.hashes_with_vectors(other.fingerprint)) == 2
+
+
+def test_commit_by_another_connection_is_seen_once(tmp_path):
+    """A commit made through a second store on the same file (another process) reaches search."""
+    first = SqliteStore(tmp_path / "d")
+    second = SqliteStore(tmp_path / "d")
+    try:
+        query = EMB.embed(["apple"])[0]
+        assert first.dense_search(query, 5, EMB.fingerprint) == []
+        commit(second, make_document("a.md", "apple pie"))
+        hits = first.dense_search(query, 5, EMB.fingerprint)
+        assert len(hits) == 1
+        assert np.isclose(hits[0].score, float(EMB.embed(["apple pie"])[0] @ query), atol=1e-5)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_reopen_keeps_everything(tmp_path):
+    """Closing and reopening the store loses nothing."""
+    s = SqliteStore(tmp_path / "d")
+    commit(s, make_document("a.md", "one\n\ntwo"))
+    s.close()
+    again = SqliteStore(tmp_path / "d")
+    try:
+        assert again.stats()["chunks"] == 2
+        assert len(again.dense_search(EMB.embed(["one"])[0], 5, EMB.fingerprint)) == 2
+    finally:
+        again.close()
+
+
+def test_not_a_database_is_a_store_error(tmp_path):
+    """A data directory holding a non-SQLite file under our name fails with StoreError."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "ragvisor.sqlite3").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        SqliteStore(data)
