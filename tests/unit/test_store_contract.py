@@ -37,7 +37,11 @@ def commit(store, doc, chunks=None, embedder=EMB):
     todo = sorted({c.text_sha256: c.text for c in chunks if c.text_sha256 not in have}.items())
     vectors = embedder.embed([t for _, t in todo]) if todo else []
     store.commit_document(
-        doc, chunks, {h: v for (h, _), v in zip(todo, vectors)}, embedder.fingerprint, CHUNKER
+        doc,
+        chunks,
+        {h: v for (h, _), v in zip(todo, vectors, strict=True)},
+        embedder.fingerprint,
+        CHUNKER,
     )
     return chunks
 

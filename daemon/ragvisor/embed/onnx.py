@@ -1,0 +1,214 @@
+"""The in-process embedder: a BERT-like sentence model on ONNX Runtime, CPU only.
+
+It loads ``model.onnx`` and ``tokenizer.json`` from a directory, so any ONNX export with the
+usual inputs (``input_ids``, ``attention_mask``, optionally ``token_type_ids``) and a
+``[batch, sequence, hidden]`` output works; sentence vectors are the attention-masked mean of
+that output, L2-normalised, as sentence-transformers computes them. onnxruntime and tokenizer
+errors are translated into :class:`ragvisor.errors.ModelFileError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from ragvisor.core.model import Fingerprint
+from ragvisor.core.protocols import Matrix
+from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, file_sha256
+from ragvisor.errors import InputError, ModelFileError
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+_REQUIRED_INPUTS = ("input_ids", "attention_mask")
+_TOKEN_TYPE_INPUT = "token_type_ids"  # noqa: S105  (an ONNX input name, not a secret)
+_PREFERRED_OUTPUT = "last_hidden_state"
+
+
+class OnnxEmbedder:
+    """Implements :class:`ragvisor.core.protocols.Embedder` with ONNX Runtime and tokenizers.
+
+    Safe to call from several threads: ``InferenceSession.run`` and ``encode_batch`` are
+    thread-safe, and the counters are updated under a lock.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str = DEFAULT_MODEL_NAME,
+        batch_size: int = 16,
+        threads: int = 2,
+        max_tokens: int = 256,
+    ) -> None:
+        """Load the model and tokenizer from ``model_dir``.
+
+        Raises :class:`ModelFileError` if a file is missing, cannot be loaded, or the model does
+        not have the inputs and output a sentence model needs; :class:`InputError` for a
+        non-positive ``batch_size``, ``threads`` or ``max_tokens``.
+        """
+        for label, value in (
+            ("batch_size", batch_size),
+            ("threads", threads),
+            ("max_tokens", max_tokens),
+        ):
+            if value < 1:
+                raise InputError(f"{label} must be at least 1, got {value}")
+        self._model_dir = model_dir
+        self._batch_size = batch_size
+        self._max_tokens = max_tokens
+        self._lock = threading.Lock()
+        self._truncated_texts = 0
+        self._embedded_texts_total = 0
+
+        model_path = model_dir / MODEL_FILE
+        tokenizer_path = model_dir / TOKENIZER_FILE
+        for path in (model_path, tokenizer_path):
+            if not path.is_file():
+                raise ModelFileError(f"model directory {model_dir} has no {path.name}")
+        self._tokenizer = _load_tokenizer(tokenizer_path, max_tokens)
+        self._session = _load_session(model_path, threads)
+        self._feeds_token_types, self._output_name, dimensions = _check_signature(
+            self._session, model_path
+        )
+        try:
+            digest = file_sha256(model_path)
+        except OSError as exc:
+            raise ModelFileError(f"cannot read {model_path}: {exc}") from exc
+        if dimensions is None:
+            # Exports with a symbolic hidden size: one probe answers it, once, at load.
+            dimensions = int(self._run([self._tokenizer.encode("probe")]).shape[1])
+        self._fingerprint = Fingerprint(name=name, digest=digest, dimensions=dimensions)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """Identity of the model: its name, the sha256 of model.onnx and the vector size."""
+        return self._fingerprint
+
+    @property
+    def batch_size(self) -> int:
+        """How many texts one inference run takes; the sync hands over this many at once."""
+        return self._batch_size
+
+    @property
+    def model_dir(self) -> Path:
+        """The directory the model was loaded from."""
+        return self._model_dir
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens per text (special tokens included) beyond which a text is cut."""
+        return self._max_tokens
+
+    @property
+    def truncated_texts(self) -> int:
+        """Texts ever embedded that were longer than ``max_tokens`` and lost their tail."""
+        with self._lock:
+            return self._truncated_texts
+
+    @property
+    def embedded_texts_total(self) -> int:
+        """Texts ever embedded by this instance (tests count embedding work here)."""
+        with self._lock:
+            return self._embedded_texts_total
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed texts in batches of ``batch_size``; returns float32 of shape (n, dimensions).
+
+        Rows are L2-normalised, so a dot product is the cosine similarity.
+        """
+        if not texts:
+            return np.zeros((0, self._fingerprint.dimensions), dtype=np.float32)
+        parts: list[Matrix] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = list(texts[start : start + self._batch_size])
+            encodings = self._tokenizer.encode_batch(batch)
+            parts.append(self._run(encodings))
+            # tokenizers keeps the cut-off tail in `overflowing`, so this counts exactly the
+            # texts longer than max_tokens, not those that merely fill it.
+            truncated = sum(1 for encoding in encodings if encoding.overflowing)
+            with self._lock:
+                self._truncated_texts += truncated
+                self._embedded_texts_total += len(batch)
+        return np.concatenate(parts, axis=0)
+
+    def _run(self, encodings: list[Encoding]) -> Matrix:
+        """One inference run over already padded encodings, pooled and normalised."""
+        input_ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        attention_mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._feeds_token_types:
+            feeds[_TOKEN_TYPE_INPUT] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+        hidden = np.asarray(self._session.run([self._output_name], feeds)[0], dtype=np.float32)
+        mask = attention_mask[:, :, np.newaxis].astype(np.float32)
+        summed = (hidden * mask).sum(axis=1)
+        pooled = summed / np.clip(mask.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        vectors: Matrix = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return vectors
+
+
+def _load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """Load a tokenizer and override the padding and truncation its file may carry.
+
+    The default tokenizer.json pads every text to a fixed 128 tokens and truncates at 128;
+    padding to the longest text in the batch is cheaper, and the length limit is ours to set.
+    """
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+        raise ModelFileError(f"cannot load tokenizer {path}: {exc}") from exc
+    tokenizer.enable_truncation(max_length=max_tokens)
+    padding = tokenizer.padding or {}
+    pad_token = str(padding.get("pad_token", "[PAD]"))
+    pad_id = padding.get("pad_id", tokenizer.token_to_id(pad_token))
+    tokenizer.enable_padding(
+        direction=str(padding.get("direction", "right")).lower(),
+        pad_id=int(pad_id or 0),
+        pad_type_id=int(padding.get("pad_type_id", 0)),
+        pad_token=pad_token,
+    )
+    return tokenizer
+
+
+def _load_session(path: Path, threads: int) -> Any:
+    """Create a CPU inference session tuned for a small, long-running process.
+
+    The memory arena is off because it keeps every peak allocation: RSS grew to ~0.9 GB in a
+    long-running process (reference/field-notes.md). One inter-op thread: BERT graphs are a
+    chain, and the box has few cores to share with the generator.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's errors share no public base class
+        raise ModelFileError(f"cannot load ONNX model {path}: {exc}") from exc
+
+
+def _check_signature(session: Any, path: Path) -> tuple[bool, str, int | None]:
+    """Check the model's inputs and output; returns (feeds token types, output name, dims).
+
+    dims is None when the export leaves the hidden size symbolic.
+    """
+    inputs = {node.name for node in session.get_inputs()}
+    missing = [name for name in _REQUIRED_INPUTS if name not in inputs]
+    if missing:
+        raise ModelFileError(f"{path} lacks input(s) {', '.join(missing)}; got {sorted(inputs)}")
+    outputs = [node for node in session.get_outputs() if len(node.shape) == 3]
+    if not outputs:
+        raise ModelFileError(f"{path} has no [batch, sequence, hidden] output")
+    chosen = next((node for node in outputs if node.name == _PREFERRED_OUTPUT), outputs[0])
+    hidden = chosen.shape[2]
+    dimensions = hidden if isinstance(hidden, int) and hidden > 0 else None
+    return _TOKEN_TYPE_INPUT in inputs, str(chosen.name), dimensions

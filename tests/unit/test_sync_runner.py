@@ -1,0 +1,192 @@
+"""Sync end to end on real files and real SQLite, with a counting fake embedder.
+
+The integration suite repeats the key cases with the real ONNX model; these pin the logic fast.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from ragvisor.core.chunking import ChunkingSpec
+from ragvisor.core.documents import CorpusSpec
+from ragvisor.core.model import StoredDocument
+from ragvisor.errors import BusyError
+from ragvisor.store.sqlite import SqliteStore
+from ragvisor.syncing import SyncRunner, kept_by_skips
+from ragvisor.testing import FakeEmbedder
+from tests.helpers import make_document
+
+SECTIONS = "\n\n".join(
+    f"## Section {i}\n\n" + " ".join(f"word{i}_{j}" for j in range(60)) for i in range(5)
+)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "notes"
+    root.mkdir()
+    (root / "a.md").write_text("# Alpha\n\n" + SECTIONS)
+    (root / "b.md").write_text("# Beta\n\nbeta text about swap files")
+    (root / "sub").mkdir()
+    (root / "sub" / "c.txt").write_text("plain text about neo4j heaps")
+    return root
+
+
+def make_runner(tmp_path, root, embedder):
+    store = SqliteStore(tmp_path / "data")
+    runner = SyncRunner(
+        corpus=CorpusSpec(roots=(root,)),
+        chunking=ChunkingSpec(size_chars=300, overlap_chars=40),
+        store=store,
+        embedder=embedder,
+        lock_path=tmp_path / "data" / "sync.lock",
+        log=structlog.get_logger(component="sync"),
+    )
+    return runner, store
+
+
+def test_first_sync_then_unchanged_resync_computes_zero_embeddings(tmp_path, corpus):
+    """A re-sync of an unchanged corpus embeds nothing, counted at the embedder."""
+    embedder = FakeEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    first = runner.run(trigger="test")
+    assert first.documents.new == 3
+    assert first.embeddings_computed == embedder.embedded_texts_total > 0
+    before = embedder.embedded_texts_total
+    again = runner.run(trigger="test")
+    assert embedder.embedded_texts_total == before
+    assert again.embeddings_computed == 0
+    assert again.documents.as_dict() == {"new": 0, "changed": 0, "unchanged": 3, "deleted": 0}
+    store.close()
+
+
+def test_small_edit_embeds_exactly_the_changed_chunks(tmp_path, corpus):
+    """Editing one section re-embeds only that section's chunks."""
+    embedder = FakeEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    runner.run(trigger="test")
+    old_hashes = set(store.stored_documents().values().__iter__().__next__().chunk_hashes)
+    text = (corpus / "a.md").read_text()
+    (corpus / "a.md").write_text(text.replace("word2_10", "EDITED"))
+    before = embedder.embedded_texts_total
+    report = runner.run(trigger="test")
+    stored = {d.path: d for d in store.stored_documents().values()}
+    new_hashes = [h for h in stored["a.md"].chunk_hashes if h not in old_hashes]
+    assert report.documents.changed == 1
+    assert 1 <= len(new_hashes) < len(stored["a.md"].chunk_hashes)
+    assert embedder.embedded_texts_total - before == len(new_hashes) == report.embeddings_computed
+    store.close()
+
+
+def test_rename_reuses_vectors_and_delete_removes_chunks(tmp_path, corpus):
+    """A renamed file needs no embedding; a deleted file's chunks disappear from search."""
+    embedder = FakeEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    runner.run(trigger="test")
+    (corpus / "b.md").rename(corpus / "b-renamed.md")
+    (corpus / "sub" / "c.txt").unlink()
+    before = embedder.embedded_texts_total
+    report = runner.run(trigger="test")
+    assert embedder.embedded_texts_total == before
+    assert report.documents.as_dict() == {"new": 1, "changed": 0, "unchanged": 1, "deleted": 2}
+    paths = {d.path for d in store.stored_documents().values()}
+    assert paths == {"a.md", "b-renamed.md"}
+    hits = store.dense_search(embedder.embed(["neo4j heaps"])[0], 50, embedder.fingerprint)
+    assert all(r.path != "sub/c.txt" for r in store.get_chunks([h.chunk_id for h in hits]))
+    store.close()
+
+
+def test_model_change_reembeds_everything_then_prunes_old_vectors(tmp_path, corpus):
+    """A different fingerprint re-embeds every chunk; the old generation is pruned after."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder(name="m1"))
+    first = runner.run(trigger="test")
+    store.close()
+    other = FakeEmbedder(name="m2")
+    runner, store = make_runner(tmp_path, corpus, other)
+    report = runner.run(trigger="test")
+    assert report.documents.changed == 3
+    assert report.embeddings_computed == first.embeddings_computed == other.embedded_texts_total
+    assert store.stats()["vectors"] == len(store.hashes_with_vectors(other.fingerprint))
+    store.close()
+
+
+def test_unreadable_file_is_skipped_logged_and_kept(tmp_path, corpus):
+    """A file that turns binary is skipped with a logged reason and its old version stays."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    runner.run(trigger="test")
+    (corpus / "b.md").write_bytes(b"\x00\x01binary now")
+    (corpus / "latin.md").write_bytes("caf\xe9".encode("latin-1"))
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    skipped = {e["path"].rsplit("/", 1)[-1] for e in logs if e["event"] == "sync.file_skipped"}
+    assert skipped == {"b.md", "latin.md"}
+    assert {s["path"].rsplit("/", 1)[-1] for s in report.skipped} == {"b.md", "latin.md"}
+    assert report.documents.deleted == 0
+    assert "b.md" in {d.path for d in store.stored_documents().values()}
+    store.close()
+
+
+def test_missing_root_keeps_its_documents(tmp_path, corpus):
+    """A corpus folder that vanishes (unmounted disk) keeps its stored documents."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    runner.run(trigger="test")
+    corpus.rename(tmp_path / "elsewhere")
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    assert any(e["event"] == "sync.corpus_missing" for e in logs)
+    assert report.documents.deleted == 0
+    assert store.stats()["documents"] == 3
+    store.close()
+
+
+def test_two_syncs_never_run_at_once(tmp_path, corpus):
+    """A second sync while one runs is refused at once, in-process and across processes."""
+    gate, release = threading.Event(), threading.Event()
+
+    class SlowEmbedder(FakeEmbedder):
+        def embed(self, texts):
+            gate.set()
+            release.wait(5)
+            return super().embed(texts)
+
+    runner, store = make_runner(tmp_path, corpus, SlowEmbedder())
+    other, other_store = make_runner(tmp_path, corpus, FakeEmbedder())
+    worker = threading.Thread(target=runner.run, kwargs={"trigger": "test"})
+    worker.start()
+    try:
+        assert gate.wait(5)
+        with pytest.raises(BusyError, match="already running"):
+            runner.run(trigger="again")
+        with pytest.raises(BusyError, match="another sync is running"):
+            other.run(trigger="other process")
+    finally:
+        release.set()
+        worker.join(10)
+    assert other.run(trigger="after").documents.unchanged == 3
+    store.close()
+    other_store.close()
+
+
+def test_sync_logs_one_finished_event_with_counts(tmp_path, corpus):
+    """Each sync ends with one sync.finished event carrying counts and a duration."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    with capture_logs() as logs:
+        runner.run(trigger="test")
+    finished = [e for e in logs if e["event"] == "sync.finished"]
+    assert len(finished) == 1
+    assert finished[0]["documents"]["new"] == 3
+    assert finished[0]["duration_s"] >= 0
+    store.close()
+
+
+def test_kept_by_skips_protects_files_and_folders():
+    """Skipped files and skipped folders (trailing slash) protect stored documents below them."""
+    a = make_document("a.md", "x", root="/r")
+    b = make_document("dir/b.md", "x", root="/r")
+    c = make_document("c.md", "x", root="/r")
+    stored = [StoredDocument(d.doc_id, "/r", d.path, d.content_sha256, "v", ()) for d in (a, b, c)]
+    assert kept_by_skips(stored, ["/r/a.md", "/r/dir/"]) == {a.doc_id, b.doc_id}
