@@ -18,6 +18,7 @@ from ragvisor.errors import BusyError
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.syncing import SyncRunner, kept_by_skips
 from ragvisor.testing import FakeEmbedder
+from tests.consistency import check_store
 from tests.helpers import make_document
 
 SECTIONS = "\n\n".join(
@@ -190,3 +191,39 @@ def test_kept_by_skips_protects_files_and_folders():
     c = make_document("c.md", "x", root="/r")
     stored = [StoredDocument(d.doc_id, "/r", d.path, d.content_sha256, "v", ()) for d in (a, b, c)]
     assert kept_by_skips(stored, ["/r/a.md", "/r/dir/"]) == {a.doc_id, b.doc_id}
+
+
+def test_files_deleted_or_changed_mid_sync_leave_a_consistent_store(tmp_path, corpus):
+    """A file deleted or edited mid-sync is stored as read; the next sync catches up."""
+
+    class MeddlingEmbedder(FakeEmbedder):
+        meddled = False
+
+        def embed(self, texts):
+            if not self.meddled:
+                self.meddled = True
+                (corpus / "b.md").unlink()
+                (corpus / "sub" / "c.txt").write_text("rewritten while syncing")
+            return super().embed(texts)
+
+    embedder = MeddlingEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    runner.run(trigger="test")
+    check_store(store.path, embedder.fingerprint.key)
+    assert store.stats()["documents"] == 3  # stored as read at scan time
+    report = runner.run(trigger="test")
+    assert report.documents.as_dict() == {"new": 0, "changed": 1, "unchanged": 1, "deleted": 1}
+    check_store(store.path, embedder.fingerprint.key)
+    texts = [
+        r.text
+        for r in store.get_chunks(
+            [
+                h.chunk_id
+                for h in store.dense_search(
+                    embedder.embed(["rewritten"])[0], 50, embedder.fingerprint
+                )
+            ]
+        )
+    ]
+    assert "rewritten while syncing" in texts
+    store.close()

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qs
 
 import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvisor import __version__
 from ragvisor.core.retrieval import SearchMode
-from ragvisor.errors import BusyError
+from ragvisor.errors import BusyError, InputError
 from ragvisor.web.errors import error_body, install_error_handlers
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ def create_app(services: Services) -> FastAPI:
             SearchMode.DENSE
         ),
     ) -> dict[str, Any]:
+        if q and "\ufffd" in q:
+            _require_utf8_query(request.scope.get("query_string", b""))
         result = services.retriever.search(q or "", k, mode)
         request.state.timings_ms = result.timings_ms
         return {
@@ -149,6 +152,16 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(error_body(f"no route {request.url.path}", "not_found"), 404)
 
     return app
+
+
+def _require_utf8_query(raw: bytes) -> None:
+    """Refuse a query string whose percent-escapes are not UTF-8 (Starlette would replace them
+    with U+FFFD and search for garbage). Raises InputError.
+    """
+    try:
+        parse_qs(raw.decode("latin-1"), encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InputError("query string is not valid UTF-8") from exc
 
 
 def with_request_log(app: FastAPI) -> ASGIApp:

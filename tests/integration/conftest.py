@@ -1,0 +1,139 @@
+"""Real processes over loopback: the daemon, the CLI, the real ONNX model and SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragvisor.embed.model_files import assemble_default_model
+from ragvisor.embed.onnx import OnnxEmbedder
+
+RAGVISOR = [sys.executable, "-m", "ragvisor.cli"]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The pinned default model, assembled once per test session."""
+    return assemble_default_model(tmp_path_factory.mktemp("models") / "minilm")
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir) -> OnnxEmbedder:
+    """One real embedder shared by the tests that compute reference vectors."""
+    return OnnxEmbedder(model_dir)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_env(model_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ragvisor subprocess: the shared model directory, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVISOR_")}
+    env["RAGVISOR_EMBEDDER__MODEL_DIR"] = str(model_dir)
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], model_dir: Path, timeout: float = 300, **env: str):
+    """Run `ragvisor ARGS` to completion and return the CompletedProcess."""
+    return subprocess.run(
+        [*RAGVISOR, *args],
+        env=cli_env(model_dir, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Daemon:
+    """A running `ragvisor serve` and how to reach it."""
+
+    process: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin_token").read_text().strip()
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_daemon(corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, **env: str):
+    """Start the daemon and wait (bounded) until /readyz answers 200."""
+    port = free_port()
+    with log_path.open("w") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                *RAGVISOR,
+                "serve",
+                "--corpus",
+                str(corpus),
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
+            env=cli_env(model_dir, **env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Daemon(process, url, data_dir, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"daemon not ready in 60 s:\n{log_path.read_text()}")
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    """SIGTERM, then SIGKILL after a grace period."""
+    daemon.process.send_signal(signal.SIGTERM)
+    try:
+        daemon.process.wait(15)
+    except subprocess.TimeoutExpired:
+        daemon.process.kill()
+        daemon.process.wait(5)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path, model_dir) -> Iterator:
+    """Start daemons on demand; every one is stopped at the end of the test."""
+    started: list[Daemon] = []
+
+    def start(corpus: Path, **env: str) -> Daemon:
+        daemon = start_daemon(
+            corpus, tmp_path / "data", model_dir, tmp_path / f"daemon{len(started)}.log", **env
+        )
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        stop_daemon(daemon)

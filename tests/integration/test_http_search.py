@@ -1,0 +1,183 @@
+"""Search over real HTTP: the daemon as a subprocess, the real model, the real store."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.integration.conftest import run_cli, start_daemon, stop_daemon
+from tests.integration.corpus import write_corpus
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, model_dir):
+    """One synced daemon over the small notes corpus, shared by this module's tests."""
+    base = tmp_path_factory.mktemp("search")
+    corpus = write_corpus(base / "notes")
+    sync = run_cli(
+        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
+    )
+    assert sync.returncode == 0, sync.stderr
+    d = start_daemon(
+        corpus,
+        base / "data",
+        model_dir,
+        base / "daemon.log",
+        RAGVISOR_SYNC__ON_START="false",
+        RAGVISOR_SYNC__INTERVAL_S="0",
+    )
+    yield d
+    stop_daemon(d)
+
+
+def test_search_finds_the_right_note_with_relative_path(daemon):
+    """A question about swappiness returns the swap note first, its path relative to the root."""
+    response = httpx.get(
+        f"{daemon.url}/search", params={"q": "what should vm.swappiness be", "k": 3}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    top = body["results"][0]
+    assert top["path"] == "ops/swap.md"
+    assert top["title"] == "Swap on a small droplet"
+    assert "swappiness" in top["snippet"].lower()
+    assert set(top) >= {"path", "title", "chunk_id", "score", "snippet"}
+    assert len(body["results"]) == 3
+    assert set(body["timings_ms"]) >= {"embed", "retrieve"}
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("baking bread in a dutch oven", "recipes/bread.md"),
+        ("where does the cat sleep", "notes.txt"),
+        ("neo4j heap size", "ops/neo4j.md"),
+    ],
+)
+def test_dense_search_ranks_by_meaning(daemon, query, expected):
+    """Different questions land on their own notes."""
+    body = httpx.get(f"{daemon.url}/search", params={"q": query, "k": 1}).json()
+    assert body["results"][0]["path"] == expected
+
+
+def test_keyword_and_hybrid_modes_answer(daemon):
+    """Keyword (FTS5) and hybrid (rank fusion) modes find the note containing the word."""
+    for mode in ("keyword", "hybrid"):
+        body = httpx.get(
+            f"{daemon.url}/search", params={"q": "mkswap", "k": 2, "mode": mode}
+        ).json()
+        assert body["mode"] == mode
+        assert body["results"][0]["path"] == "ops/swap.md"
+
+
+def test_request_id_is_propagated_and_logged(daemon):
+    """A caller's X-Request-ID comes back and appears in the http.request log event."""
+    response = httpx.get(
+        f"{daemon.url}/search", params={"q": "swap"}, headers={"X-Request-ID": "trace-me-123"}
+    )
+    assert response.headers["x-request-id"] == "trace-me-123"
+    logged: list[dict] = []
+    deadline = time.monotonic() + 5  # the event is written just after the response is sent
+    while not logged and time.monotonic() < deadline:
+        events = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+        logged = [e for e in events if e.get("request_id") == "trace-me-123"]
+        time.sleep(0.02)
+    assert logged, "no http.request event for the request id"
+    assert logged[0]["event"] == "http.request"
+    assert logged[0]["status"] == 200
+    assert {"duration_ms", "embed_ms", "retrieve_ms"} <= set(logged[0])
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({}, 400, "must not be empty"),
+        ({"q": ""}, 400, "must not be empty"),
+        ({"q": "  \t "}, 400, "must not be empty"),
+        ({"q": "x" * 1001}, 400, "limit is 1000"),
+        ({"q": "x" * 60_000}, 400, "limit is 1000"),
+        ({"q": "swap", "k": 0}, 400, "k must be between 1 and 50"),
+        ({"q": "swap", "k": 51}, 400, "k must be between 1 and 50"),
+        ({"q": "swap", "k": -3}, 400, "k must be between"),
+        ({"q": "swap", "k": "ten"}, 422, "k:"),
+        ({"q": "swap", "mode": "magic"}, 422, "mode:"),
+        ({"q": "a\x00b"}, 400, "NUL"),
+    ],
+)
+def test_bad_search_input_is_a_clear_4xx(daemon, params, status, message):
+    """Malformed searches get a 4xx JSON error with a message, never a 500."""
+    response = httpx.get(f"{daemon.url}/search", params=params)
+    assert response.status_code == status
+    body = response.json()
+    assert message in body["error"]
+    assert body["code"]
+
+
+def test_non_utf8_query_string_is_refused(daemon):
+    """Percent-escapes that are not UTF-8 are a 400, not a search for replacement characters."""
+    response = httpx.get(f"{daemon.url}/search?q=%ff%fe")
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["error"]
+
+
+def test_health_readiness_and_openapi(daemon):
+    """healthz says alive, readyz reports model and store, openapi.json lists /search."""
+    assert httpx.get(f"{daemon.url}/healthz").json()["status"] == "ok"
+    ready = httpx.get(f"{daemon.url}/readyz").json()
+    assert ready["ready"] is True
+    assert ready["checks"]["store"]["chunks"] > 0
+    assert ready["checks"]["embedder"]["model"].startswith("all-MiniLM-L6-v2-int8@")
+    spec = httpx.get(f"{daemon.url}/openapi.json").json()
+    assert "/search" in spec["paths"]
+    assert "/admin/sync" in spec["paths"]
+
+
+def test_unknown_route_and_wrong_method_are_json(daemon):
+    """404 and 405 answer in the same JSON error shape."""
+    missing = httpx.get(f"{daemon.url}/nope")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    wrong = httpx.post(f"{daemon.url}/search", params={"q": "x"})
+    assert wrong.status_code == 405
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
+def test_admin_sync_requires_the_bearer_token(daemon):
+    """POST /admin/sync is 401 without or with a wrong token, and runs with the right one."""
+    assert httpx.post(f"{daemon.url}/admin/sync").status_code == 401
+    wrong = httpx.post(f"{daemon.url}/admin/sync", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    ok = httpx.post(
+        f"{daemon.url}/admin/sync",
+        params={"wait": "true"},
+        headers={"Authorization": f"Bearer {daemon.token}"},
+        timeout=60,
+    )
+    assert ok.status_code == 200
+    report = ok.json()["report"]
+    assert report["embeddings_computed"] == 0
+    assert report["documents"]["unchanged"] == 4
+
+
+def test_concurrent_searches_all_answer(daemon):
+    """Searches from several threads at once all succeed with the same top result."""
+    results: list[str] = []
+
+    def worker():
+        with httpx.Client() as client:
+            for _ in range(10):
+                body = client.get(f"{daemon.url}/search", params={"q": "sourdough", "k": 1}).json()
+                results.append(body["results"][0]["path"])
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == ["recipes/bread.md"] * 40
