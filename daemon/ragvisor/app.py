@@ -196,9 +196,8 @@ def build_scheduler(services: Services) -> Any:
 
 def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT: load, warm the index, schedule syncs, serve HTTP."""
-    import uvicorn
-
     from ragvisor.web.app import create_app, with_request_log
+    from ragvisor.web.server import run_server
 
     log = structlog.get_logger(component="app")
     process_started = time.perf_counter()
@@ -213,17 +212,8 @@ def serve(settings: Settings) -> None:
     scheduler = build_scheduler(services)
     scheduler.start()
     app = with_request_log(create_app(services))
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
     try:
-        server.run()
+        run_server(app, host=settings.server.host, port=settings.server.port)
     finally:
         log.info("app.stopping", stage="scheduler")
         scheduler.shutdown(wait=False)

@@ -207,6 +207,12 @@ class SyncRunner:
                 on_committed=committed,
             )
             report.seconds = time.perf_counter() - started
+        except SyncCancelled as exc:
+            self.state.last_error = str(exc)
+            log.info(
+                "sync.cancelled", duration_s=round(time.perf_counter() - started, 3), why=str(exc)
+            )
+            raise
         except Exception as exc:
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             log.exception(

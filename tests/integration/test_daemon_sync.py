@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import httpx
 
+from tests.consistency import check_store
 from tests.integration.corpus import synthetic_corpus, write_corpus
 
 
@@ -92,3 +94,28 @@ def test_search_keeps_answering_while_a_sync_runs(tmp_path, daemon_factory):
             time.sleep(0.05)
     assert statuses == {200}
     assert seen_results == 3
+
+
+def test_sigterm_mid_sync_stops_gracefully_and_keeps_the_store_consistent(
+    tmp_path, daemon_factory, embedder
+):
+    """SIGTERM during a sync stops the daemon within seconds; the store stays consistent."""
+    corpus = synthetic_corpus(tmp_path / "corpus", documents=40)
+    daemon = daemon_factory(corpus, RAGVISOR_SYNC__INTERVAL_S="0")
+    wait_for(
+        lambda: httpx.get(f"{daemon.url}/readyz").json()["checks"]["store"]["documents"] > 2,
+        interval=0.02,
+    )
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.process.wait(30)
+    stopped_after_s = time.monotonic() - started
+    assert daemon.process.returncode == 0
+    assert stopped_after_s < 15
+    events = [
+        json.loads(line)["event"] for line in daemon.logs().splitlines() if line.startswith("{")
+    ]
+    assert "app.stopped" in events
+    assert "sync.finished" not in events  # it was cancelled, not run to the end
+    counts = check_store(daemon.data_dir / "ragvisor.sqlite3", embedder.fingerprint.key)
+    assert 0 < counts["documents"] < 40
