@@ -45,7 +45,8 @@ class Services:
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Cheap checks for `/readyz`: the model answers and the store can be read."""
         checks: dict[str, dict[str, Any]] = {}
-        checks["embedder"] = {"ok": True, "model": self.embedder.fingerprint.key}
+        fingerprint = self.embedder.fingerprint
+        checks["embedder"] = {"ok": True, "model": fingerprint.name, "fingerprint": fingerprint.key}
         try:
             stats = self.store.stats()
             checks["store"] = {"ok": True, **stats}
@@ -128,7 +129,8 @@ def build_services(settings: Settings) -> Services:
     )
     log.info(
         "app.embedder_loaded",
-        model=embedder.fingerprint.key,
+        model=embedder.fingerprint.name,
+        fingerprint=embedder.fingerprint.key,
         model_dir=str(model_dir),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )

@@ -191,7 +191,13 @@ def _search_http(args: argparse.Namespace) -> dict[str, Any]:
         response = httpx.get(args.url.rstrip("/") + "/search", params=params, timeout=30.0)
     except httpx.HTTPError as exc:
         raise RagvisorError(f"cannot reach the daemon at {args.url}: {exc}") from exc
-    body: dict[str, Any] = response.json()
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError as exc:
+        raise RagvisorError(
+            f"{args.url} answered {response.status_code} with something that is not JSON; "
+            "is it a ragvisor daemon?"
+        ) from exc
     if response.status_code >= 400:
         error = body.get("error", response.text)
         if response.status_code < 500:

@@ -11,13 +11,24 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragvisor.errors import ConfigError
 
 ENV_PREFIX = "RAGVISOR_"
+# Variables with our prefix that are not settings: the config file path (read by the CLI) and
+# the Makefile's download cache.
+NOT_SETTINGS = frozenset({"CONFIG", "CACHE"})
+
+
+def _expand_user(path: Path) -> Path:
+    return path.expanduser()
+
+
+# A path setting: `~` is expanded; relative paths stay relative to the working directory.
+UserPath = Annotated[Path, AfterValidator(_expand_user)]
 
 
 class _Section(BaseModel):
@@ -27,7 +38,7 @@ class _Section(BaseModel):
 class CorpusSettings(_Section):
     """Which folders are the knowledge base and how their files become chunks."""
 
-    paths: tuple[Path, ...] = (Path("docs"),)
+    paths: tuple[UserPath, ...] = (Path("docs"),)
     include: tuple[str, ...] = ("**/*.md", "**/*.markdown", "**/*.txt")
     exclude: tuple[str, ...] = ("**/.git/**", "**/node_modules/**", "**/.venv/**", "**/.*/**")
     max_file_bytes: int = Field(2_000_000, ge=1)
@@ -47,7 +58,7 @@ class StoreSettings(_Section):
     """Where vectors, chunks and documents live."""
 
     backend: Literal["sqlite"] = "sqlite"
-    data_dir: Path = Path(".ragvisor")
+    data_dir: UserPath = Path(".ragvisor")
     busy_timeout_s: float = Field(10.0, gt=0)
 
 
@@ -55,7 +66,7 @@ class EmbedderSettings(_Section):
     """The embedding model. An empty `model_dir` means the pinned, packaged MiniLM."""
 
     backend: Literal["onnx"] = "onnx"
-    model_dir: Path | None = None
+    model_dir: UserPath | None = None
     model_name: str = "all-MiniLM-L6-v2-int8"
     batch_size: int = Field(16, ge=1, le=512)
     threads: int = Field(2, ge=1, le=64)
@@ -143,7 +154,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :]
-        if rest in {"CONFIG"}:
+        if rest in NOT_SETTINGS:
             continue
         section, sep, key = rest.partition("__")
         if not sep or not key:

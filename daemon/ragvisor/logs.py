@@ -61,6 +61,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # our own http.request event replaces it
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

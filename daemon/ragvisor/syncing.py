@@ -150,23 +150,53 @@ class SyncRunner:
             return None
         return None
 
-    def run(self, *, trigger: str, on_progress: ProgressCallback | None = None) -> SyncReport:
-        """Run one sync now. Raises BusyError when one is already running here or elsewhere."""
+    def _acquire(self, trigger: str) -> None:
+        """Take both locks and mark the sync running. Raises BusyError if either is held."""
         if not self._lock.acquire(blocking=False):
             raise BusyError("a sync is already running")
         try:
             self._file_lock.acquire()
-            try:
-                return self._run(trigger, on_progress)
-            finally:
-                self._file_lock.release()
-        finally:
+        except BaseException:
             self._lock.release()
+            raise
+        self.state.running, self.state.trigger = True, trigger
+        self.state.started_at = time.time()
+
+    def _release(self) -> None:
+        self.state.running = False
+        self.state.finished_at = time.time()
+        self._file_lock.release()
+        self._lock.release()
+
+    def run(self, *, trigger: str, on_progress: ProgressCallback | None = None) -> SyncReport:
+        """Run one sync now. Raises BusyError when one is already running here or elsewhere."""
+        self._acquire(trigger)
+        try:
+            return self._run(trigger, on_progress)
+        finally:
+            self._release()
+
+    def start(self, *, trigger: str) -> threading.Thread:
+        """Start a sync in a background thread, or raise BusyError at once.
+
+        The locks are taken before this returns, so a caller answering "started" is right.
+        """
+        self._acquire(trigger)
+
+        def work() -> None:
+            try:
+                self._run(trigger, None)
+            except Exception:  # noqa: BLE001 - logged as sync.failed / sync.cancelled by _run
+                self._log.debug("sync.background_ended_with_error", trigger=trigger)
+            finally:
+                self._release()
+
+        thread = threading.Thread(target=work, name=f"sync-{trigger}", daemon=True)
+        thread.start()
+        return thread
 
     def _run(self, trigger: str, on_progress: ProgressCallback | None) -> SyncReport:
         log = self._log.bind(trigger=trigger)
-        self.state.running, self.state.trigger = True, trigger
-        self.state.started_at = time.time()
         started = time.perf_counter()
         log.info("sync.started", roots=[str(r) for r in self._corpus.roots])
         try:
@@ -193,11 +223,17 @@ class SyncRunner:
                 "sync.planned",
                 documents=plan.document_counts().as_dict(),
                 chunks=plan.chunk_counts().as_dict(),
+                changed_because=plan.reason_counts(),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
             def committed(planned: PlannedDocument) -> None:
-                log.debug("sync.document_committed", path=planned.path, action=planned.action.value)
+                log.debug(
+                    "sync.document_committed",
+                    path=planned.path,
+                    action=planned.action.value,
+                    reasons=list(planned.reasons),
+                )
 
             report = apply_plan(
                 plan,
@@ -219,9 +255,6 @@ class SyncRunner:
                 "sync.failed", duration_s=round(time.perf_counter() - started, 3), error=str(exc)
             )
             raise
-        finally:
-            self.state.running = False
-            self.state.finished_at = time.time()
         self.state.last_report = report.as_dict()
         self.state.last_error = None
         log.info(

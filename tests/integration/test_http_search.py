@@ -131,7 +131,8 @@ def test_health_readiness_and_openapi(daemon):
     ready = httpx.get(f"{daemon.url}/readyz").json()
     assert ready["ready"] is True
     assert ready["checks"]["store"]["chunks"] > 0
-    assert ready["checks"]["embedder"]["model"].startswith("all-MiniLM-L6-v2-int8@")
+    assert ready["checks"]["embedder"]["model"] == "all-MiniLM-L6-v2-int8"
+    assert ready["checks"]["embedder"]["fingerprint"].startswith("sha256:8199be6f699a395f/384")
     spec = httpx.get(f"{daemon.url}/openapi.json").json()
     assert "/search" in spec["paths"]
     assert "/admin/sync" in spec["paths"]

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 class Fingerprint:
     """Identity of an embedding model: a different fingerprint means every vector is re-embedded.
 
-    Keyed on the digest of the model file, not its name, so renaming a model directory does not
-    force a re-embed and a new file behind the same name does.
+    Keyed on the digest of the model file and the dimensions, not the name, so renaming a model
+    does not force a re-embed and a new file behind the same name does. The name is for people.
     """
 
     name: str
@@ -19,8 +19,13 @@ class Fingerprint:
 
     @property
     def key(self) -> str:
-        """Compact string form stored beside every vector."""
-        return f"{self.name}@{self.digest[:16]}/{self.dimensions}"
+        """Compact string form stored beside every vector: digest prefix and dimensions."""
+        return f"sha256:{self.digest[:16]}/{self.dimensions}"
+
+    @property
+    def label(self) -> str:
+        """Name plus key, for logs and status pages."""
+        return f"{self.name} ({self.key})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,7 @@ class SyncReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     fingerprint: str = ""
+    changed_because: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """Plain mapping for JSON output."""
@@ -123,6 +129,7 @@ class SyncReport:
             "chunks": self.chunks.as_dict(),
             "embeddings_computed": self.embeddings_computed,
             "embeddings_reused": self.embeddings_reused,
+            "changed_because": dict(self.changed_because),
             "skipped": list(self.skipped),
             "seconds": round(self.seconds, 3),
             "fingerprint": self.fingerprint,

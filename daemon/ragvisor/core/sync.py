@@ -72,6 +72,14 @@ class SyncPlan:
                 setattr(total, name, getattr(total, name) + getattr(planned.chunk_counts, name))
         return total
 
+    def reason_counts(self) -> dict[str, int]:
+        """Why changed documents changed: content, chunker or model, with counts."""
+        counts: dict[str, int] = {}
+        for planned in self.documents:
+            for reason in planned.reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
     def to_write(self) -> list[PlannedDocument]:
         """New and changed documents, in plan order."""
         return [p for p in self.documents if p.action in (Action.NEW, Action.CHANGED)]
@@ -179,6 +187,7 @@ def apply_plan(
     started = time.perf_counter()
     fingerprint = embedder.fingerprint
     report = SyncReport(
+        changed_because=plan.reason_counts(),
         documents=plan.document_counts(),
         chunks=plan.chunk_counts(),
         skipped=list(plan.skipped),

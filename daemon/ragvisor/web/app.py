@@ -8,7 +8,6 @@ pool by declaring handlers with plain ``def``.
 from __future__ import annotations
 
 import hmac
-import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvisor import __version__
 from ragvisor.core.retrieval import SearchMode
-from ragvisor.errors import BusyError, InputError
+from ragvisor.errors import InputError
 from ragvisor.web.errors import error_body, install_error_handlers
 
 if TYPE_CHECKING:
@@ -88,7 +87,10 @@ def create_app(services: Services) -> FastAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
             raise HTTPException(
                 status_code=401,
-                detail="missing or wrong bearer token (see server.admin_token)",
+                detail=(
+                    "missing or wrong bearer token (server.admin_token, or the generated "
+                    "<data_dir>/admin_token file)"
+                ),
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
@@ -126,19 +128,10 @@ def create_app(services: Services) -> FastAPI:
     def admin_sync(
         wait: Annotated[bool, Query(description="run now and return the report")] = False,
     ) -> JSONResponse:
-        if services.sync_runner.running:
-            raise BusyError("a sync is already running")
         if wait:
             report = services.sync_runner.run(trigger="admin")
             return JSONResponse({"status": "finished", "report": report.as_dict()})
-        started = threading.Event()
-
-        def run() -> None:
-            started.set()
-            services.sync_runner.run_quietly(trigger="admin")
-
-        threading.Thread(target=run, name="admin-sync", daemon=True).start()
-        started.wait(timeout=1.0)
+        services.sync_runner.start(trigger="admin")  # BusyError -> 409 before anything starts
         return JSONResponse(
             {"status": "started", "sync": services.sync_runner.state.as_dict()}, status_code=202
         )
