@@ -24,6 +24,7 @@ from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.errors import ConfigError
+from ragvisor.memory import release_free_memory
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.syncing import SyncRunner
 
@@ -206,6 +207,7 @@ def serve(settings: Settings) -> None:
     services = build_services(settings)
     indexed = services.store.load_index(services.embedder.fingerprint)
     services.embedder.embed(["warm-up"])  # first ONNX run allocates; pay it before traffic
+    release_free_memory()
     log.info(
         "app.ready",
         chunks_indexed=indexed,

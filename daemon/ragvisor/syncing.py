@@ -22,6 +22,7 @@ from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync
 from ragvisor.errors import BusyError, SyncCancelled
+from ragvisor.memory import release_free_memory
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -163,6 +164,7 @@ class SyncRunner:
         self.state.started_at = time.time()
 
     def _release(self) -> None:
+        release_free_memory()  # the batch peak is garbage now; give it back to the OS
         self.state.running = False
         self.state.finished_at = time.time()
         self._file_lock.release()
