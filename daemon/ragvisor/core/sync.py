@@ -168,6 +168,7 @@ def plan_sync(
 
 
 ProgressCallback = Callable[[int, int], None]
+EMBED_WINDOW_BATCHES = 8
 
 
 def apply_plan(
@@ -207,7 +208,9 @@ def apply_plan(
 
     fresh: dict[str, Vector] = {}
     pending = list(to_write)
-    batch_size = max(1, embedder.batch_size)
+    # Hand the embedder several batches at once so it can group texts of similar length;
+    # small enough that documents still commit every few seconds.
+    batch_size = max(1, embedder.batch_size) * EMBED_WINDOW_BATCHES
     order = list(queued.items())
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
