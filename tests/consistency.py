@@ -31,6 +31,14 @@ def check_store(db_path: Path, fingerprint_key: str) -> dict[str, int]:
             by_doc.setdefault(doc_id, []).append(position)
         for doc_id, positions in by_doc.items():
             assert sorted(positions) == list(range(len(positions))), f"{doc_id} positions broken"
+        for doc_id, listed in conn.execute("SELECT doc_id, chunk_hashes FROM documents"):
+            actual = [
+                h
+                for (h,) in conn.execute(
+                    "SELECT text_sha256 FROM chunks WHERE doc_id = ? ORDER BY position", (doc_id,)
+                )
+            ]
+            assert (listed.split(",") if listed else []) == actual, f"{doc_id} hash list stale"
         missing = conn.execute(
             "SELECT count(*) FROM chunks c LEFT JOIN vectors v ON v.text_sha256 = c.text_sha256 "
             "AND v.fingerprint = ? WHERE v.text_sha256 IS NULL",

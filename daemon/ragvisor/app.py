@@ -152,6 +152,7 @@ def build_services(settings: Settings) -> Services:
         store=store,
         embedder=embedder,
         lock_path=data_dir / "sync.lock",
+        quick_check=settings.sync.quick_check,
         log=structlog.get_logger(component="sync"),
     )
     return Services(

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="sync the knowledge base into the store now")
     _common(sync)
     sync.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    sync.add_argument(
+        "--full-check",
+        action="store_true",
+        help="read and hash every file, even those whose size and times are unchanged",
+    )
 
     search = sub.add_parser("search", help="search the knowledge base")
     _common(search)
@@ -123,7 +128,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = services.sync_runner.run(trigger="cli", on_progress=progress)
+        report = services.sync_runner.run(
+            trigger="cli", on_progress=progress, full_check=args.full_check
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -106,6 +106,8 @@ class SyncSettings(_Section):
 
     interval_s: float = Field(300.0, ge=0)
     on_start: bool = True
+    # Skip reading a file whose size, mtime, ctime and inode are those of its stored version.
+    quick_check: bool = True
 
 
 class Settings(_Section):

@@ -20,7 +20,7 @@ from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
-from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync
+from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
 from ragvisor.errors import BusyError, SyncCancelled
 from ragvisor.memory import release_free_memory
 
@@ -105,7 +105,9 @@ class SyncRunner:
         embedder: Embedder,
         lock_path: Path,
         log: Any,
+        quick_check: bool = True,
     ) -> None:
+        self.quick_check = quick_check
         self._corpus = corpus
         self._chunking = chunking
         self._store = store
@@ -170,11 +172,20 @@ class SyncRunner:
         self._file_lock.release()
         self._lock.release()
 
-    def run(self, *, trigger: str, on_progress: ProgressCallback | None = None) -> SyncReport:
-        """Run one sync now. Raises BusyError when one is already running here or elsewhere."""
+    def run(
+        self,
+        *,
+        trigger: str,
+        on_progress: ProgressCallback | None = None,
+        full_check: bool = False,
+    ) -> SyncReport:
+        """Run one sync now. Raises BusyError when one is already running here or elsewhere.
+
+        ``full_check`` reads and hashes every file even when its stamp is unchanged.
+        """
         self._acquire(trigger)
         try:
-            return self._run(trigger, on_progress)
+            return self._run(trigger, on_progress, full_check)
         finally:
             self._release()
 
@@ -197,28 +208,37 @@ class SyncRunner:
         thread.start()
         return thread
 
-    def _run(self, trigger: str, on_progress: ProgressCallback | None) -> SyncReport:
+    def _run(
+        self, trigger: str, on_progress: ProgressCallback | None, full_check: bool = False
+    ) -> SyncReport:
         log = self._log.bind(trigger=trigger)
         started = time.perf_counter()
         log.info("sync.started", roots=[str(r) for r in self._corpus.roots])
         try:
-            scan = scan_corpus(self._corpus)
+            stored = self._store.stored_documents()
+            fingerprint = self._embedder.fingerprint
+            have = self._store.hashes_with_vectors(fingerprint)
+            stamps = (
+                quick_check_stamps(stored, have, CHUNKER_VERSION)
+                if self.quick_check and not full_check
+                else None
+            )
+            scan = scan_corpus(self._corpus, stamps)
             for root in scan.missing_roots:
                 log.warning("sync.corpus_missing", root=str(root), action="kept stored documents")
             for path, reason in scan.skipped:
                 log.warning("sync.file_skipped", path=path, reason=reason)
-            stored = self._store.stored_documents()
             keep_ids = kept_by_skips(stored.values(), [path for path, _ in scan.skipped])
-            fingerprint = self._embedder.fingerprint
             plan = plan_sync(
                 scan.documents,
                 stored,
-                self._store.hashes_with_vectors(fingerprint),
+                have,
                 chunk=lambda doc: chunk_document(doc, self._chunking),
                 chunker_version=CHUNKER_VERSION,
                 fingerprint_key=fingerprint.key,
                 keep_doc_ids=keep_ids,
                 keep_roots={str(r.resolve()) for r in scan.missing_roots},
+                unchanged_ids=scan.unchanged_ids,
             )
             plan.skipped = [{"path": path, "reason": reason} for path, reason in scan.skipped]
             log.info(
@@ -226,6 +246,8 @@ class SyncRunner:
                 documents=plan.document_counts().as_dict(),
                 chunks=plan.chunk_counts().as_dict(),
                 changed_because=plan.reason_counts(),
+                files_read=len(scan.documents),
+                quick_checked=len(scan.unchanged_ids),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 

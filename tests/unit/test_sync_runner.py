@@ -5,12 +5,15 @@ The integration suite repeats the key cases with the real ONNX model; these pin 
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from ragvisor.core import documents
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.model import StoredDocument
@@ -227,3 +230,56 @@ def test_files_deleted_or_changed_mid_sync_leave_a_consistent_store(tmp_path, co
     ]
     assert "rewritten while syncing" in texts
     store.close()
+
+
+def _events(logs, name):
+    return [e for e in logs if e["event"] == name]
+
+
+def test_quick_check_skips_reading_unchanged_files_and_catches_edits(tmp_path, corpus, monkeypatch):
+    """Files whose stamp is unchanged are not read; an edit that restores size and mtime is
+    still caught (ctime moves), and --full-check reads everything."""
+    monkeypatch.setattr(documents, "STABLE_AFTER_S", 0.0)  # files here are seconds old
+    embedder = FakeEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    runner.run(trigger="test")
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    planned = _events(logs, "sync.planned")[0]
+    assert (planned["files_read"], planned["quick_checked"]) == (0, 3)
+    assert report.documents.unchanged == 3
+    # Same size, mtime put back: only the inode change time tells.
+    path = corpus / "b.md"
+    before = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("swap", "SWAP"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    assert report.documents.changed == 1
+    assert _events(logs, "sync.planned")[0]["files_read"] == 1
+    with capture_logs() as logs:
+        runner.run(trigger="test", full_check=True)
+    assert _events(logs, "sync.planned")[0]["files_read"] == 3
+    store.close()
+
+
+def test_quick_check_is_off_for_racily_clean_files(tmp_path, corpus):
+    """A file modified within STABLE_AFTER_S of being read gets no stamp and is read again."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    runner.run(trigger="test")
+    assert {d.stamp for d in store.stored_documents().values()} == {""}
+    with capture_logs() as logs:
+        runner.run(trigger="test")
+    assert _events(logs, "sync.planned")[0]["files_read"] == 3
+    store.close()
+
+
+def test_file_stamp_needs_a_quiet_period():
+    """file_stamp is empty for a file changed under two seconds ago, else size:mtime:ctime:ino."""
+    info = Path(__file__).stat()
+    newest = max(info.st_mtime_ns, info.st_ctime_ns)
+    assert documents.file_stamp(info, now_ns=newest + 1_000_000_000) == ""
+    stamp = documents.file_stamp(info, now_ns=newest + 3_000_000_000)
+    assert stamp == f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"

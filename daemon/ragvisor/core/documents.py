@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -68,6 +69,7 @@ class ScanResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing_roots: list[Path] = field(default_factory=list)
     scanned_roots: list[str] = field(default_factory=list)
+    unchanged_ids: list[str] = field(default_factory=list)  # passed the quick check, not read
 
 
 @lru_cache(maxsize=256)
@@ -112,9 +114,18 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
+@lru_cache(maxsize=64)
+def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """All globs as one alternation, so a path is matched once per list, not once per glob."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in patterns), re.DOTALL)
+
+
 def glob_matches(rel_posix: str, patterns: tuple[str, ...]) -> bool:
     """True when the relative POSIX path matches any of the globs in full."""
-    return any(compile_glob(p).fullmatch(rel_posix) for p in patterns)
+    combined = _compile_globs(patterns)
+    return combined is not None and combined.fullmatch(rel_posix) is not None
 
 
 def _inside(root_resolved: str, target: str) -> bool:
@@ -199,7 +210,7 @@ def read_document(root: Path, path: Path, *, max_file_bytes: int) -> SourceDocum
     full = root_resolved / rel_posix
     if not _inside(str(root_resolved), os.path.realpath(full)):
         raise DocumentSkipped(full, "symlink points outside the corpus root")
-    data, mtime_ns = _read_bytes_once(full, max_file_bytes)
+    data, info = _read_bytes_once(full, max_file_bytes)
     if b"\0" in data[:BINARY_SNIFF_BYTES]:
         raise DocumentSkipped(full, "binary file (NUL byte in the first 8 KiB)")
     try:
@@ -223,7 +234,8 @@ def read_document(root: Path, path: Path, *, max_file_bytes: int) -> SourceDocum
         content_sha256=sha256_bytes(data),
         text=text,
         size_bytes=len(data),
-        mtime_ns=mtime_ns,
+        mtime_ns=info.st_mtime_ns,
+        stamp=file_stamp(info),
     )
 
 
@@ -238,7 +250,7 @@ def _relative_posix(root: Path, root_resolved: Path, path: Path) -> str:
     raise DocumentSkipped(path, "path is not below the corpus root")
 
 
-def _read_bytes_once(full: Path, max_file_bytes: int) -> tuple[bytes, int]:
+def _read_bytes_once(full: Path, max_file_bytes: int) -> tuple[bytes, os.stat_result]:
     # O_NONBLOCK: opening a FIFO named like a document must not hang the sync.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -270,7 +282,25 @@ def _read_bytes_once(full: Path, max_file_bytes: int) -> tuple[bytes, int]:
     data = b"".join(chunks)
     if len(data) > max_file_bytes:
         raise DocumentSkipped(full, f"too large (> {max_file_bytes} bytes)")
-    return data, info.st_mtime_ns
+    return data, info
+
+
+STABLE_AFTER_S = 2.0
+
+
+def file_stamp(info: os.stat_result, now_ns: int | None = None) -> str:
+    """A quick-check stamp of a file: size, mtime, ctime and inode, as rsync and git use.
+
+    An edit changes mtime and ctime (even one that restores mtime, like ``cp -p``, moves
+    ctime), so an equal stamp means the bytes are the ones hashed last time. A file modified
+    within ``STABLE_AFTER_S`` of now gets no stamp ("racily clean" in git's words): a second
+    edit in the same timestamp tick would leave the stamp equal, so it is re-read next time.
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    newest = max(info.st_mtime_ns, info.st_ctime_ns)
+    if now_ns - newest < STABLE_AFTER_S * 1e9:
+        return ""
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
 
 
 _FRONT_MATTER_CLOSE = ("---", "...")
@@ -332,12 +362,16 @@ def _title_from_stem(stem: str) -> str:
     return " ".join(stem.replace("-", " ").replace("_", " ").split()) or stem
 
 
-def scan_corpus(spec: CorpusSpec) -> ScanResult:
+def scan_corpus(spec: CorpusSpec, known_stamps: Mapping[str, str] | None = None) -> ScanResult:
     """Discover and read every document under every root of ``spec``.
 
     A root that does not exist, is not a directory or cannot be listed goes to
     ``missing_roots`` and contributes nothing — the caller must keep what it stored for it.
     Roots that resolve to the same directory are scanned once.
+
+    ``known_stamps`` maps document ids to the stamp their stored version was read with; a file
+    whose current stamp is equal is not read again and lands in ``unchanged_ids`` (the quick
+    check that keeps a re-sync of 10k unchanged files well under a second).
     """
     result = ScanResult()
 
@@ -355,7 +389,14 @@ def scan_corpus(spec: CorpusSpec) -> ScanResult:
         if str(resolved) in result.scanned_roots:
             continue
         result.scanned_roots.append(str(resolved))
+        root_str = str(resolved)
         for path in discover(resolved, spec, on_skip=on_skip):
+            if known_stamps:
+                doc_id = document_id(root_str, str(path)[len(root_str) :].lstrip("/"))
+                stamp = known_stamps.get(doc_id)
+                if stamp and _current_stamp(path) == stamp:
+                    result.unchanged_ids.append(doc_id)
+                    continue
             try:
                 document = read_document(resolved, path, max_file_bytes=spec.max_file_bytes)
             except DocumentSkipped as skipped:
@@ -363,3 +404,10 @@ def scan_corpus(spec: CorpusSpec) -> ScanResult:
             else:
                 result.documents.append(document)
     return result
+
+
+def _current_stamp(path: Path) -> str | None:
+    try:
+        return file_stamp(path.stat())
+    except OSError:
+        return None

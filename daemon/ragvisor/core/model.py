@@ -53,6 +53,9 @@ class SourceDocument:
     text: str
     size_bytes: int
     mtime_ns: int
+    # size:mtime:ctime:inode when the file was read, or "" when it had been modified less than
+    # STABLE_AFTER_S before (a later edit in the same clock tick could go unnoticed).
+    stamp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class StoredDocument:
     content_sha256: str
     chunker_version: str
     chunk_hashes: tuple[str, ...]  # text_sha256 per position
+    stamp: str = ""  # the file's stamp at its last commit ("" = never trust, always re-read)
 
 
 @dataclass(frozen=True, slots=True)

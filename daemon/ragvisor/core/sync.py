@@ -10,6 +10,7 @@ the model fingerprint all match, so a model change or a chunker change re-embeds
 
 from __future__ import annotations
 
+import collections
 import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,18 +60,23 @@ class SyncPlan:
 
     def document_counts(self) -> Counts:
         """How many documents fall under each action."""
-        counts = Counts()
-        for planned in self.documents:
-            setattr(counts, planned.action.value, getattr(counts, planned.action.value) + 1)
-        return counts
+        tally = collections.Counter(planned.action for planned in self.documents)
+        return Counts(
+            new=tally[Action.NEW],
+            changed=tally[Action.CHANGED],
+            unchanged=tally[Action.UNCHANGED],
+            deleted=tally[Action.DELETED],
+        )
 
     def chunk_counts(self) -> Counts:
         """Chunk-level new / changed / unchanged / deleted, summed over documents."""
-        total = Counts()
-        for planned in self.documents:
-            for name in ("new", "changed", "unchanged", "deleted"):
-                setattr(total, name, getattr(total, name) + getattr(planned.chunk_counts, name))
-        return total
+        counts = [p.chunk_counts for p in self.documents]
+        return Counts(
+            new=sum(c.new for c in counts),
+            changed=sum(c.changed for c in counts),
+            unchanged=sum(c.unchanged for c in counts),
+            deleted=sum(c.deleted for c in counts),
+        )
 
     def reason_counts(self) -> dict[str, int]:
         """Why changed documents changed: content, chunker or model, with counts."""
@@ -109,6 +115,7 @@ def plan_sync(
     fingerprint_key: str,
     keep_doc_ids: set[str] | frozenset[str] = frozenset(),
     keep_roots: set[str] | frozenset[str] = frozenset(),
+    unchanged_ids: Sequence[str] = (),
 ) -> SyncPlan:
     """Decide what to do with every document; pure, so it is tested without I/O.
 
@@ -118,6 +125,17 @@ def plan_sync(
     """
     planned: list[PlannedDocument] = []
     seen: set[str] = set()
+    for doc_id in unchanged_ids:  # passed the quick check: not even read
+        checked = stored[doc_id]
+        seen.add(doc_id)
+        planned.append(
+            PlannedDocument(
+                Action.UNCHANGED,
+                doc_id,
+                checked.path,
+                chunk_counts=Counts(unchanged=len(checked.chunk_hashes)),
+            )
+        )
     for source in scanned:
         seen.add(source.doc_id)
         previous = stored.get(source.doc_id)
@@ -167,6 +185,23 @@ def plan_sync(
     return SyncPlan(planned, chunker_version, fingerprint_key)
 
 
+def quick_check_stamps(
+    stored: Mapping[str, StoredDocument], hashes_with_vectors: set[str], chunker_version: str
+) -> dict[str, str]:
+    """Stamps of stored documents that need nothing but their bytes unchanged to be skipped.
+
+    Only a document already chunked by this chunker version with every vector present under
+    the active fingerprint qualifies: for any other, the text is needed and the file is read.
+    """
+    return {
+        doc.doc_id: doc.stamp
+        for doc in stored.values()
+        if doc.stamp
+        and doc.chunker_version == chunker_version
+        and all(h in hashes_with_vectors for h in doc.chunk_hashes)
+    }
+
+
 ProgressCallback = Callable[[int, int], None]
 EMBED_WINDOW_BATCHES = 8
 
@@ -194,8 +229,8 @@ def apply_plan(
         skipped=list(plan.skipped),
         fingerprint=fingerprint.key,
     )
-    have = store.hashes_with_vectors(fingerprint)
     to_write = plan.to_write()
+    have = store.hashes_with_vectors(fingerprint) if to_write else set()
     queued: dict[str, str] = {}
     for planned in to_write:
         for c in planned.chunks:

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS documents (
     chunker_version TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    stamp TEXT NOT NULL DEFAULT '',
+    chunk_hashes TEXT NOT NULL DEFAULT '',
     committed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -219,30 +221,22 @@ class SqliteStore:
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         """Every stored document with its chunk hashes in position order."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            hashes: dict[str, list[str]] = {}
-            for doc_id, text_sha256 in conn.execute(
-                "SELECT doc_id, text_sha256 FROM chunks ORDER BY doc_id, position"
-            ):
-                hashes.setdefault(doc_id, []).append(text_sha256)
-            return {
-                doc_id: StoredDocument(
-                    doc_id=doc_id,
-                    corpus_root=root,
-                    path=path,
-                    content_sha256=content,
-                    chunker_version=chunker,
-                    chunk_hashes=tuple(hashes.get(doc_id, ())),
-                )
-                for doc_id, root, path, content, chunker in conn.execute(
-                    "SELECT doc_id, corpus_root, path, content_sha256, chunker_version "
-                    "FROM documents"
-                )
-            }
-        finally:
-            conn.execute("COMMIT")
+        rows = self._conn().execute(
+            "SELECT doc_id, corpus_root, path, content_sha256, chunker_version, stamp, "
+            "chunk_hashes FROM documents"
+        )
+        return {
+            doc_id: StoredDocument(
+                doc_id=doc_id,
+                corpus_root=root,
+                path=path,
+                content_sha256=content,
+                chunker_version=chunker,
+                chunk_hashes=tuple(hashes.split(",")) if hashes else (),
+                stamp=stamp,
+            )
+            for doc_id, root, path, content, chunker, stamp, hashes in rows
+        }
 
     def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
         """Text hashes that already have a vector under this fingerprint."""
@@ -284,12 +278,14 @@ class SqliteStore:
                 )
             conn.execute(
                 "INSERT INTO documents(doc_id, corpus_root, path, title, content_sha256, "
-                "chunker_version, size_bytes, mtime_ns, committed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET "
+                "chunker_version, size_bytes, mtime_ns, stamp, chunk_hashes, committed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET "
                 "corpus_root=excluded.corpus_root, path=excluded.path, title=excluded.title, "
                 "content_sha256=excluded.content_sha256, "
                 "chunker_version=excluded.chunker_version, size_bytes=excluded.size_bytes, "
-                "mtime_ns=excluded.mtime_ns, committed_at=excluded.committed_at",
+                "mtime_ns=excluded.mtime_ns, stamp=excluded.stamp, "
+                "chunk_hashes=excluded.chunk_hashes, "
+                "committed_at=excluded.committed_at",
                 (
                     document.doc_id,
                     document.corpus_root,
@@ -299,6 +295,8 @@ class SqliteStore:
                     chunker_version,
                     document.size_bytes,
                     document.mtime_ns,
+                    document.stamp,
+                    ",".join(c.text_sha256 for c in sorted(chunks, key=lambda c: c.position)),
                     time.time(),
                 ),
             )
