@@ -192,6 +192,10 @@ def _load_session(path: Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = False
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads otherwise spin for a while after each run, stealing the core the
+    # search's matrix product needs next: measured, retrieve 2.0 ms -> 1.1 ms median, embedding
+    # speed unchanged (single queries and batches).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]

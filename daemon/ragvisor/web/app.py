@@ -22,6 +22,7 @@ from ragvisor import __version__
 from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import InputError
 from ragvisor.web.errors import error_body, install_error_handlers
+from ragvisor.web.schemas import ErrorResponse, SearchResponse
 
 if TYPE_CHECKING:
     from ragvisor.app import Services
@@ -94,7 +95,12 @@ def create_app(services: Services) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.get("/search", summary="Semantic search over the synced knowledge base")
+    @app.get(
+        "/search",
+        summary="Semantic search over the synced knowledge base",
+        response_model=SearchResponse,
+        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    )
     def search(
         request: Request,
         q: Annotated[str | None, Query(description="The query text")] = None,
@@ -102,17 +108,19 @@ def create_app(services: Services) -> FastAPI:
         mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
             SearchMode.DENSE
         ),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         if q and "\ufffd" in q:
             _require_utf8_query(request.scope.get("query_string", b""))
         result = services.retriever.search(q or "", k, mode)
         request.state.timings_ms = result.timings_ms
-        return {
-            "query": (q or "").strip(),
-            "mode": result.mode.value,
-            "results": [hit.as_dict() for hit in result.hits],
-            "timings_ms": result.timings_ms,
-        }
+        return JSONResponse(
+            {
+                "query": (q or "").strip(),
+                "mode": result.mode.value,
+                "results": [hit.as_dict() for hit in result.hits],
+                "timings_ms": result.timings_ms,
+            }
+        )
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, Any]:
