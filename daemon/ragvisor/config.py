@@ -68,7 +68,7 @@ class EmbedderSettings(_Section):
     backend: Literal["onnx"] = "onnx"
     model_dir: UserPath | None = None
     model_name: str = "all-MiniLM-L6-v2-int8"
-    batch_size: int = Field(8, ge=1, le=512)
+    batch_size: int = Field(4, ge=1, le=512)
     threads: int = Field(2, ge=1, le=64)
     max_tokens: int = Field(256, ge=8, le=8192)
 
