@@ -45,11 +45,11 @@ import numpy as np
 import psutil
 from tokenizers import Tokenizer
 
-from ragvisor.app import corpus_spec, resolve_model_dir
+from ragvisor.app import build_embedder, corpus_spec, resolve_model_dir
 from ragvisor.config import load_settings
 from ragvisor.core.chunking import ChunkingSpec, chunk_document
 from ragvisor.core.documents import read_document, scan_corpus
-from ragvisor.embed.onnx import TOKENIZER_FILE, OnnxEmbedder
+from ragvisor.embed.onnx import TOKENIZER_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -381,13 +381,7 @@ def raw_baseline(
     e = settings.embedder
     model_dir = resolve_model_dir(settings)
     load_started = time.perf_counter()
-    embedder = OnnxEmbedder(
-        model_dir,
-        name=e.model_name,
-        batch_size=e.batch_size,
-        threads=e.threads,
-        max_tokens=e.max_tokens,
-    )
+    embedder = build_embedder(settings)
     load_s = time.perf_counter() - load_started
     chunking = ChunkingSpec(
         size_chars=settings.corpus.chunk_size_chars,

@@ -93,6 +93,18 @@ def resolve_model_dir(settings: Settings) -> Path:
     return assemble_default_model(target)
 
 
+def build_embedder(settings: Settings) -> OnnxEmbedder:
+    """The embedder `[embedder]` describes, loaded and ready. Raises ModelFileError."""
+    e = settings.embedder
+    return OnnxEmbedder(
+        resolve_model_dir(settings),
+        name=e.model_name,
+        batch_size=e.batch_size,
+        threads=e.threads,
+        max_tokens=e.max_tokens,
+    )
+
+
 def load_admin_token(settings: Settings) -> str:
     """The configured admin token, or one generated once into `<data_dir>/admin_token` (0600)."""
     if settings.server.admin_token:
@@ -119,15 +131,8 @@ def build_services(settings: Settings) -> Services:
     started = time.perf_counter()
     data_dir = Path(settings.store.data_dir)
     store = SqliteStore(data_dir, busy_timeout_s=settings.store.busy_timeout_s)
-    e = settings.embedder
-    model_dir = resolve_model_dir(settings)
-    embedder = OnnxEmbedder(
-        model_dir,
-        name=e.model_name,
-        batch_size=e.batch_size,
-        threads=e.threads,
-        max_tokens=e.max_tokens,
-    )
+    embedder = build_embedder(settings)
+    model_dir = embedder.model_dir
     log.info(
         "app.embedder_loaded",
         model=embedder.fingerprint.name,

@@ -247,12 +247,15 @@ def apply_plan(
     # small enough that documents still commit every few seconds.
     batch_size = max(1, embedder.batch_size) * EMBED_WINDOW_BATCHES
     order = list(queued.items())
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        vectors = embedder.embed([text for _, text in batch])
-        report.embeddings_computed += len(batch)
-        for (text_hash, _), vector in zip(batch, vectors, strict=True):
-            fresh[text_hash] = vector
+    # One pass per window, plus a first pass with nothing embedded: documents whose vectors
+    # all exist already (renames, reused text) commit before any embedding starts.
+    windows = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in [[], *windows]:
+        if batch:
+            vectors = embedder.embed([text for _, text in batch])
+            report.embeddings_computed += len(batch)
+            for (text_hash, _), vector in zip(batch, vectors, strict=True):
+                fresh[text_hash] = vector
         pending = _commit_ready(
             pending,
             store,
@@ -262,17 +265,8 @@ def apply_plan(
             chunker_version=plan.chunker_version,
             on_committed=on_committed,
         )
-        if on_progress is not None:
+        if batch and on_progress is not None:
             on_progress(report.embeddings_computed, total)
-    pending = _commit_ready(
-        pending,
-        store,
-        fresh=fresh,
-        have=have,
-        fingerprint=fingerprint,
-        chunker_version=plan.chunker_version,
-        on_committed=on_committed,
-    )
     if pending:  # pragma: no cover - every queued hash was embedded above
         raise RuntimeError(f"{len(pending)} documents left without vectors")
     for planned in plan.documents:
