@@ -304,9 +304,9 @@ def run_sync(
                 if watch:
                     sample = rss_mb(proc.pid)
                     peak = hwm_mb(proc.pid)
-                    if sample == sample:  # not NaN: the process was still there
+                    if sample == sample and sample > 0:  # NaN or 0: exited / a zombie
                         rss_samples.append(sample)
-                    if peak == peak:
+                    if peak == peak and peak > 0:
                         hwm = peak  # VmHWM only grows; the last reading is the best
                     if time.perf_counter() >= next_note:
                         progress(
