@@ -223,12 +223,17 @@ def serve(settings: Settings) -> None:
     scheduler.start()
     app = with_request_log(create_app(services))
     try:
-        run_server(app, host=settings.server.host, port=settings.server.port)
+        run_server(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            graceful_s=settings.server.shutdown_grace_s,
+        )
     finally:
         log.info("app.stopping", stage="scheduler")
         scheduler.shutdown(wait=False)
         services.sync_runner.cancel()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + settings.sync.stop_timeout_s
         while services.sync_runner.running and time.monotonic() < deadline:
             time.sleep(0.05)
         log.info("app.stopping", stage="store")

@@ -93,6 +93,7 @@ class ServerSettings(_Section):
     max_k: int = Field(50, ge=1, le=1000)
     max_query_chars: int = Field(1000, ge=1)
     snippet_chars: int = Field(240, ge=20)
+    shutdown_grace_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
     def _k_within_max(self) -> ServerSettings:
@@ -108,6 +109,8 @@ class SyncSettings(_Section):
     on_start: bool = True
     # Skip reading a file whose size, mtime, ctime and inode are those of its stored version.
     quick_check: bool = True
+    # At shutdown, how long to wait for a running sync to stop after its current batch.
+    stop_timeout_s: float = Field(30.0, ge=0)
 
 
 class Settings(_Section):
