@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragvisor", description="Semantic search over your notes, supervised."
     )
     parser.add_argument("--version", action="version", version=f"ragvisor {__version__}")
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="debug, info, warning, error (default: info; warning for search, whose answer "
+        "is the output)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon (HTTP API + scheduled sync)")
@@ -221,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ragvisor.logs import configure_logging
 
-    configure_logging(level=args.log_level)
+    default_level = "warning" if args.command == "search" else "info"
+    configure_logging(level=args.log_level or default_level)
     try:
         return COMMANDS[args.command](args)
     except RagvisorError as exc:
