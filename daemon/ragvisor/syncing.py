@@ -149,8 +149,8 @@ class SyncRunner:
             return self.run(trigger=trigger)
         except BusyError as exc:
             self._log.info("sync.skipped", trigger=trigger, reason=str(exc))
-        except Exception:  # noqa: BLE001 - logged with its traceback inside run()
-            return None
+        except Exception:  # noqa: BLE001, S110 - logged with its traceback inside run()
+            pass
         return None
 
     def _acquire(self, trigger: str) -> None:

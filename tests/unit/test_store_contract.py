@@ -130,7 +130,7 @@ def test_prune_drops_other_models_and_unreferenced_vectors(store):
     assert len(store.hashes_with_vectors(other.fingerprint)) == 2
 
 
-def test_commit_by_another_connection_is_seen_once(tmp_path):
+def test_commit_by_another_connection_reaches_search(tmp_path):
     """A commit made through a second store on the same file (another process) reaches search."""
     first = SqliteStore(tmp_path / "d")
     second = SqliteStore(tmp_path / "d")

@@ -8,7 +8,6 @@ commit, and it remembers which commit sequence it reflects so a commit made by a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -41,15 +40,19 @@ class DenseIndex:
         """Held by the store while it commits and updates the index as one step."""
         return self._lock
 
-    def replace_all(self, items: Iterable[tuple[str, Vector]], seq: int) -> None:
-        """Rebuild from scratch (initial load or after another process committed)."""
+    def replace_all(self, chunk_ids: list[str], matrix: Matrix, seq: int) -> None:
+        """Rebuild from scratch (initial load or after another process committed).
+
+        Takes the whole matrix at once: loading 10k rows one upsert at a time cost ~70 ms of
+        the time to first search.
+        """
         with self._lock:
-            self._matrix = np.zeros((0, self.dimensions), dtype=np.float32)
-            self._size = 0
-            self._ids = []
-            self._rows = {}
-            for chunk_id, vector in items:
-                self.upsert(chunk_id, vector)
+            self._matrix = np.array(matrix, dtype=np.float32, copy=True).reshape(
+                len(chunk_ids), self.dimensions
+            )
+            self._size = len(chunk_ids)
+            self._ids = list(chunk_ids)
+            self._rows = {chunk_id: row for row, chunk_id in enumerate(self._ids)}
             self.seq = seq
 
     def upsert(self, chunk_id: str, vector: Vector) -> None:

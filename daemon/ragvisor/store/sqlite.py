@@ -397,7 +397,13 @@ class SqliteStore:
                         "ON v.text_sha256 = c.text_sha256 AND v.fingerprint = ?",
                         (fingerprint.key,),
                     )
-                    index.replace_all(((cid, _vector(blob)) for cid, blob in rows), seq)
+                    ids: list[str] = []
+                    blobs: list[bytes] = []
+                    for chunk_id, blob in rows:
+                        ids.append(chunk_id)
+                        blobs.append(blob)
+                    matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
+                    index.replace_all(ids, matrix, seq)
                 finally:
                     conn.execute("COMMIT")
         return index

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ragvisor import __version__
 from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import InputError
-from ragvisor.web.errors import error_body, install_error_handlers
+from ragvisor.web.errors import install_error_handlers
 from ragvisor.web.schemas import ErrorResponse, SearchResponse
 
 if TYPE_CHECKING:
@@ -147,10 +147,6 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/admin/sync", summary="State of the last sync", dependencies=[Depends(require_admin)])
     def admin_sync_state() -> dict[str, Any]:
         return services.sync_runner.state.as_dict()
-
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(f"no route {request.url.path}", "not_found"), 404)
 
     return app
 

@@ -66,8 +66,11 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
         )
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":  # the router's own 404
+            message = f"no route {request.url.path}"
         return JSONResponse(
-            error_body(str(exc.detail), code),
+            error_body(message, code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
