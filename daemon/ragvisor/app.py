@@ -17,13 +17,17 @@ from typing import Any
 
 import structlog
 
-from ragvisor.config import Settings
+from ragvisor.answering import Answerer
+from ragvisor.config import ENV_PREFIX, NOT_SETTINGS, Settings, settings_env
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.errors import ConfigError
+from ragvisor.llm.gguf import resolve_gguf
+from ragvisor.llm.ollama_client import Deadlines, OllamaClient
+from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
 from ragvisor.memory import release_free_memory
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.syncing import SyncRunner
@@ -42,6 +46,9 @@ class Services:
     sync_runner: SyncRunner
     admin_token: str
     started_at: float = field(default_factory=time.time)
+    generator: OllamaClient | None = None
+    worker: WorkerProcess | None = None
+    answerer: Answerer | None = None
 
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Cheap checks for `/readyz`: the model answers and the store can be read."""
@@ -56,7 +63,9 @@ class Services:
         return checks
 
     def close(self) -> None:
-        """Release the store."""
+        """Stop the worker (if we started one) and release the store."""
+        if self.worker is not None:
+            self.worker.stop()
         self.store.close()
 
 
@@ -170,6 +179,77 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The worker's environment: ours minus any RAGVISOR_ setting, plus our effective settings."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX) :] in NOT_SETTINGS
+    }
+    env.pop(ENV_PREFIX + "CONFIG", None)
+    env.update(settings_env(settings, ("store", "embedder", "generator", "worker")))
+    return env
+
+
+def build_worker(settings: Settings) -> WorkerProcess:
+    """The embedded generator's child process, configured but not started."""
+    w = settings.worker
+    return WorkerProcess(
+        host=w.host,
+        port=w.port or free_loopback_port(w.host),
+        model_path=resolve_gguf(w.model_path, Path(settings.store.data_dir)),
+        env=worker_env(settings),
+        data_dir=Path(settings.store.data_dir),
+        start_timeout_s=w.start_timeout_s,
+        stop_timeout_s=w.stop_timeout_s,
+        backoff_max_s=w.restart_backoff_max_s,
+        log=structlog.get_logger(component="worker-process"),
+    )
+
+
+def attach_generator(services: Services, *, start_worker: bool = True) -> None:
+    """Wire `/ask`: start the embedded worker (or point at Ollama) and build the answerer.
+
+    With `generator.backend = "none"` nothing is attached and `/ask` answers 503.
+    Raises BackendUnavailable when the worker does not come up within its start timeout.
+    """
+    settings = services.settings
+    g = settings.generator
+    if g.backend == "none":
+        return
+    url = g.url
+    if g.backend == "embedded":
+        services.worker = build_worker(settings)
+        if start_worker:
+            services.worker.spawn()  # comes up while the caller loads the index;
+            # the caller then calls services.worker.wait_ready()
+        url = services.worker.url
+    d = g.deadlines
+    services.generator = OllamaClient(
+        url,
+        model=g.model,
+        num_ctx=g.num_ctx,
+        num_predict=g.num_predict,
+        temperature=g.temperature,
+        keep_alive=g.keep_alive,
+        deadlines=Deadlines(
+            connect_s=d.connect_s,
+            first_token_s=d.first_token_s,
+            stall_s=d.stall_s,
+            total_s=d.total_s,
+        ),
+    )
+    a = settings.ask
+    worker = services.worker
+    services.answerer = Answerer(
+        services.retriever,
+        services.generator,
+        limits=QueryLimits(max_query_chars=a.max_question_chars, max_k=a.max_k),
+        margin_tokens=a.template_margin_tokens,
+        is_available=worker.check_alive if worker is not None else None,
+    )
+
+
 def build_scheduler(services: Services) -> Any:
     """APScheduler running the sync every `sync.interval_s` (and once at start if asked).
 
@@ -211,8 +291,19 @@ def serve(settings: Settings) -> None:
     log = structlog.get_logger(component="app")
     process_started = time.perf_counter()
     services = build_services(settings)
+    try:
+        attach_generator(services)  # the worker comes up while the index loads below
+    except BaseException:
+        services.close()
+        raise
     indexed = services.store.load_index(services.embedder.fingerprint)
     services.embedder.embed(["warm-up"])  # first ONNX run allocates; pay it before traffic
+    if services.worker is not None:
+        try:
+            services.worker.wait_ready()
+        except BaseException:
+            services.close()
+            raise
     release_free_memory()
     log.info(
         "app.ready",

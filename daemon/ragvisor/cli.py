@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragvisor import __version__
-from ragvisor.errors import BusyError, ConfigError, InputError, RagvisorError
+from ragvisor.errors import BackendTimeout, BusyError, ConfigError, InputError, RagvisorError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
 EXIT_BY_ERROR: tuple[tuple[type[RagvisorError], int], ...] = (
@@ -46,14 +46,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="ragvisor", description="Semantic search over your notes, supervised."
+        prog="ragvisor",
+        description="Semantic search and cited answers over your notes, supervised.",
     )
     parser.add_argument("--version", action="version", version=f"ragvisor {__version__}")
     parser.add_argument(
         "--log-level",
         default=None,
-        help="debug, info, warning, error (default: info; warning for search, whose answer "
-        "is the output)",
+        help="debug, info, warning, error (default: info; warning for search and ask, whose "
+        "results are the output)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -78,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="dense")
     search.add_argument("--json", action="store_true", help="print the response as JSON")
     search.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
+
+    ask = sub.add_parser("ask", help="answer a question from the knowledge base, with citations")
+    _common(ask)
+    ask.add_argument("question", metavar="QUESTION")
+    ask.add_argument("-k", type=int, default=None, help="number of passages to retrieve")
+    ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    ask.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
+
+    worker = sub.add_parser(
+        "worker", help="run the embedded generator: llama.cpp behind Ollama's HTTP API"
+    )
+    _common(worker)
+    worker.add_argument("--host", help="listen address (worker.host; default 127.0.0.1)")
+    worker.add_argument(
+        "--port", type=int, help="listen port (worker.port; 0 or unset: 11434 when run alone)"
+    )
+    worker.add_argument("--model-path", type=Path, help="GGUF file (worker.model_path)")
+    worker.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit when this process goes away (set by the daemon that starts the worker)",
+    )
     return parser
 
 
@@ -88,10 +112,13 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("corpus", {})["paths"] = [str(p) for p in args.corpus]
     if getattr(args, "data_dir", None):
         overrides.setdefault("store", {})["data_dir"] = str(args.data_dir)
+    listener = "worker" if args.command == "worker" else "server"
     if getattr(args, "host", None):
-        overrides.setdefault("server", {})["host"] = args.host
+        overrides.setdefault(listener, {})["host"] = args.host
     if getattr(args, "port", None) is not None:
-        overrides.setdefault("server", {})["port"] = args.port
+        overrides.setdefault(listener, {})["port"] = args.port
+    if getattr(args, "model_path", None):
+        overrides.setdefault("worker", {})["model_path"] = str(args.model_path)
     return overrides
 
 
@@ -203,6 +230,8 @@ def _search_http(args: argparse.Namespace) -> dict[str, Any]:
         response = httpx.get(args.url.rstrip("/") + "/search", params=params, timeout=30.0)
     except httpx.HTTPError as exc:
         raise RagvisorError(f"cannot reach the daemon at {args.url}: {exc}") from exc
+    if response.status_code >= 400:
+        _raise_http_error(args.url, response)
     try:
         body: dict[str, Any] = response.json()
     except ValueError as exc:
@@ -210,15 +239,152 @@ def _search_http(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.url} answered {response.status_code} with something that is not JSON; "
             "is it a ragvisor daemon?"
         ) from exc
-    if response.status_code >= 400:
-        error = body.get("error", response.text)
-        if response.status_code < 500:
-            raise InputError(error)
-        raise RagvisorError(f"daemon answered {response.status_code}: {error}")
     return body
 
 
-COMMANDS = {"serve": cmd_serve, "sync": cmd_sync, "search": cmd_search}
+def cmd_ask(args: argparse.Namespace) -> int:
+    """`ragvisor ask`: the answer streams to stdout as it is generated, then its sources."""
+    import asyncio
+
+    events = _ask_http(args) if args.url else _ask_local(args)
+    final: dict[str, Any] = {}
+    printed = False
+
+    async def consume() -> None:
+        nonlocal final, printed
+        async for event in events:
+            kind = event.get("type")
+            if kind == "delta" and not args.json:
+                text = event["text"].lstrip() if not printed else event["text"]
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                printed = printed or bool(text)
+            elif kind == "done":
+                final = event
+            elif kind == "error":
+                raise _error_from_event(event)
+
+    asyncio.run(consume())
+    if not final:
+        raise RagvisorError("the answer ended before its final event; see the daemon log")
+    if args.json:
+        body = {"question": args.question.strip()}
+        body.update((k, v) for k, v in final.items() if k != "type")
+        print(json.dumps(body))
+        return EXIT_OK
+    print()
+    print()
+    print("Sources:")
+    for citation in final.get("citations", []):
+        mark = "cited" if citation.get("cited") else "not cited"
+        print(f"  [{citation['n']}] {citation['path']} — {citation['title']} ({mark})")
+    tokens = final.get("tokens", {})
+    timings = final.get("timings_ms", {})
+    print(
+        f"({tokens.get('completion')} tokens at {tokens.get('per_second')} tokens/s; "
+        f"first token after {timings.get('first_token', 0) / 1000:.2f} s, "
+        f"total {timings.get('total', 0) / 1000:.2f} s)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _error_from_event(event: dict[str, Any]) -> RagvisorError:
+    message = f"{event.get('error')} ({event.get('code')})"
+    return InputError(message) if int(event.get("status", 500)) < 500 else RagvisorError(message)
+
+
+async def _ask_local(args: argparse.Namespace) -> Any:
+    """Answer in this process: the local store, and a worker started for this one question."""
+    import asyncio
+
+    from ragvisor.answering import AskTrace
+    from ragvisor.app import attach_generator, build_services
+
+    settings = _settings(args)
+    services = build_services(settings)
+    try:
+        attach_generator(services)
+        if services.worker is not None:
+            services.worker.wait_ready()
+        if services.answerer is None:
+            raise ConfigError('generator.backend is "none": there is nothing to answer with')
+        k = args.k if args.k is not None else settings.ask.default_k
+        trace = AskTrace()
+        limit_s = settings.generator.deadlines.request_s
+        deadline = asyncio.get_running_loop().time() + limit_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                prepared = await services.answerer.prepare(args.question, k, trace)
+            events = services.answerer.events(prepared, trace)
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    event = await anext(events, None)
+                if event is None:
+                    break
+                yield event
+        except TimeoutError as exc:
+            raise BackendTimeout(
+                f"no answer within generator.deadlines.request_s ({limit_s:g} s)"
+            ) from exc
+    finally:
+        if services.generator is not None:
+            await services.generator.aclose()
+        services.close()
+
+
+async def _ask_http(args: argparse.Namespace) -> Any:
+    """Stream the answer from a running daemon's `/ask`."""
+    import httpx
+
+    body: dict[str, Any] = {"question": args.question, "stream": True}
+    if args.k is not None:
+        body["k"] = args.k
+    url = args.url.rstrip("/") + "/ask"
+    try:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client,
+            client.stream("POST", url, json=body) as response,
+        ):
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_http_error(args.url, response)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+    except httpx.HTTPError as exc:
+        raise RagvisorError(f"cannot reach the daemon at {args.url}: {exc}") from exc
+
+
+def _raise_http_error(url: str, response: Any) -> None:
+    """Turn a daemon's error response into our exception (4xx: usage, 5xx: failure)."""
+    try:
+        error = response.json().get("error", response.text)
+    except ValueError as exc:
+        raise RagvisorError(
+            f"{url} answered {response.status_code} with something that is not JSON; "
+            "is it a ragvisor daemon?"
+        ) from exc
+    if response.status_code < 500:
+        raise InputError(error)
+    raise RagvisorError(f"daemon answered {response.status_code}: {error}")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """`ragvisor worker`: serve the embedded generator until SIGTERM."""
+    from ragvisor.llm.worker.serve import run_worker
+
+    run_worker(_settings(args), parent_pid=args.parent_pid)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "sync": cmd_sync,
+    "search": cmd_search,
+    "ask": cmd_ask,
+    "worker": cmd_worker,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ragvisor.logs import configure_logging
 
-    default_level = "warning" if args.command == "search" else "info"
+    default_level = "warning" if args.command in ("search", "ask") else "info"
     configure_logging(level=args.log_level or default_level)
     try:
         return COMMANDS[args.command](args)

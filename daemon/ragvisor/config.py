@@ -8,12 +8,22 @@ silently. With no file at all, the embedded defaults below apply.
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ragvisor.errors import ConfigError
 
@@ -29,6 +39,20 @@ def _expand_user(path: Path) -> Path:
 
 # A path setting: `~` is expanded; relative paths stay relative to the working directory.
 UserPath = Annotated[Path, AfterValidator(_expand_user)]
+
+_KEEP_ALIVE = re.compile(r"-?\d+|(\d+(\.\d+)?(h|m|s|ms|us|ns))+")
+
+
+def _keep_alive(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and not _KEEP_ALIVE.fullmatch(value.strip()):
+        raise ValueError('expected a duration like "5m", "1h30m", "30s", or seconds ("0", "-1")')
+    return value.strip() if isinstance(value, str) else value
+
+
+# Ollama's keep_alive: a Go duration ("5m"), whole seconds, 0 (unload at once), negative (never).
+KeepAlive = Annotated[str, BeforeValidator(_keep_alive)]
 
 
 class _Section(BaseModel):
@@ -73,14 +97,78 @@ class EmbedderSettings(_Section):
     max_tokens: int = Field(256, ge=8, le=8192)
 
 
+class DeadlineSettings(_Section):
+    """Bounds on one backend call; a call that misses one is cancelled, never left hanging."""
+
+    connect_s: float = Field(5.0, gt=0)
+    # From sending the request to the first streamed chunk: includes a cold model load.
+    first_token_s: float = Field(120.0, gt=0)
+    # Longest silence between two streamed chunks once generation has started.
+    stall_s: float = Field(30.0, gt=0)
+    # One backend call from start to its last byte.
+    total_s: float = Field(300.0, gt=0)
+    # A whole `/ask` request, every backend call in it included.
+    request_s: float = Field(330.0, gt=0)
+
+
 class GeneratorSettings(_Section):
-    """The answer generator; used by `/ask` (next release), validated now so files stay stable."""
+    """The answer generator behind `/ask`, always reached through Ollama's HTTP API.
+
+    `embedded` starts `ragvisor worker` (llama.cpp, see `[worker]`) as a child process and talks
+    to it on loopback; `ollama` talks to the server at `url`; `none` turns `/ask` off.
+    """
 
     backend: Literal["embedded", "ollama", "none"] = "embedded"
     url: str = "http://127.0.0.1:11434"
     model: str = "gemma3-270m"
     num_ctx: int = Field(2048, ge=256)
     num_predict: int = Field(256, ge=1)
+    temperature: float = Field(0.2, ge=0, le=2)
+    # How long the backend keeps the model loaded after a call (Ollama syntax: "5m", "30s",
+    # "0" unloads at once, "-1" keeps it forever).
+    keep_alive: KeepAlive = "5m"
+    deadlines: DeadlineSettings = DeadlineSettings()
+
+    @model_validator(mode="after")
+    def _answer_fits(self) -> GeneratorSettings:
+        if self.num_predict >= self.num_ctx:
+            raise ValueError("num_predict must be smaller than num_ctx (the prompt needs room)")
+        return self
+
+
+class WorkerSettings(_Section):
+    """`ragvisor worker`: the embedded generator, llama.cpp behind Ollama's API.
+
+    An empty `model_path` means the pinned Gemma 3 270M GGUF, assembled under
+    `<data_dir>/models/` on first use.
+    """
+
+    model_path: UserPath | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)  # 0: a free loopback port chosen at start
+    threads: int = Field(2, ge=1, le=64)
+    batch_size: int = Field(256, ge=8, le=8192)  # prompt tokens evaluated per llama.cpp batch
+    # Default keep-alive when a request names none (the role of OLLAMA_KEEP_ALIVE).
+    keep_alive: KeepAlive = "5m"
+    start_timeout_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(5.0, gt=0)
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+
+
+class AskSettings(_Section):
+    """Limits of `POST /ask`."""
+
+    default_k: int = Field(4, ge=1)
+    max_k: int = Field(20, ge=1, le=200)
+    max_question_chars: int = Field(1000, ge=1)
+    # Tokens held back for the chat template and the instructions' framing.
+    template_margin_tokens: int = Field(48, ge=0)
+
+    @model_validator(mode="after")
+    def _k_within_max(self) -> AskSettings:
+        if self.default_k > self.max_k:
+            raise ValueError("default_k must not exceed max_k")
+        return self
 
 
 class ServerSettings(_Section):
@@ -120,6 +208,8 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     generator: GeneratorSettings = GeneratorSettings()
+    worker: WorkerSettings = WorkerSettings()
+    ask: AskSettings = AskSettings()
     server: ServerSettings = ServerSettings()
     sync: SyncSettings = SyncSettings()
 
@@ -149,22 +239,29 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Collect `RAGVISOR_<SECTION>__<KEY>` variables into a nested mapping.
 
+    Deeper tables nest with more separators: `RAGVISOR_GENERATOR__DEADLINES__REQUEST_S`.
     Raises ConfigError for a variable with the prefix whose name has no `__` separator.
     """
-    nested: dict[str, dict[str, Any]] = {}
+    nested: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :]
         if rest in NOT_SETTINGS:
             continue
-        section, sep, key = rest.partition("__")
-        if not sep or not key:
+        parts = [part.lower() for part in rest.split("__")]
+        if len(parts) < 2 or not all(parts):
             raise ConfigError(f"{name}: expected RAGVISOR_<SECTION>__<KEY>")
-        nested.setdefault(section.lower(), {})[key.lower()] = _env_value(raw)
+        table = nested
+        for part in parts[:-1]:
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {part} is a value, not a table")
+            table = child
+        table[parts[-1]] = _env_value(raw)
     return nested
 
 
@@ -208,3 +305,36 @@ def load_settings(
     if cli_overrides:
         data = merge(data, cli_overrides)
     return parse_settings(data)
+
+
+def _toml_literal(value: Any) -> str:
+    """A value written so that `_env_value` reads it back unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def settings_env(settings: Settings, sections: tuple[str, ...]) -> dict[str, str]:
+    """The given sections as `RAGVISOR_<SECTION>__<KEY>` variables (unset keys left out).
+
+    How the daemon hands its effective configuration to a child process (the worker), whatever
+    mix of file, environment and flags produced it.
+    """
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key = f"{prefix}__{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(key, value)
+            elif value is not None:
+                env[key] = _toml_literal(value)
+
+    for section in sections:
+        walk(ENV_PREFIX + section.upper(), getattr(settings, section))
+    return env

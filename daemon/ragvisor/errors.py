@@ -37,3 +37,15 @@ class StoreError(RagvisorError):
 
 class SyncCancelled(RagvisorError):
     """A sync stopped on request (shutdown); what it committed stays, the next sync resumes."""
+
+
+class BackendUnavailable(RagvisorError):
+    """A model backend cannot be reached or is restarting; try again shortly (HTTP 503)."""
+
+
+class BackendError(RagvisorError):
+    """A model backend answered with an error or broke off mid-answer (HTTP 502)."""
+
+
+class BackendTimeout(BackendError):
+    """A model backend missed a deadline; the call was cancelled (HTTP 504)."""

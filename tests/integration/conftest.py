@@ -1,4 +1,5 @@
-"""Real processes over loopback: the daemon, the CLI, the real ONNX model and SQLite."""
+"""Real processes over loopback: the daemon, its llama.cpp worker, the CLI, the real ONNX model
+and SQLite."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from ragvisor.embed.model_files import assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
+from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
 
 RAGVISOR = [sys.executable, "-m", "ragvisor.cli"]
 
@@ -40,10 +43,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@cache
+def gguf_file() -> Path:
+    """The pinned generator model in the install cache (`make install` assembled it there);
+    tests point the worker at it rather than copying 242 MB into every data directory."""
+    return ensure_default_gguf(cache_dir())
+
+
 def cli_env(model_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a ragvisor subprocess: the shared model directory, JSON logs."""
+    """Environment for a ragvisor subprocess: the shared model files, JSON logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVISOR_")}
     env["RAGVISOR_EMBEDDER__MODEL_DIR"] = str(model_dir)
+    env["RAGVISOR_WORKER__MODEL_PATH"] = str(gguf_file())
+    if "RAGVISOR_CACHE" in os.environ:
+        env["RAGVISOR_CACHE"] = os.environ["RAGVISOR_CACHE"]
     env.update(extra)
     return env
 

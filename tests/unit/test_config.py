@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragvisor.config import env_overrides, load_settings, parse_settings
+from ragvisor.config import env_overrides, load_settings, parse_settings, settings_env
 from ragvisor.errors import ConfigError
 
 
@@ -78,3 +78,44 @@ def test_settings_are_frozen():
     settings = load_settings(None, {})
     with pytest.raises(Exception, match="frozen"):
         settings.server.port = 1  # type: ignore[misc]
+
+
+def test_nested_tables_from_the_environment():
+    """`RAGVISOR_GENERATOR__DEADLINES__REQUEST_S` reaches `[generator.deadlines] request_s`."""
+    settings = load_settings(None, {"RAGVISOR_GENERATOR__DEADLINES__REQUEST_S": "12.5"})
+    assert settings.generator.deadlines.request_s == 12.5
+
+
+def test_settings_env_round_trips_through_the_environment():
+    """What the daemon hands the worker reads back as the very same settings."""
+    source = load_settings(
+        None,
+        {
+            "RAGVISOR_WORKER__KEEP_ALIVE": "-1",
+            "RAGVISOR_GENERATOR__KEEP_ALIVE": "1h30m",
+            "RAGVISOR_GENERATOR__MODEL": "qwen2.5:0.5b",
+            "RAGVISOR_EMBEDDER__MODEL_DIR": '/models/with space/"quoted"',
+            "RAGVISOR_GENERATOR__DEADLINES__STALL_S": "7",
+        },
+    )
+    sections = ("store", "embedder", "generator", "worker")
+    copy = load_settings(None, settings_env(source, sections))
+    for section in sections:
+        assert getattr(copy, section) == getattr(source, section)
+
+
+@pytest.mark.parametrize("value", ["5m", "1h30m", "30s", "0", "-1", "250ms", 0, -1, 3600])
+def test_keep_alive_accepts_ollama_syntax(value):
+    settings = parse_settings({"generator": {"keep_alive": value}})
+    assert settings.generator.keep_alive == str(value)
+
+
+@pytest.mark.parametrize("value", ["5 minutes", "forever", "", "m5"])
+def test_keep_alive_rejects_other_text(value):
+    with pytest.raises(ConfigError, match=r"generator\.keep_alive"):
+        parse_settings({"generator": {"keep_alive": value}})
+
+
+def test_answer_budget_must_leave_room_for_the_prompt():
+    with pytest.raises(ConfigError, match="num_predict must be smaller than num_ctx"):
+        parse_settings({"generator": {"num_ctx": 512, "num_predict": 512}})

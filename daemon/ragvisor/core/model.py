@@ -138,3 +138,50 @@ class SyncReport:
             "seconds": round(self.seconds, 3),
             "fingerprint": self.fingerprint,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a chat request, in Ollama's roles: system, user, assistant."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text, as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStats:
+    """The backend's own account of a generation (Ollama's final-chunk fields, in ns).
+
+    A field the backend did not report is None: "unknown", never zero.
+    """
+
+    done_reason: str | None = None
+    load_ns: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_ns: int | None = None
+    eval_count: int | None = None
+    eval_ns: int | None = None
+    total_ns: int | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Generation speed: eval_count / eval_duration."""
+        if not self.eval_count or not self.eval_ns:
+            return None
+        return round(self.eval_count / self.eval_ns * 1e9, 2)
+
+    def timings_ms(self) -> dict[str, float]:
+        """The backend's phases in milliseconds: load, prompt eval, generation."""
+        phases = {
+            "load": self.load_ns,
+            "prompt_eval": self.prompt_eval_ns,
+            "generation": self.eval_ns,
+        }
+        return {name: round(ns / 1e6, 3) for name, ns in phases.items() if ns is not None}

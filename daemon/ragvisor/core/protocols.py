@@ -1,4 +1,4 @@
-"""The seams of the core: a store and an embedder, as small structural protocols.
+"""The seams of the core: a store, an embedder and a generator, as small structural protocols.
 
 The embedded default implements them with SQLite and ONNX Runtime; production adds Neo4j and
 Ollama behind the same shapes. The core never imports an implementation.
@@ -6,19 +6,22 @@ Ollama behind the same shapes. The core never imports an implementation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from ragvisor.core.model import (
+    ChatMessage,
     Chunk,
     ChunkRecord,
     Fingerprint,
+    GenerationStats,
     ScoredChunk,
     SourceDocument,
     StoredDocument,
+    TextDelta,
 )
 
 Vector = npt.NDArray[np.float32]
@@ -103,4 +106,37 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+class Generator(Protocol):
+    """Writes answers: a chat model behind Ollama's API (the embedded worker or Ollama itself).
+
+    ``chat`` yields :class:`TextDelta` pieces and ends with one :class:`GenerationStats`;
+    closing the iterator early cancels the generation at the backend.
+    """
+
+    @property
+    def model(self) -> str:
+        """The model name sent with every request."""
+        ...
+
+    @property
+    def num_ctx(self) -> int:
+        """Context window requested from the backend, in tokens."""
+        ...
+
+    @property
+    def num_predict(self) -> int:
+        """Most tokens an answer may have."""
+        ...
+
+    def chat(
+        self, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[TextDelta | GenerationStats, None]:
+        """Stream an answer to the messages."""
+        ...
+
+    async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Token counts with the model's own tokenizer, or None when the backend cannot say."""
         ...

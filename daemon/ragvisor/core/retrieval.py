@@ -68,15 +68,20 @@ class SearchResult:
     mode: SearchMode
 
 
-def validate_query(query: str | None, k: int, limits: QueryLimits) -> str:
-    """Return the stripped query; raises InputError for empty, oversized or bad-k requests."""
+def validate_query(query: str | None, k: int, limits: QueryLimits, what: str = "query") -> str:
+    """Return the stripped query; raises InputError for empty, oversized or bad-k requests.
+
+    ``what`` names the text in messages ("query" for search, "question" for ask).
+    """
     if query is None or not query.strip():
-        raise InputError("query must not be empty")
+        raise InputError(f"{what} must not be empty")
     query = query.strip()
     if len(query) > limits.max_query_chars:
-        raise InputError(f"query is {len(query)} characters; the limit is {limits.max_query_chars}")
+        raise InputError(
+            f"{what} is {len(query)} characters; the limit is {limits.max_query_chars}"
+        )
     if "\x00" in query:
-        raise InputError("query must not contain NUL characters")
+        raise InputError(f"{what} must not contain NUL characters")
     if not 1 <= k <= limits.max_k:
         raise InputError(f"k must be between 1 and {limits.max_k}, got {k}")
     return query
@@ -125,6 +130,31 @@ class Retriever:
     def search(self, query: str, k: int, mode: SearchMode = SearchMode.DENSE) -> SearchResult:
         """Rank chunks for a validated query. Raises InputError for bad input."""
         query = validate_query(query, k, self.limits)
+        ranked, timings = self._rank(query, k, mode)
+        started = time.perf_counter()
+        records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
+        hits = [
+            _hit(records[s.chunk_id], s.score, query, self.limits.snippet_chars)
+            for s in ranked
+            if s.chunk_id in records
+        ]
+        timings["fetch"] = _ms_since(started)
+        return SearchResult(hits, timings, mode)
+
+    def passages(
+        self, query: str, k: int, mode: SearchMode = SearchMode.DENSE
+    ) -> tuple[list[tuple[ChunkRecord, float]], dict[str, float]]:
+        """The top-k chunks with their full text and score, for answering; query pre-validated."""
+        ranked, timings = self._rank(query, k, mode)
+        started = time.perf_counter()
+        records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
+        found = [(records[s.chunk_id], s.score) for s in ranked if s.chunk_id in records]
+        timings["fetch"] = _ms_since(started)
+        return found, timings
+
+    def _rank(
+        self, query: str, k: int, mode: SearchMode
+    ) -> tuple[list[ScoredChunk], dict[str, float]]:
         timings: dict[str, float] = {}
         rankings: list[list[ScoredChunk]] = []
         depth = k if mode is not SearchMode.HYBRID else max(k * 4, 20)
@@ -140,15 +170,7 @@ class Retriever:
             rankings.append(self._store.keyword_search(query, depth))
             timings["keyword"] = _ms_since(started)
         ranked = rankings[0][:k] if len(rankings) == 1 else fuse(rankings, k)
-        started = time.perf_counter()
-        records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
-        hits = [
-            _hit(records[s.chunk_id], s.score, query, self.limits.snippet_chars)
-            for s in ranked
-            if s.chunk_id in records
-        ]
-        timings["fetch"] = _ms_since(started)
-        return SearchResult(hits, timings, mode)
+        return ranked, timings
 
 
 def _hit(record: ChunkRecord, score: float, query: str, snippet_chars: int) -> SearchHit:

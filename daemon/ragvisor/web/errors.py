@@ -14,15 +14,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragvisor.errors import BusyError, ConfigError, InputError, NotReadyError, RagvisorError
+from ragvisor.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BusyError,
+    ConfigError,
+    InputError,
+    NotReadyError,
+    RagvisorError,
+)
 
 STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
     (InputError, 400, "bad_request"),
     (BusyError, 409, "busy"),
     (NotReadyError, 503, "not_ready"),
+    (BackendUnavailable, 503, "backend_unavailable"),
+    (BackendTimeout, 504, "backend_timeout"),
+    (BackendError, 502, "backend_error"),
     (ConfigError, 500, "config"),
     (RagvisorError, 500, "internal"),
 )
+
+
+# Seconds a client should wait after a 503 (a restarting generator is back in about this long).
+RETRY_AFTER_S = 5
 
 
 def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -55,7 +71,8 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
         status, code = status_for(exc)
         if status >= 500:
             log.error("http.error", path=request.url.path, error=str(exc), code=code)
-        return JSONResponse(error_body(str(exc), code), status_code=status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse(error_body(str(exc), code), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

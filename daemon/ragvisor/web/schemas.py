@@ -6,7 +6,7 @@ validate and re-encode each field; these models keep the published schema exact 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SearchHitModel(BaseModel):
@@ -34,3 +34,45 @@ class ErrorResponse(BaseModel):
 
     error: str
     code: str
+
+
+class AskRequest(BaseModel):
+    """Body of `POST /ask`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str | None = Field(None, description="The question, in plain words")
+    k: int | None = Field(None, description="How many passages to retrieve (default ask.default_k)")
+    stream: bool = Field(
+        False, description="Stream NDJSON events: citations, deltas, then done (or error)"
+    )
+
+
+class CitationModel(BaseModel):
+    """A passage the model was given, numbered as in the prompt."""
+
+    n: int = Field(description="The passage's number; the answer cites it as [n]")
+    path: str
+    title: str
+    chunk_id: str
+    heading: str
+    score: float = Field(description="Retrieval score (cosine similarity)")
+    cited: bool | None = Field(description="Whether the answer mentions [n]")
+
+
+class AskResponse(BaseModel):
+    """Answer of `POST /ask` (and the `done` event of a stream, plus `"type": "done"`)."""
+
+    question: str
+    answer: str
+    citations: list[CitationModel]
+    model: str
+    done_reason: str | None = Field(description="stop, or length when num_predict cut it")
+    tokens: dict[str, int | float | str | None] = Field(
+        description="prompt (as the backend counted it), prompt_planned, prompt_budget, "
+        "counted_with, completion, per_second"
+    )
+    timings_ms: dict[str, float] = Field(
+        description="embed, retrieve, fetch, pack, first_token, load, prompt_eval, generation, "
+        "generate, total"
+    )

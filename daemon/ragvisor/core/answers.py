@@ -1,0 +1,162 @@
+"""Answer assembly: which passages go into the prompt, how the prompt reads, what gets cited.
+
+Pure functions, no I/O. The passages come from the store (never re-embedded); they are packed
+into the generator's context by token count, leaving room for the answer, so the backend never
+has to cut the prompt silently. Every passage in the prompt is numbered; the model is asked to
+cite those numbers, and the response lists exactly the passages the model saw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ragvisor.core.model import ChatMessage, ChunkRecord
+
+SYSTEM_PROMPT = (
+    "You answer questions about a knowledge base. Use only the numbered sources you are given. "
+    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
+    "If the sources do not contain the answer, say that you do not know."
+)
+
+# Conservative token estimate when the backend has no tokenizer to ask: one token per three
+# UTF-8 bytes over-counts English for every common tokenizer (~4 bytes per token), so packing
+# by the estimate leaves the prompt short of the context rather than over it.
+ESTIMATE_BYTES_PER_TOKEN = 3
+
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A retrieved chunk offered to the generator, numbered as the prompt shows it."""
+
+    number: int
+    record: ChunkRecord
+    score: float
+
+    def citation(self, cited: bool) -> dict[str, object]:
+        """The JSON shape of a citation."""
+        return {
+            "n": self.number,
+            "path": self.record.path,
+            "title": self.record.title,
+            "chunk_id": self.record.chunk_id,
+            "heading": self.record.heading,
+            "score": round(self.score, 6),
+            "cited": cited,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPlan:
+    """What will be sent: the messages, the passages inside them, and the token arithmetic."""
+
+    messages: tuple[ChatMessage, ...]
+    passages: tuple[Passage, ...]
+    dropped: int  # retrieved passages left out because they did not fit
+    prompt_tokens: int  # our count (or estimate) of the prompt, template margin excluded
+    budget_tokens: int  # what the prompt may use: num_ctx - num_predict - margin
+    exact_counts: bool  # True when counted with the generator's tokenizer
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper-bound-ish token count for text when no tokenizer is available."""
+    return math.ceil(len(text.encode("utf-8")) / ESTIMATE_BYTES_PER_TOKEN) + 1
+
+
+def render_passage(number: int, record: ChunkRecord) -> str:
+    """One source as the prompt shows it: number, title, path, heading, then the text."""
+    where = f"{record.path} > {record.heading}" if record.heading else record.path
+    return f"[{number}] {record.title} ({where})\n{record.text.strip()}"
+
+
+def render_question(question: str) -> str:
+    """The part of the user message after the sources."""
+    return f"Question: {question}\nAnswer, citing the sources you use by their numbers:"
+
+
+def user_message(rendered_passages: Sequence[str], question: str) -> str:
+    """Sources first, question last: the model reads the evidence before the task."""
+    sources = "\n\n".join(rendered_passages) if rendered_passages else "(no sources found)"
+    return f"Sources:\n\n{sources}\n\n{render_question(question)}"
+
+
+def pack(costs: Sequence[int], budget: int) -> list[int]:
+    """Indexes of the items to keep, in rank order, whose costs fit into the budget together.
+
+    Greedy by rank: an item that does not fit is skipped and lower-ranked, shorter ones may
+    still take the room left — relevance order is kept, space is not wasted.
+    """
+    kept: list[int] = []
+    used = 0
+    for index, cost in enumerate(costs):
+        if used + cost <= budget:
+            kept.append(index)
+            used += cost
+    return kept
+
+
+def plan_prompt(
+    question: str,
+    candidates: Sequence[tuple[ChunkRecord, float]],
+    *,
+    fixed_tokens: int,
+    passage_tokens: Sequence[int],
+    num_ctx: int,
+    num_predict: int,
+    margin_tokens: int,
+    exact_counts: bool,
+) -> PromptPlan:
+    """Choose the passages that fit and build the chat messages.
+
+    ``passage_tokens[i]`` is the cost of ``render_passage(i + 1, candidates[i][0])`` plus its
+    separator; ``fixed_tokens`` is the cost of the system prompt and the question framing.
+    Passages are renumbered 1..n after packing so the model sees a gap-free list.
+    """
+    budget = max(0, num_ctx - num_predict - margin_tokens)
+    kept = pack(passage_tokens, budget - fixed_tokens)
+    passages = tuple(
+        Passage(number, candidates[index][0], candidates[index][1])
+        for number, index in enumerate(kept, start=1)
+    )
+    rendered = [render_passage(p.number, p.record) for p in passages]
+    messages = (
+        ChatMessage("system", SYSTEM_PROMPT),
+        ChatMessage("user", user_message(rendered, question)),
+    )
+    return PromptPlan(
+        messages=messages,
+        passages=passages,
+        dropped=len(candidates) - len(passages),
+        prompt_tokens=fixed_tokens + sum(passage_tokens[i] for i in kept),
+        budget_tokens=budget,
+        exact_counts=exact_counts,
+    )
+
+
+def fixed_texts(question: str) -> list[str]:
+    """The texts whose token cost does not depend on the passages (for counting)."""
+    return [SYSTEM_PROMPT, user_message([], question)]
+
+
+def passage_texts(candidates: Sequence[tuple[ChunkRecord, float]]) -> list[str]:
+    """Each candidate rendered as the prompt would show it (numbered by rank; for counting).
+
+    The number's width barely changes the count, so counting before renumbering is safe; the
+    two separator newlines are included in each passage's text.
+    """
+    return [render_passage(rank, record) + "\n\n" for rank, (record, _) in enumerate(candidates, 1)]
+
+
+def cited_numbers(answer: str) -> set[int]:
+    """The source numbers an answer mentions as [n]."""
+    return {int(match) for match in _CITATION.findall(answer)}
+
+
+def citations(passages: Sequence[Passage], answer: str) -> list[dict[str, object]]:
+    """Every passage the model saw, each marked with whether the answer cites it."""
+    used = cited_numbers(answer)
+    return [p.citation(p.number in used) for p in passages]

@@ -1,0 +1,320 @@
+"""The Ollama client: the one way the daemon reaches any generator.
+
+The embedded worker and a production Ollama speak the same API, so this module is exercised on
+every machine. Every call is bounded: connect, first token, stall between streamed lines and the
+whole call each have a deadline, and a missed one cancels the call (the connection is closed,
+which makes the backend stop generating). `num_ctx` and `num_predict` are always sent — Ollama
+otherwise picks its own context and generates up to ten times num_ctx tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ragvisor.core.model import ChatMessage, GenerationStats, TextDelta
+from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
+
+# Ollama's (and the worker's) answer for a model it does not have: not the same as a route it
+# does not have, which must not switch token counting off for good.
+MODEL_MISSING = "try pulling it first"
+TOKEN_COUNT_PATH = "/api/ragvisor/token_count"  # noqa: S105 - a URL path; worker extension
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Seconds allowed per phase of one backend call (see `[generator.deadlines]`)."""
+
+    connect_s: float = 5.0
+    first_token_s: float = 120.0
+    stall_s: float = 30.0
+    total_s: float = 300.0
+
+
+def keep_alive_value(raw: str) -> str | int:
+    """Ollama's keep_alive as sent: whole numbers as numbers ("0" unloads), durations as text."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+class _Phase:
+    """Which deadline is running, so a timeout can be named in the error."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines) -> None:
+        self.loop = loop
+        self.deadlines = deadlines
+        self.started = loop.time()
+        self.total_at = self.started + deadlines.total_s
+        self.name = "first_token"
+
+    def first_deadline(self) -> float:
+        return min(self.started + self.deadlines.first_token_s, self.total_at)
+
+    def next_deadline(self) -> float:
+        self.name = "stall"
+        return min(self.loop.time() + self.deadlines.stall_s, self.total_at)
+
+    def timeout_error(self, what: str) -> BackendTimeout:
+        if self.loop.time() >= self.total_at - 0.001:
+            limit, name = self.deadlines.total_s, "total"
+        elif self.name == "first_token":
+            limit, name = self.deadlines.first_token_s, "first_token"
+        else:
+            limit, name = self.deadlines.stall_s, "stall"
+        return BackendTimeout(f"{what}: missed the {name} deadline ({limit:g} s); call cancelled")
+
+
+class OllamaClient:
+    """Async client for Ollama's HTTP API (chat, tags, ps, show, version, unload).
+
+    One `httpx.AsyncClient` per event loop, created on first use; call :meth:`aclose` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        num_ctx: int,
+        num_predict: int,
+        temperature: float = 0.2,
+        keep_alive: str = "5m",
+        deadlines: Deadlines | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self._num_ctx = num_ctx
+        self._num_predict = num_predict
+        self.temperature = temperature
+        self.keep_alive = keep_alive
+        self.deadlines = deadlines or Deadlines()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token_count_supported: bool | None = None
+
+    @property
+    def model(self) -> str:
+        """The model every request names."""
+        return self._model
+
+    @property
+    def num_ctx(self) -> int:
+        """Context window sent as `options.num_ctx`."""
+        return self._num_ctx
+
+    @property
+    def num_predict(self) -> int:
+        """Answer cap sent as `options.num_predict`."""
+        return self._num_predict
+
+    def options(self) -> dict[str, Any]:
+        """The `options` object of every generation request."""
+        return {
+            "num_ctx": self._num_ctx,
+            "num_predict": self._num_predict,
+            "temperature": self.temperature,
+        }
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            d = self.deadlines
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(
+                    connect=d.connect_s, read=d.total_s, write=d.connect_s, pool=d.connect_s
+                ),
+                transport=self._transport,
+            )
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close connections of the current event loop's client."""
+        if self._client is not None:
+            client, self._client, self._loop = self._client, None, None
+            await client.aclose()
+
+    async def chat(
+        self, messages: Sequence[ChatMessage]
+    ) -> AsyncGenerator[TextDelta | GenerationStats, None]:
+        """Stream `/api/chat`: text pieces, then the final stats.
+
+        Raises BackendUnavailable (cannot connect, 503), BackendTimeout (a deadline passed) or
+        BackendError (an error status, an `{"error"}` line, a connection cut mid-answer).
+        Closing the iterator early closes the connection, which cancels the generation.
+        """
+        body = {
+            "model": self._model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "options": self.options(),
+            "keep_alive": keep_alive_value(self.keep_alive),
+        }
+        client = self._http()
+        phase = _Phase(asyncio.get_running_loop(), self.deadlines)
+        response: httpx.Response | None = None
+        try:
+            # Each wait has its own deadline and no `yield` happens inside a timeout block: a
+            # timeout firing while the consumer holds control would cancel the consumer instead.
+            async with asyncio.timeout_at(phase.first_deadline()):
+                request = client.build_request("POST", "/api/chat", json=body)
+                response = await client.send(request, stream=True)
+                await _raise_for_status(response, "chat")
+            lines = response.aiter_lines()
+            deadline = phase.first_deadline()
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    line = await anext(lines, None)
+                if line is None:
+                    break
+                deadline = phase.next_deadline()
+                if not line.strip():
+                    continue
+                event = _parse_chat_line(line)
+                if event is not None:
+                    yield event
+                    if isinstance(event, GenerationStats):
+                        return
+            raise BackendError("generator ended the answer without its final stats line")
+        except TimeoutError as exc:
+            raise phase.timeout_error("generator") from exc
+        except httpx.ConnectError as exc:
+            raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(f"generator timed out: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                f"generator connection failed mid-answer: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            if response is not None:
+                await response.aclose()
+
+    async def _get_json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        client = self._http()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.request(method, path, json=body)
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{path} did not answer within {timeout:g} s") from exc
+        except httpx.ConnectError as exc:
+            raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{path} failed: {type(exc).__name__}: {exc}") from exc
+        await _raise_for_status(response, path)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise BackendError(f"{path} answered with something that is not JSON") from exc
+        if not isinstance(data, dict):
+            raise BackendError(f"{path} answered with JSON that is not an object")
+        return data
+
+    async def version(self, timeout: float = 2.0) -> str:
+        """The backend's version: the cheapest liveness probe (loads no model)."""
+        data = await self._get_json("GET", "/api/version", timeout=timeout)
+        return str(data.get("version", ""))
+
+    async def ps(self) -> list[dict[str, Any]]:
+        """Models resident in memory."""
+        return list((await self._get_json("GET", "/api/ps")).get("models", []))
+
+    async def tags(self) -> list[dict[str, Any]]:
+        """Models on disk, with their digests."""
+        return list((await self._get_json("GET", "/api/tags")).get("models", []))
+
+    async def show(self, model: str | None = None) -> dict[str, Any]:
+        """A model's details and GGUF metadata (`model_info`)."""
+        return await self._get_json("POST", "/api/show", {"model": model or self._model})
+
+    async def unload(self) -> None:
+        """Ask the backend to drop the model from memory now (`keep_alive: 0`)."""
+        await self._get_json(
+            "POST",
+            "/api/generate",
+            {"model": self._model, "keep_alive": 0},
+            timeout=self.deadlines.total_s,
+        )
+
+    async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Token counts from the worker's tokenizer; None for a backend without the extension.
+
+        A real Ollama has no such endpoint: the first 404/405 is remembered and the caller
+        falls back to an estimate without asking again.
+        """
+        if self._token_count_supported is False or not texts:
+            return None if self._token_count_supported is False else []
+        try:
+            data = await self._get_json(
+                "POST", TOKEN_COUNT_PATH, {"model": self._model, "texts": list(texts)}
+            )
+        except _NotSupported:
+            self._token_count_supported = False
+            return None
+        counts = data.get("counts")
+        if not isinstance(counts, list) or len(counts) != len(texts):
+            raise BackendError("token_count answered with the wrong number of counts")
+        self._token_count_supported = True
+        return [int(c) for c in counts]
+
+
+class _NotSupported(BackendError):
+    """The backend has no such endpoint (404/405 on an extension)."""
+
+
+async def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.status_code < 400:
+        return
+    await response.aread()
+    message = response.text.strip()
+    try:
+        data = response.json()
+        if isinstance(data, dict) and "error" in data:
+            message = str(data["error"])
+    except ValueError:
+        pass
+    status = response.status_code
+    if (
+        status in (404, 405)
+        and response.request.url.path == TOKEN_COUNT_PATH
+        and MODEL_MISSING not in message
+    ):
+        raise _NotSupported(message)
+    if status == 503:
+        raise BackendUnavailable(f"generator is busy or starting ({what}): {message}")
+    raise BackendError(f"generator answered {status} to {what}: {message}")
+
+
+def _parse_chat_line(line: str) -> TextDelta | GenerationStats | None:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise BackendError(f"generator sent a line that is not JSON: {line[:120]!r}") from exc
+    if not isinstance(data, dict):
+        raise BackendError("generator sent a JSON line that is not an object")
+    if "error" in data:
+        raise BackendError(f"generator error mid-answer: {data['error']}")
+    if data.get("done"):
+        return GenerationStats(
+            done_reason=data.get("done_reason"),
+            load_ns=data.get("load_duration"),
+            prompt_eval_count=data.get("prompt_eval_count"),
+            prompt_eval_ns=data.get("prompt_eval_duration"),
+            eval_count=data.get("eval_count"),
+            eval_ns=data.get("eval_duration"),
+            total_ns=data.get("total_duration"),
+        )
+    content = (data.get("message") or {}).get("content") or ""
+    return TextDelta(content) if content else None

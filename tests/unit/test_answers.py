@@ -1,0 +1,145 @@
+"""Answer assembly: packing by token count, prompt order, citations."""
+
+from __future__ import annotations
+
+from ragvisor.core.answers import (
+    SYSTEM_PROMPT,
+    citations,
+    cited_numbers,
+    estimate_tokens,
+    fixed_texts,
+    pack,
+    passage_texts,
+    plan_prompt,
+)
+from ragvisor.core.hashing import sha256_text
+from ragvisor.core.model import ChunkRecord
+
+
+def record(n: int, text: str) -> ChunkRecord:
+    return ChunkRecord(
+        chunk_id=f"doc{n}:0:abc",
+        doc_id=f"doc{n}",
+        path=f"notes/n{n}.md",
+        title=f"Note {n}",
+        heading="Section",
+        text=text,
+        corpus_root="/corpus",
+        position=0,
+        text_sha256=sha256_text(text),
+    )
+
+
+def test_pack_keeps_rank_order_and_fills_gaps_with_shorter_passages():
+    """A passage too big for the room left is skipped; a later, shorter one may still fit."""
+    assert pack([40, 50, 30, 10], budget=90) == [0, 1]
+    assert pack([40, 60, 30, 10], budget=90) == [0, 2, 3]
+    assert pack([100], budget=99) == []
+    assert pack([], budget=10) == []
+
+
+def test_plan_puts_numbered_sources_before_the_question():
+    candidates = [(record(1, "Swap is a file."), 0.9), (record(2, "Bread needs flour."), 0.5)]
+    plan = plan_prompt(
+        "what is swap?",
+        candidates,
+        fixed_tokens=50,
+        passage_tokens=[10, 10],
+        num_ctx=2048,
+        num_predict=256,
+        margin_tokens=48,
+        exact_counts=True,
+    )
+    system, user = plan.messages
+    assert system.role == "system"
+    assert system.content == SYSTEM_PROMPT
+    assert user.role == "user"
+    assert user.content.index("[1] Note 1 (notes/n1.md > Section)") < user.content.index(
+        "[2] Note 2"
+    )
+    assert user.content.index("Swap is a file.") < user.content.index("Question: what is swap?")
+    assert [p.number for p in plan.passages] == [1, 2]
+    assert plan.dropped == 0
+    assert plan.prompt_tokens == 70
+    assert plan.budget_tokens == 2048 - 256 - 48
+
+
+def test_plan_drops_what_does_not_fit_and_renumbers_without_gaps():
+    """Under a small num_ctx only the passages that fit are sent, numbered 1..n."""
+    candidates = [(record(i, "x" * 10), 1.0 - i / 10) for i in range(1, 5)]
+    plan = plan_prompt(
+        "q",
+        candidates,
+        fixed_tokens=100,
+        passage_tokens=[150, 400, 100, 50],
+        num_ctx=512,
+        num_predict=64,
+        margin_tokens=48,
+        exact_counts=False,
+    )
+    # budget 400, minus 100 fixed = 300: passages 1 (150), 3 (100) and 4 (50) fit; 2 does not.
+    assert [p.record.doc_id for p in plan.passages] == ["doc1", "doc3", "doc4"]
+    assert [p.number for p in plan.passages] == [1, 2, 3]
+    assert plan.dropped == 1
+    assert plan.prompt_tokens == 400
+    assert plan.prompt_tokens <= plan.budget_tokens
+    assert "[3] Note 4" in plan.messages[1].content
+
+
+def test_no_passage_fits_still_asks_with_no_sources():
+    plan = plan_prompt(
+        "q",
+        [(record(1, "long"), 0.9)],
+        fixed_tokens=100,
+        passage_tokens=[10_000],
+        num_ctx=512,
+        num_predict=64,
+        margin_tokens=0,
+        exact_counts=True,
+    )
+    assert plan.passages == ()
+    assert "(no sources found)" in plan.messages[1].content
+
+
+def test_texts_for_counting_match_what_is_sent():
+    candidates = [(record(1, "Swap is a file."), 0.9)]
+    texts = passage_texts(candidates)
+    plan = plan_prompt(
+        "q",
+        candidates,
+        fixed_tokens=1,
+        passage_tokens=[1],
+        num_ctx=2048,
+        num_predict=256,
+        margin_tokens=0,
+        exact_counts=True,
+    )
+    assert texts[0].strip() in plan.messages[1].content
+    assert fixed_texts("q")[0] == plan.messages[0].content
+
+
+def test_estimate_over_counts_english():
+    """~4 bytes per token is typical; the estimate assumes 3, so it errs on the safe side."""
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    assert estimate_tokens(text) >= len(text) / 4
+    assert estimate_tokens("") == 1
+
+
+def test_citations_mark_what_the_answer_cites():
+    candidates = [(record(i, "t"), 0.5) for i in (1, 2, 3)]
+    plan = plan_prompt(
+        "q",
+        candidates,
+        fixed_tokens=1,
+        passage_tokens=[1, 1, 1],
+        num_ctx=2048,
+        num_predict=256,
+        margin_tokens=0,
+        exact_counts=True,
+    )
+    answer = "Use a swap file [1][3]. See also [9]."
+    assert cited_numbers(answer) == {1, 3, 9}
+    marked = citations(plan.passages, answer)
+    assert [(c["n"], c["cited"]) for c in marked] == [(1, True), (2, False), (3, True)]
+    assert set(marked[0]) >= {"path", "title", "chunk_id"}
+    assert marked[0]["chunk_id"] == "doc1:0:abc"
