@@ -324,6 +324,23 @@ def make_sure_gone(proc: psutil.Process | None) -> None:
             proc.kill()
 
 
+def alive(proc: psutil.Process | None) -> bool:
+    """Whether the process still runs (an exited child not yet reaped counts as gone)."""
+    try:
+        return proc is not None and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def cpu_ms(proc: psutil.Process | None) -> float:
+    """User + system CPU time of a process so far, in ms (NaN if it is gone)."""
+    try:
+        times = proc.cpu_times() if proc is not None else None
+    except psutil.Error:
+        times = None
+    return (times.user + times.system) * 1000 if times is not None else float("nan")
+
+
 def memory_of(daemon_pid: int, worker: psutil.Process | None) -> dict[str, float]:
     """RSS of the daemon and of its worker, in MB."""
     return {
@@ -341,9 +358,14 @@ def run_rounds(
     worker_url: str,
     gen: dict[str, Any],
     prompts: dict[str, dict[str, Any]],
+    procs: dict[str, psutil.Process | None],
     warmup_done: Any,
 ) -> list[dict[str, Any]]:
-    """Warm-up rounds, then the timed ones; each round asks one question both ways."""
+    """Warm-up rounds, then the timed ones; each round asks one question both ways.
+
+    Each ask also records the CPU time the daemon and the worker spent during it: CPU the
+    daemon burns while the worker evaluates the prompt is taken from llama.cpp's threads.
+    """
     rng = random.Random(20240601)
     max_lines = args.num_predict * 4 + 100
     rounds: list[dict[str, Any]] = []
@@ -362,17 +384,25 @@ def run_rounds(
             question = QUESTIONS[(number if timed else i) % len(QUESTIONS)]
             daemon_first = i % 2 == 0  # alternate which path runs first
             result: dict[str, Any] = {"question": question, "daemon_first": daemon_first}
+            rid = f"ask-bench-{'q' if timed else 'w'}{number if timed else i}"
             for path in ("daemon", "worker") if daemon_first else ("worker", "daemon"):
-                flush_cache(direct, worker_url, gen, rng)
-                if path == "daemon":
-                    rid = f"ask-bench-{'q' if timed else 'w'}{number if timed else i}"
-                    result["daemon"] = ask_daemon(
-                        daemon_client, url, question, args.k, rid, max_lines
-                    )
-                else:
-                    result["worker"] = ask_worker(
-                        direct, worker_url, gen, prompts[question]["messages"], max_lines
-                    )
+                cpu_before: dict[str, float] = {}
+                try:
+                    flush_cache(direct, worker_url, gen, rng)
+                    cpu_before = {name: cpu_ms(proc) for name, proc in procs.items()}
+                    if path == "daemon":
+                        one = ask_daemon(daemon_client, url, question, args.k, rid, max_lines)
+                    else:
+                        messages = prompts[question]["messages"]
+                        one = ask_worker(direct, worker_url, gen, messages, max_lines)
+                except (httpx.HTTPError, RuntimeError, TimeoutError, ValueError) as exc:
+                    one = {"error": f"{type(exc).__name__}: {exc}"}
+                one.setdefault("request_id", rid)
+                one["cpu_ms"] = {
+                    name: cpu_ms(proc) - cpu_before.get(name, float("nan"))
+                    for name, proc in procs.items()
+                }
+                result[path] = one
             a, b = result["daemon"], result["worker"]
             label = (
                 f"q {number + 1}/{args.questions}" if timed else f"warm-up {i + 1}/{args.warmup}"
@@ -385,6 +415,9 @@ def run_rounds(
             )
             if timed:
                 rounds.append(result)
+            if problems and not alive(procs["daemon"]):
+                progress("WARNING: the daemon is gone; ending the rounds early")
+                break
     return rounds
 
 
@@ -445,6 +478,10 @@ def summarize(rounds: list[dict[str, Any]], prompts: dict[str, Any], log_path: P
     prompt_worker = [f.get("prompt_eval_count") for f in finals]
     mismatched = sum(1 for a, b in zip(prompt_daemon, prompt_worker, strict=True) if a != b)
     ids = {r["daemon"]["request_id"] for r in rounds}
+    rest_a = [t - e for t, e in zip(ttft_a, eval_a, strict=True)]
+    rest_b = [t - e for t, e in zip(ttft_b, eval_b, strict=True)]
+    # An answer that never reached the model (a cache hit, say) would flatter the daemon.
+    no_model = sum(1 for e in done if not e["timings_ms"].get("prompt_eval"))
     median_a, median_b = median(ttft_a), median(ttft_b)
     return {
         "rounds": len(rounds),
@@ -487,9 +524,15 @@ def summarize(rounds: list[dict[str, Any]], prompts: dict[str, Any], log_path: P
             "direct": median(eval_b),
             "paired_diff": median([a - b for a, b in zip(eval_a, eval_b, strict=True)]),
         },
-        "ttft_minus_prompt_eval_ms": {
-            "via_ask": median([t - e for t, e in zip(ttft_a, eval_a, strict=True)]),
-            "direct": median([t - e for t, e in zip(ttft_b, eval_b, strict=True)]),
+        "ttft_minus_prompt_eval_ms": {"via_ask": median(rest_a), "direct": median(rest_b)},
+        "overhead_outside_model_paired_median_ms": median(
+            [a - b for a, b in zip(rest_a, rest_b, strict=True)]
+        ),
+        "rounds_without_prompt_eval": no_model,
+        "cpu_ms_per_ask_median": {
+            f"{who}_during_{path}": median([r[path]["cpu_ms"][who] for r in ok])
+            for path in ("daemon", "worker")
+            for who in ("daemon", "worker")
         },
         "server_timings_median_ms": {k: median(v) for k, v in server.items()},
         "breakdown_median_ms": {
@@ -536,6 +579,12 @@ def summary_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     add(
         "daemon overhead, median of paired diffs ms",
         s["overhead_paired_median_ms"],
+        ".1f",
+        "overhead_ms",
+    )
+    add(
+        "daemon overhead outside the model, paired median ms",
+        s["overhead_outside_model_paired_median_ms"],
         ".1f",
         "overhead_ms",
     )
@@ -607,6 +656,18 @@ def report(figures: dict[str, Any], out: Path, stamp: str, logs: Path) -> None:
         f"TTFT minus prompt eval: via /ask {rest['via_ask']:.1f}, direct {rest['direct']:.1f}; "
         f"/ask's citations event after {s['citations_event_ms']:.1f} ms"
     )
+    cpu = s["cpu_ms_per_ask_median"]
+    print(
+        "CPU per ask (median ms): via /ask daemon "
+        f"{cpu['daemon_during_daemon']:.0f}, worker {cpu['worker_during_daemon']:.0f}; "
+        f"direct: daemon {cpu['daemon_during_worker']:.0f}, "
+        f"worker {cpu['worker_during_worker']:.0f}"
+    )
+    if s["rounds_without_prompt_eval"]:
+        print(
+            f"WARNING: {s['rounds_without_prompt_eval']} /ask answers report no prompt eval "
+            "(answered without the model?) — their TTFT is not comparable"
+        )
     noise = figures.get("noise", {})
     print(
         "other processes' CPU share (0 = quiet box): "
@@ -736,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
                 memory["after_warmup"] = memory_of(proc.pid, worker)
                 meter.mark("timed")
 
-            rounds = run_rounds(args, url, worker_url, gen, prompts, warmup_done)
+            procs = {"daemon": psutil.Process(proc.pid), "worker": worker}
+            rounds = run_rounds(args, url, worker_url, gen, prompts, procs, warmup_done)
             memory["after"] = memory_of(proc.pid, worker)
             memory["daemon_hwm_mb"] = hwm_mb(proc.pid)
             memory["worker_hwm_mb"] = hwm_mb(worker.pid) if worker else float("nan")
@@ -758,4 +820,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the processes were stopped on the way out
+        progress("interrupted")
+        sys.exit(130)
