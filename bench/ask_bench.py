@@ -53,12 +53,11 @@ from search_bench import (
     SERVE_ENV,
     LoadMeter,
     clean_env,
+    finish_report,
     free_port,
     hwm_mb,
-    jsonable,
     median,
     pct,
-    print_table,
     progress,
     rss_mb,
     run_sync,
@@ -668,30 +667,13 @@ def report(figures: dict[str, Any], out: Path, stamp: str, logs: Path) -> None:
             f"WARNING: {s['rounds_without_prompt_eval']} /ask answers report no prompt eval "
             "(answered without the model?) — their TTFT is not comparable"
         )
-    noise = figures.get("noise", {})
-    print(
-        "other processes' CPU share (0 = quiet box): "
-        + ", ".join(f"{k} {v['other_processes_cpu_share']:.0%}" for k, v in noise.items())
-        + "; steal max "
-        + f"{max((v['steal_share'] for v in noise.values()), default=0.0):.0%}"
+    finish_report(
+        figures,
+        summary_rows(figures),
+        out / f"ask_bench-{stamp}.json",
+        logs,
+        "the paired overhead is the figure to trust, the absolute times are pessimistic",
     )
-    busy = [k for k, v in noise.items() if v["other_processes_cpu_share"] > 0.1]
-    if busy:
-        print(
-            f"WARNING: other processes used >10% of the CPUs during {', '.join(busy)}; the "
-            "paired overhead is the figure to trust, the absolute times are pessimistic"
-        )
-    print()
-    rows = summary_rows(figures)
-    print_table(rows)
-    figures["summary"] = [
-        {"figure": a, "value": v, "target": t, "verdict": w} for a, v, t, w in rows
-    ]
-    path = out / f"ask_bench-{stamp}.json"
-    path.write_text(json.dumps(jsonable(figures), indent=2) + "\n", encoding="utf-8")
-    print()
-    print(f"figures: {path}")
-    print(f"logs:    {logs}")
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -1030,6 +1030,26 @@ def report_figures(figures: dict[str, Any], out: Path, stamp: str, logs: Path) -
     print(
         f"concurrent: {cc['requests']} requests over {cc['threads']} clients in {cc['wall_s']:.2f}s"
     )
+    finish_report(
+        figures,
+        summary_rows(figures),
+        out / f"search_bench-{stamp}.json",
+        logs,
+        "those figures are pessimistic — rerun on a quiet box to compare with the targets",
+    )
+
+
+def finish_report(
+    figures: dict[str, Any],
+    rows: list[tuple[str, str, str, str]],
+    path: Path,
+    logs: Path,
+    busy_advice: str,
+) -> None:
+    """Print the noise line, the summary table, then save every figure as JSON to `path`.
+
+    Shared by the benchmarks so their reports read the same way.
+    """
     noise = figures.get("noise", {})
     print(
         "other processes' CPU share per phase (0 = quiet box): "
@@ -1039,17 +1059,13 @@ def report_figures(figures: dict[str, Any], out: Path, stamp: str, logs: Path) -
     )
     busy = [k for k, v in noise.items() if v["other_processes_cpu_share"] > 0.1]
     if busy:
-        print(
-            f"WARNING: other processes used >10% of the CPUs during {', '.join(busy)}; "
-            "those figures are pessimistic — rerun on a quiet box to compare with the targets"
-        )
+        phases = ", ".join(busy)
+        print(f"WARNING: other processes used >10% of the CPUs during {phases}; {busy_advice}")
     print()
-    rows = summary_rows(figures)
     print_table(rows)
     figures["summary"] = [
         {"figure": a, "value": v, "target": t, "verdict": verdict_} for a, v, t, verdict_ in rows
     ]
-    path = out / f"search_bench-{stamp}.json"
     path.write_text(json.dumps(jsonable(figures), indent=2) + "\n", encoding="utf-8")
     print()
     print(f"figures: {path}")
