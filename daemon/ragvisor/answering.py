@@ -47,7 +47,6 @@ class PreparedAsk:
 
     question: str
     plan: PromptPlan
-    retrieved: int
 
 
 class Answerer:
@@ -107,7 +106,7 @@ class Answerer:
             prompt_tokens_planned=plan.prompt_tokens,
             token_counts="tokenizer" if exact else "estimate",
         )
-        return PreparedAsk(question, plan, len(candidates))
+        return PreparedAsk(question, plan)
 
     async def events(
         self, prepared: PreparedAsk, trace: AskTrace
