@@ -67,7 +67,7 @@ def stream_events(url: str, body: dict) -> list[dict]:
 def first_delta(url: str, question: str) -> str:
     """Stream an answer until its first piece of text, then leave (cancelling the rest)."""
     with httpx.stream(
-        "POST", f"{url}/ask", json={"question": question, "stream": True}, timeout=60
+        "POST", f"{url}/ask", json={"question": question, "stream": True}, timeout=180
     ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
