@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +18,17 @@ from ragvisor.core.answers import (
     PromptPlan,
     citations,
     estimate_tokens,
+    extractive_answer,
     fixed_texts,
     passage_texts,
     plan_prompt,
+    prompt_truncated,
 )
-from ragvisor.core.model import GenerationStats, TextDelta
+from ragvisor.core.model import GenerationStats, Retrying, TextDelta
 from ragvisor.core.protocols import Generator
 from ragvisor.core.retrieval import QueryLimits, Retriever, validate_query
 from ragvisor.errors import BackendError, BackendUnavailable
+from ragvisor.metrics import Metrics
 
 
 @dataclass(slots=True)
@@ -43,17 +46,42 @@ class AskTrace:
 
 @dataclass(frozen=True, slots=True)
 class PreparedAsk:
-    """A validated question with its passages packed: everything before the generator runs."""
+    """A validated question with its passages packed: everything before the generator runs.
+
+    `degraded` is set when the answer must be extractive before the generator is even tried
+    (it is down or restarting, memory is short); `search_degraded` when the passages came from
+    keyword search because the embedder failed.
+    """
 
     question: str
     plan: PromptPlan
+    degraded: str | None = None
+    search_degraded: str | None = None
+
+
+@dataclass(slots=True)
+class _Generation:
+    """What one generation produced: its text, the backend's stats, or why it failed."""
+
+    pieces: list[str] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    failure: str | None = None
+
+
+# Time kept back from the request deadline to build the extractive answer if generation fails.
+FALLBACK_RESERVE_S = 0.5
+
+MemoryCheck = Callable[[], Awaitable[str | None]]
 
 
 class Answerer:
     """Turns a question into a cited answer using stored embeddings only.
 
-    ``is_available`` is asked before each generation (the embedded worker's process state);
-    when it says no, the request fails fast with 503 instead of waiting on a dead socket.
+    ``is_available`` is asked before each generation (the embedded worker's process state) and
+    ``memory_check`` whether memory allows loading the generator (a reason when it does not);
+    either saying no makes the answer extractive at once instead of waiting on a dead socket.
+    When generation fails for good (retries exhausted, circuit open, out of time) the answer is
+    extractive too: the best passages with their citations, marked ``degraded``.
     """
 
     def __init__(
@@ -63,13 +91,17 @@ class Answerer:
         *,
         limits: QueryLimits,
         margin_tokens: int,
-        is_available: Any = None,
+        is_available: Callable[[], bool] | None = None,
+        memory_check: MemoryCheck | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._retriever = retriever
         self._generator = generator
         self.limits = limits
         self._margin = margin_tokens
         self._is_available = is_available
+        self._memory_check = memory_check
+        self._metrics = metrics
 
     @property
     def generator(self) -> Generator:
@@ -77,15 +109,18 @@ class Answerer:
         return self._generator
 
     async def prepare(self, question: str | None, k: int, trace: AskTrace) -> PreparedAsk:
-        """Validate, retrieve and pack. Raises InputError, BackendUnavailable or BackendError."""
+        """Validate, retrieve and pack. Raises InputError for a bad question."""
         question = validate_query(question, k, self.limits, what="question")
+        degraded: str | None = None
         if self._is_available is not None and not self._is_available():
-            raise BackendUnavailable("the generator is restarting; try again in a few seconds")
-        candidates, timings = await asyncio.to_thread(self._retriever.passages, question, k)
+            degraded = "the generator is restarting"
+        candidates, timings, search_degraded = await asyncio.to_thread(
+            self._retriever.passages, question, k
+        )
         trace.timings_ms.update(timings)
         started = time.perf_counter()
         texts = fixed_texts(question) + passage_texts(candidates)
-        counts = await self._generator.count_tokens(texts)
+        counts = None if degraded else await self._generator.count_tokens(texts)
         exact = counts is not None
         if counts is None:
             counts = [estimate_tokens(t) for t in texts]
@@ -100,22 +135,28 @@ class Answerer:
             exact_counts=exact,
         )
         trace.mark("pack", started)
+        if degraded is None and self._memory_check is not None:
+            started = time.perf_counter()
+            degraded = await self._memory_check()
+            trace.mark("memory_check", started)
         trace.fields.update(
             passages=len(plan.passages),
             passages_dropped=plan.dropped,
             prompt_tokens_planned=plan.prompt_tokens,
             token_counts="tokenizer" if exact else "estimate",
+            search_degraded=search_degraded,
         )
-        return PreparedAsk(question, plan)
+        return PreparedAsk(question, plan, degraded, search_degraded)
 
     async def events(
-        self, prepared: PreparedAsk, trace: AskTrace
+        self, prepared: PreparedAsk, trace: AskTrace, *, until: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The answer as events: `citations` first, then `delta`s, then `done`.
 
-        Raises BackendError/BackendTimeout/BackendUnavailable from the generator after the
-        first event; the caller turns that into its own error shape. Closing the iterator
-        early closes the backend connection, which cancels the generation.
+        A `retry` event means the backend failed mid-answer and the deltas so far are void.
+        Generation stops `FALLBACK_RESERVE_S` before `until` (time.monotonic()); when it fails
+        for good, `done` carries the extractive answer and `degraded`. Closing the iterator early
+        closes the backend connection, which cancels the generation.
         """
         plan = prepared.plan
         yield {
@@ -123,47 +164,144 @@ class Answerer:
             "citations": [_without_cited(p.citation(cited=False)) for p in plan.passages],
             "dropped": plan.dropped,
         }
-        started = time.perf_counter()
-        pieces: list[str] = []
-        stats = GenerationStats()
-        stream = self._generator.chat(plan.messages)
+        if prepared.degraded is not None:
+            yield self._extractive(prepared, trace, prepared.degraded)
+            return
+        generation = _Generation()
+        gen_until = None if until is None else until - FALLBACK_RESERVE_S
+        stream = self._stream(plan, trace, gen_until, generation)
         try:
             async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+        if generation.failure is not None:
+            yield self._extractive(prepared, trace, generation.failure)
+        else:
+            yield self._done(prepared, trace, generation)
+
+    async def _stream(
+        self, plan: PromptPlan, trace: AskTrace, until: float | None, out: _Generation
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """`delta` and `retry` events; the text, stats or failure are left in `out`."""
+        started = time.perf_counter()
+        stream = self._generator.chat(plan.messages, until=until)
+        try:
+            while True:
+                try:
+                    # A backstop only: the supervised generator stops by `until` itself.
+                    async with asyncio.timeout(_left(until, grace=0.25)):
+                        event = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except (BackendError, BackendUnavailable) as exc:
+                    out.failure = f"the generator failed: {exc}"
+                    return
+                except TimeoutError:
+                    out.failure = "the generator did not finish within the request deadline"
+                    return
                 if isinstance(event, TextDelta):
-                    if not pieces:
+                    if not out.pieces:
                         trace.timings_ms["first_token"] = round(
                             (time.perf_counter() - trace.started) * 1000, 3
                         )
-                    pieces.append(event.text)
+                    out.pieces.append(event.text)
                     yield {"type": "delta", "text": event.text}
+                elif isinstance(event, Retrying):
+                    out.pieces.clear()
+                    trace.fields["retried_mid_answer"] = event.attempt - 1
+                    yield {"type": "retry", "attempt": event.attempt, "reason": event.reason}
                 else:
-                    stats = event
+                    out.stats = event
         finally:
             await stream.aclose()
             trace.mark("generate", started)
-            trace.fields.update(_stats_fields(stats))
-            trace.timings_ms.update(stats.timings_ms())
-        answer = "".join(pieces).strip()
+            trace.fields.update(_stats_fields(out.stats))
+            trace.timings_ms.update(out.stats.timings_ms())
+
+    def _done(
+        self, prepared: PreparedAsk, trace: AskTrace, generation: _Generation
+    ) -> dict[str, Any]:
+        """The final event of a generated answer, with truncation detected and metrics fed."""
+        plan, stats = prepared.plan, generation.stats
+        answer = "".join(generation.pieces).strip()
+        truncated = prompt_truncated(stats.prompt_eval_count, plan, self._generator.num_ctx)
+        if truncated:
+            trace.fields["truncated"] = True
+        if self._metrics is not None:
+            if truncated:
+                self._metrics.truncated_total.inc()
+            if "first_token" in trace.timings_ms:
+                self._metrics.ttft_seconds.observe(trace.timings_ms["first_token"] / 1000)
+            if stats.tokens_per_s:
+                self._metrics.tokens_per_second.observe(stats.tokens_per_s)
         trace.mark("total", trace.started)
-        yield {
+        done: dict[str, Any] = {
             "type": "done",
             "answer": answer,
             "citations": citations(plan.passages, answer),
             "model": self._generator.model,
             "done_reason": stats.done_reason,
+            "truncated": truncated,
             "tokens": _tokens(plan, stats),
             "timings_ms": dict(trace.timings_ms),
         }
+        if prepared.search_degraded is not None:
+            done["degraded"] = {"reason": prepared.search_degraded, "answer": "generated"}
+        return done
 
-    async def answer(self, prepared: PreparedAsk, trace: AskTrace) -> dict[str, Any]:
+    def _extractive(self, prepared: PreparedAsk, trace: AskTrace, reason: str) -> dict[str, Any]:
+        """The `done` event of an answer made of passages, marked degraded with the reason."""
+        plan = prepared.plan
+        trace.fields["degraded"] = reason
+        if self._metrics is not None:
+            self._metrics.degraded_total.labels("ask", _reason_label(reason)).inc()
+        trace.mark("total", trace.started)
+        degraded: dict[str, Any] = {"reason": reason, "answer": "extractive"}
+        if prepared.search_degraded is not None:
+            degraded["search"] = prepared.search_degraded
+        return {
+            "type": "done",
+            "answer": extractive_answer(plan.passages, reason),
+            "citations": [p.citation(cited=True) for p in plan.passages],
+            "model": None,
+            "done_reason": "degraded",
+            "truncated": False,
+            "degraded": degraded,
+            "tokens": _tokens(plan, GenerationStats()),
+            "timings_ms": dict(trace.timings_ms),
+        }
+
+    async def answer(
+        self, prepared: PreparedAsk, trace: AskTrace, *, until: float | None = None
+    ) -> dict[str, Any]:
         """The whole answer as one object (the last event without its `type`)."""
         final: dict[str, Any] = {}
-        async for event in self.events(prepared, trace):
+        async for event in self.events(prepared, trace, until=until):
             if event["type"] == "done":
                 final = {k: v for k, v in event.items() if k != "type"}
         if not final:
             raise BackendError("the generator ended without an answer")
         return {"question": prepared.question, **final}
+
+
+def _left(until: float | None, grace: float) -> float | None:
+    """Seconds until `until` plus a grace, for asyncio.timeout (None: no limit)."""
+    return None if until is None else max(0.0, until - time.monotonic() + grace)
+
+
+def _reason_label(reason: str) -> str:
+    """A low-cardinality metric label for a degraded answer's reason."""
+    for label, marker in (
+        ("memory", "memory"),
+        ("restarting", "restarting"),
+        ("circuit_open", "circuit is open"),
+        ("deadline", "deadline"),
+        ("timeout", "deadline ("),
+    ):
+        if marker in reason:
+            return label
+    return "generator_failed"
 
 
 def _without_cited(citation: dict[str, object]) -> dict[str, object]:

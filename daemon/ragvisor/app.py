@@ -17,19 +17,40 @@ from typing import Any
 
 import structlog
 
+from ragvisor import __version__
 from ragvisor.answering import Answerer
-from ragvisor.config import ENV_PREFIX, NOT_SETTINGS, Settings, settings_env
+from ragvisor.config import (
+    ENV_PREFIX,
+    NOT_SETTINGS,
+    BreakerSettings,
+    DeadlineSettings,
+    LadderSettings,
+    RetrySettings,
+    Settings,
+    settings_env,
+)
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
+from ragvisor.core.protocols import Embedder
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
+from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.errors import ConfigError
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
 from ragvisor.memory import release_free_memory
+from ragvisor.metrics import Metrics
 from ragvisor.store.sqlite import SqliteStore
+from ragvisor.supervise.admission import Lane
+from ragvisor.supervise.breaker import CircuitBreaker
+from ragvisor.supervise.calls import SupervisedEmbedder, SupervisedGenerator, Supervisor
+from ragvisor.supervise.controls import EmbedderControl, OllamaControl, WorkerControl
+from ragvisor.supervise.ladder import BackendControl, EscalationLadder
+from ragvisor.supervise.memory import MemoryGuard, probe_from_env
+from ragvisor.supervise.preload import GeneratorMemory, GuardActionsImpl
+from ragvisor.supervise.retry import RetryPolicy
 from ragvisor.syncing import SyncRunner
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
@@ -41,14 +62,19 @@ class Services:
 
     settings: Settings
     store: SqliteStore
-    embedder: OnnxEmbedder
+    embedder: Embedder
     retriever: Retriever
     sync_runner: SyncRunner
     admin_token: str
+    metrics: Metrics
+    lanes: dict[str, Lane]
     started_at: float = field(default_factory=time.time)
-    generator: OllamaClient | None = None
+    generator: SupervisedGenerator | None = None
     worker: WorkerProcess | None = None
     answerer: Answerer | None = None
+    supervisors: dict[str, Supervisor] = field(default_factory=dict)
+    memory_guard: MemoryGuard | None = None
+    remote_embedder: OllamaEmbedder | None = None
 
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Cheap checks for `/readyz`: the model answers and the store can be read."""
@@ -62,10 +88,72 @@ class Services:
             checks["store"] = {"ok": False, "error": str(exc)}
         return checks
 
+    def ladders(self) -> list[EscalationLadder]:
+        """The escalation ladders of the supervised backends."""
+        return [s.ladder for s in self.supervisors.values() if s.ladder is not None]
+
+    def status(self) -> dict[str, Any]:
+        """The whole picture for `GET /status` and `ragvisor status` (cheap: no backend call)."""
+        sync = self.sync_runner.state.as_dict()
+        last = self.sync_runner.state.last_success_at
+        sync["last_sync_age_s"] = None if last is None else round(time.time() - last, 1)
+        sync["interval_s"] = self.settings.sync.interval_s
+        try:
+            store: dict[str, Any] = {"ok": True, **self.store.stats()}
+        except Exception as exc:  # noqa: BLE001 - a status page reports, it does not fail
+            store = {"ok": False, "error": str(exc)}
+        guard = self.memory_guard
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "lanes": {name: lane.snapshot() for name, lane in self.lanes.items()},
+            "backends": {
+                "generator": self._generator_status(),
+                "embedder": self._embedder_status(),
+            },
+            "memory": guard.snapshot() if guard is not None else {"level": "unknown"},
+            "sync": sync,
+            "store": store,
+        }
+
+    def _generator_status(self) -> dict[str, Any] | None:
+        g = self.settings.generator
+        if self.generator is None:
+            return {"kind": "none", "url": None, "model": None, "breaker": None, "ladder": None}
+        status: dict[str, Any] = {
+            "kind": g.backend,
+            "url": self.generator.client.base_url,
+            "model": g.model,
+            "num_ctx": g.num_ctx,
+            "num_predict": g.num_predict,
+            **self.supervisors["generator"].snapshot(),
+        }
+        if self.worker is not None:
+            status["worker"] = self.worker.describe()
+        return status
+
+    def _embedder_status(self) -> dict[str, Any]:
+        fingerprint = self.embedder.fingerprint
+        status: dict[str, Any] = {
+            "kind": self.settings.embedder.backend,
+            "model": fingerprint.name,
+            "fingerprint": fingerprint.key,
+            "url": None,
+            "breaker": None,
+            "ladder": None,
+        }
+        if self.remote_embedder is not None:
+            status["url"] = self.remote_embedder.base_url
+            status.update(self.supervisors["embedder"].snapshot())
+        return status
+
     def close(self) -> None:
         """Stop the worker (if we started one) and release the store."""
         if self.worker is not None:
             self.worker.stop()
+        if self.remote_embedder is not None:
+            self.remote_embedder.close()
         self.store.close()
 
 
@@ -102,8 +190,56 @@ def resolve_model_dir(settings: Settings) -> Path:
     return assemble_default_model(target)
 
 
+def deadlines(d: DeadlineSettings) -> Deadlines:
+    """One backend call's deadlines from `[<backend>.deadlines]`."""
+    return Deadlines(
+        connect_s=d.connect_s, first_token_s=d.first_token_s, stall_s=d.stall_s, total_s=d.total_s
+    )
+
+
+def build_supervisor(
+    backend: str,
+    control: BackendControl,
+    *,
+    retry: RetrySettings,
+    breaker_settings: BreakerSettings,
+    ladder_settings: LadderSettings,
+    metrics: Metrics,
+) -> Supervisor:
+    """Retries, breaker and ladder of one backend, all logging under `component=supervise`."""
+    log = structlog.get_logger(component="supervise")
+    breaker = CircuitBreaker(backend, breaker_settings, metrics=metrics, log=log)
+    ladder = EscalationLadder(backend, control, ladder_settings, breaker, metrics=metrics, log=log)
+    return Supervisor(
+        backend, RetryPolicy.from_settings(retry), breaker, ladder, metrics=metrics, log=log
+    )
+
+
+def build_remote_embedder(settings: Settings) -> OllamaEmbedder:
+    """`[embedder] backend = "ollama"`: the client, connected (its fingerprint resolved).
+
+    Raises BackendUnavailable when Ollama does not answer, ConfigError when the model is not
+    pulled: the daemon cannot know which vectors to serve without the model's identity.
+    """
+    e = settings.embedder
+    embedder = OllamaEmbedder(
+        e.url,
+        model=e.model,
+        batch_size=e.batch_size,
+        num_ctx=e.num_ctx,
+        keep_alive=e.keep_alive,
+        deadlines=deadlines(e.deadlines),
+    )
+    try:
+        embedder.connect()
+    except BaseException:
+        embedder.close()
+        raise
+    return embedder
+
+
 def build_embedder(settings: Settings) -> OnnxEmbedder:
-    """The embedder `[embedder]` describes, loaded and ready. Raises ModelFileError."""
+    """The in-process embedder `[embedder]` describes, loaded and ready. Raises ModelFileError."""
     e = settings.embedder
     return OnnxEmbedder(
         resolve_model_dir(settings),
@@ -138,15 +274,38 @@ def build_services(settings: Settings) -> Services:
     log = structlog.get_logger(component="app")
     check_corpus_roots(settings)
     started = time.perf_counter()
+    metrics = Metrics()
     data_dir = Path(settings.store.data_dir)
     store = SqliteStore(data_dir, busy_timeout_s=settings.store.busy_timeout_s)
-    embedder = build_embedder(settings)
-    model_dir = embedder.model_dir
+    supervisors: dict[str, Supervisor] = {}
+    remote: OllamaEmbedder | None = None
+    embedder: Embedder
+    try:
+        if settings.embedder.backend == "ollama":
+            remote = build_remote_embedder(settings)
+            e = settings.embedder
+            supervisors["embedder"] = build_supervisor(
+                "embedder",
+                EmbedderControl(remote, e.ladder.restart_command),
+                retry=e.retry,
+                breaker_settings=e.breaker,
+                ladder_settings=e.ladder,
+                metrics=metrics,
+            )
+            embedder = SupervisedEmbedder(remote, supervisors["embedder"])
+            where = remote.base_url
+        else:
+            onnx = build_embedder(settings)
+            embedder, where = onnx, str(onnx.model_dir)
+    except BaseException:
+        store.close()
+        raise
     log.info(
         "app.embedder_loaded",
+        backend=settings.embedder.backend,
         model=embedder.fingerprint.name,
         fingerprint=embedder.fingerprint.key,
-        model_dir=str(model_dir),
+        model_dir=where,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
     s = settings.server
@@ -168,14 +327,44 @@ def build_services(settings: Settings) -> Services:
         lock_path=data_dir / "sync.lock",
         quick_check=settings.sync.quick_check,
         log=structlog.get_logger(component="sync"),
+        metrics=metrics,
     )
-    return Services(
+    a = settings.admission
+    services = Services(
         settings=settings,
         store=store,
         embedder=embedder,
         retriever=retriever,
         sync_runner=runner,
         admin_token=load_admin_token(settings),
+        metrics=metrics,
+        lanes={
+            "search": Lane("search", a.search, initial_service_s=0.05, metrics=metrics),
+            "ask": Lane("ask", a.ask, initial_service_s=10.0, metrics=metrics),
+            "sync": Lane("sync", a.sync, initial_service_s=30.0, metrics=metrics),
+        },
+        supervisors=supervisors,
+        remote_embedder=remote,
+    )
+    if settings.memory.enabled:
+        services.memory_guard = build_memory_guard(services)
+    return services
+
+
+def build_memory_guard(services: Services) -> MemoryGuard:
+    """The memory guard, watching the daemon, its worker, Ollama and Neo4j."""
+
+    def extra_pids() -> dict[str, int | None]:
+        worker = services.worker
+        return {"worker": worker.pid if worker is not None else None}
+
+    settings = services.settings.memory
+    return MemoryGuard(
+        probe_from_env(settings, extra_pids=extra_pids),
+        settings,
+        actions=GuardActionsImpl(services),
+        metrics=services.metrics,
+        log=structlog.get_logger(component="memory"),
     )
 
 
@@ -223,30 +412,50 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             services.worker.spawn()  # comes up while the caller loads the index;
             # the caller then calls services.worker.wait_ready()
-        url = services.worker.url
-    d = g.deadlines
-    services.generator = OllamaClient(
+        # A fault proxy in front of the worker (rehearsals, tests) when `worker.proxy_url` is set.
+        url = settings.worker.proxy_url or services.worker.url
+    client = OllamaClient(
         url,
         model=g.model,
         num_ctx=g.num_ctx,
         num_predict=g.num_predict,
         temperature=g.temperature,
         keep_alive=g.keep_alive,
-        deadlines=Deadlines(
-            connect_s=d.connect_s,
-            first_token_s=d.first_token_s,
-            stall_s=d.stall_s,
-            total_s=d.total_s,
-        ),
+        deadlines=deadlines(g.deadlines),
     )
-    a = settings.ask
     worker = services.worker
+    control: BackendControl = (
+        WorkerControl(client, worker)
+        if worker is not None
+        else OllamaControl(client, g.ladder.restart_command)
+    )
+    supervisor = build_supervisor(
+        "generator",
+        control,
+        retry=g.retry,
+        breaker_settings=g.breaker,
+        ladder_settings=g.ladder,
+        metrics=services.metrics,
+    )
+    services.supervisors["generator"] = supervisor
+    services.generator = SupervisedGenerator(client, supervisor)
+    memory = None
+    if services.memory_guard is not None:
+        memory = GeneratorMemory(
+            services.memory_guard,
+            client,
+            gguf_path=worker.model_path if worker is not None else None,
+            remote_embedder=services.remote_embedder,
+        )
+    a = settings.ask
     services.answerer = Answerer(
         services.retriever,
         services.generator,
         limits=QueryLimits(max_query_chars=a.max_question_chars, max_k=a.max_k),
         margin_tokens=a.template_margin_tokens,
         is_available=worker.check_alive if worker is not None else None,
+        memory_check=memory.check if memory is not None else None,
+        metrics=services.metrics,
     )
 
 
@@ -312,7 +521,7 @@ def serve(settings: Settings) -> None:
     )
     scheduler = build_scheduler(services)
     scheduler.start()
-    app = with_request_log(create_app(services))
+    app = with_request_log(create_app(services), services.metrics)
     try:
         run_server(
             app,

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exit when this process goes away (set by the daemon that starts the worker)",
     )
+    _add_ops_commands(sub)
     return parser
+
+
+def _add_ops_commands(sub: Any) -> None:
+    """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
+    from ragvisor.ops import faultproxy, health, status
+
+    check = sub.add_parser(
+        "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
+    )
+    health.add_health_arguments(check)
+    show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
+    status.add_status_arguments(show)
+    proxy = sub.add_parser(
+        "faultproxy", help="a fault-injecting proxy in front of Ollama, to rehearse failures"
+    )
+    faultproxy.add_arguments(proxy)
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -378,12 +395,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {
+def cmd_ops(args: argparse.Namespace) -> int:
+    """`ragvisor health | status | faultproxy`: run by their modules in `ragvisor.ops`."""
+    from ragvisor.ops import faultproxy, health, status
+
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {
+        "health": health.run_health,
+        "status": status.run_status,
+        "faultproxy": faultproxy.run,
+    }
+    return runners[args.command](args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "sync": cmd_sync,
     "search": cmd_search,
     "ask": cmd_ask,
     "worker": cmd_worker,
+    "health": cmd_ops,
+    "status": cmd_ops,
+    "faultproxy": cmd_ops,
 }
 
 
@@ -392,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ragvisor.logs import configure_logging
 
-    default_level = "warning" if args.command in ("search", "ask") else "info"
+    # Commands whose output is the result log only warnings (to stderr).
+    quiet = ("search", "ask", "health", "status")
+    default_level = "warning" if args.command in quiet else "info"
     configure_logging(level=args.log_level or default_level)
     try:
         return COMMANDS[args.command](args)

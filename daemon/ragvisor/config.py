@@ -28,9 +28,9 @@ from pydantic import (
 from ragvisor.errors import ConfigError
 
 ENV_PREFIX = "RAGVISOR_"
-# Variables with our prefix that are not settings: the config file path (read by the CLI) and
-# the Makefile's download cache.
-NOT_SETTINGS = frozenset({"CONFIG", "CACHE"})
+# Variables with our prefix that are not settings: the config file path (read by the CLI), the
+# Makefile's download cache and the memory guard's rehearsal file (see docs/memory.md).
+NOT_SETTINGS = frozenset({"CONFIG", "CACHE", "TEST_MEMORY_FILE"})
 
 
 def _expand_user(path: Path) -> Path:
@@ -86,17 +86,6 @@ class StoreSettings(_Section):
     busy_timeout_s: float = Field(10.0, gt=0)
 
 
-class EmbedderSettings(_Section):
-    """The embedding model. An empty `model_dir` means the pinned, packaged MiniLM."""
-
-    backend: Literal["onnx"] = "onnx"
-    model_dir: UserPath | None = None
-    model_name: str = "all-MiniLM-L6-v2-int8"
-    batch_size: int = Field(4, ge=1, le=512)
-    threads: int = Field(2, ge=1, le=64)
-    max_tokens: int = Field(256, ge=8, le=8192)
-
-
 class DeadlineSettings(_Section):
     """Bounds on one backend call; a call that misses one is cancelled, never left hanging."""
 
@@ -107,8 +96,84 @@ class DeadlineSettings(_Section):
     stall_s: float = Field(30.0, gt=0)
     # One backend call from start to its last byte.
     total_s: float = Field(300.0, gt=0)
-    # A whole `/ask` request, every backend call in it included.
+    # A whole `/ask` (generator) or `/search` (embedder) request: every backend call, retry and
+    # the degraded fallback included.
     request_s: float = Field(330.0, gt=0)
+
+
+class EmbedderDeadlineSettings(DeadlineSettings):
+    """Embedding calls are short and not streamed; `request_s` bounds a whole `/search`."""
+
+    connect_s: float = Field(2.0, gt=0)
+    first_token_s: float = Field(60.0, gt=0)  # until the response starts: a cold load included
+    stall_s: float = Field(10.0, gt=0)
+    total_s: float = Field(120.0, gt=0)
+    request_s: float = Field(15.0, gt=0)
+
+
+class RetrySettings(_Section):
+    """Bounded retries of one backend operation, with full-jitter exponential backoff.
+
+    Retried: timeouts, refused or reset connections, 5xx, 503 "server busy" and `{"error"}`
+    lines mid-stream. Never retried: a 4xx our own input caused, or "out of memory".
+    """
+
+    # Attempts in all, the first included: 3 means up to two retries.
+    attempts: int = Field(3, ge=1, le=20)
+    backoff_base_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(4.0, ge=0)
+
+
+class BreakerSettings(_Section):
+    """The circuit breaker: after `failure_threshold` failures in a row the backend is left
+    alone for `open_s` (answers degrade at once), then one trial call decides.
+    """
+
+    failure_threshold: int = Field(5, ge=1)
+    open_s: float = Field(15.0, gt=0)
+    # Each failed trial doubles the pause, up to this.
+    open_max_s: float = Field(120.0, gt=0)
+
+
+class LadderSettings(_Section):
+    """What to do when calls keep hanging: unload, confirm, restart, probe.
+
+    `restart_command` is run for the `ollama` backend (argv, no shell); the embedded worker is
+    respawned instead.
+    """
+
+    hang_threshold: int = Field(3, ge=1)  # timeouts in a row that start the ladder
+    unload_timeout_s: float = Field(10.0, gt=0)
+    confirm_timeout_s: float = Field(5.0, gt=0)
+    restart_command: tuple[str, ...] = ("systemctl", "restart", "ollama")
+    restart_timeout_s: float = Field(60.0, gt=0)
+    restart_budget_per_hour: int = Field(4, ge=0)
+    restart_backoff_s: float = Field(10.0, ge=0)  # doubled after each restart, up to 10 min
+    probe_timeout_s: float = Field(60.0, gt=0)  # how long to wait for a healthy backend
+
+
+class EmbedderSettings(_Section):
+    """The embedding model.
+
+    `onnx` runs MiniLM in-process (an empty `model_dir` means the pinned, packaged MiniLM);
+    `ollama` calls `/api/embed` on the server at `url` for `model`. Switching either changes the
+    fingerprint, and the next sync re-embeds.
+    """
+
+    backend: Literal["onnx", "ollama"] = "onnx"
+    model_dir: UserPath | None = None
+    model_name: str = "all-MiniLM-L6-v2-int8"
+    batch_size: int = Field(4, ge=1, le=512)
+    threads: int = Field(2, ge=1, le=64)
+    max_tokens: int = Field(256, ge=8, le=8192)
+    url: str = "http://127.0.0.1:11434"
+    model: str = "nomic-embed-text"
+    keep_alive: KeepAlive = "5m"
+    num_ctx: int = Field(2048, ge=16)
+    deadlines: EmbedderDeadlineSettings = EmbedderDeadlineSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    ladder: LadderSettings = LadderSettings()
 
 
 class GeneratorSettings(_Section):
@@ -128,6 +193,9 @@ class GeneratorSettings(_Section):
     # "0" unloads at once, "-1" keeps it forever).
     keep_alive: KeepAlive = "5m"
     deadlines: DeadlineSettings = DeadlineSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    ladder: LadderSettings = LadderSettings()
 
     @model_validator(mode="after")
     def _answer_fits(self) -> GeneratorSettings:
@@ -153,6 +221,9 @@ class WorkerSettings(_Section):
     start_timeout_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     restart_backoff_max_s: float = Field(30.0, gt=0)
+    # Reach the worker through this URL instead of directly — a `ragvisor faultproxy` in front
+    # of it, to rehearse failures. Empty: talk to the worker directly.
+    proxy_url: str = ""
 
 
 class AskSettings(_Section):
@@ -201,6 +272,70 @@ class SyncSettings(_Section):
     stop_timeout_s: float = Field(30.0, ge=0)
 
 
+class LaneSettings(_Section):
+    """One admission lane: requests running at once and requests allowed to wait."""
+
+    max_concurrent: int = Field(1, ge=1, le=1024)
+    max_queue: int = Field(8, ge=0, le=100_000)
+
+
+class SearchLaneSettings(LaneSettings):
+    """Searches are milliseconds each: several at once, a deep queue."""
+
+    max_concurrent: int = Field(4, ge=1, le=1024)
+    max_queue: int = Field(64, ge=0, le=100_000)
+
+
+class AskLaneSettings(LaneSettings):
+    """One answer at a time on a CPU box (Ollama's NUM_PARALLEL=1), a few waiting."""
+
+
+class SyncLaneSettings(LaneSettings):
+    """Syncs from the admin endpoint: one at a time, none waiting (409/503 instead)."""
+
+    max_queue: int = Field(0, ge=0, le=100_000)
+
+
+class AdmissionSettings(_Section):
+    """Bounded admission per lane; a full lane answers 503 with a `Retry-After` estimated from
+    the lane's measured service time.
+    """
+
+    search: SearchLaneSettings = SearchLaneSettings()
+    ask: AskLaneSettings = AskLaneSettings()
+    sync: SyncLaneSettings = SyncLaneSettings()
+
+
+class MemorySettings(_Section):
+    """The memory guard: what it measures, every `interval_s`, and where it acts.
+
+    Below `low_available_mb` (or with swap-in or PSI above its mark) the box is under pressure:
+    idle models are unloaded, generator first, and `/ask` answers extractively. Below
+    `critical_available_mb` `/ask` is shed with 503. `/search` keeps answering throughout.
+    """
+
+    enabled: bool = True
+    interval_s: float = Field(5.0, gt=0)
+    # The whole stack (daemon, worker, Ollama, Neo4j) may use this much RSS; 0 = no budget.
+    budget_mb: int = Field(0, ge=0)
+    low_available_mb: int = Field(400, ge=0)
+    critical_available_mb: int = Field(200, ge=0)
+    swap_in_mb_s: float = Field(4.0, ge=0)  # sustained swap-in above this = pressure; 0 = off
+    psi_some_avg10: float = Field(40.0, ge=0, le=100)  # /proc/pressure/memory; 0 = off
+    # Room kept free beyond a model's size before the guard lets it load.
+    model_headroom_mb: int = Field(256, ge=0)
+    ollama_process: str = "ollama"
+    neo4j_process: str = "neo4j"
+    ollama_pid_file: UserPath | None = None
+    neo4j_pid_file: UserPath | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemorySettings:
+        if self.critical_available_mb > self.low_available_mb:
+            raise ValueError("critical_available_mb must not exceed low_available_mb")
+        return self
+
+
 class Settings(_Section):
     """Every setting of ragvisor, one frozen value built once at start."""
 
@@ -212,6 +347,8 @@ class Settings(_Section):
     ask: AskSettings = AskSettings()
     server: ServerSettings = ServerSettings()
     sync: SyncSettings = SyncSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    memory: MemorySettings = MemorySettings()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

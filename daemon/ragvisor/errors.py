@@ -39,13 +39,56 @@ class SyncCancelled(RagvisorError):
     """A sync stopped on request (shutdown); what it committed stays, the next sync resumes."""
 
 
+class Overloaded(RagvisorError):
+    """An admission lane is full; the client should come back after `retry_after_s` (HTTP 503)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class BackendUnavailable(RagvisorError):
-    """A model backend cannot be reached or is restarting; try again shortly (HTTP 503)."""
+    """A model backend cannot be reached or is restarting; try again shortly (HTTP 503).
+
+    Retried by the supervisor. `retry_after_s`, when known (an open circuit breaker), says when
+    the backend will be tried again.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BackendError(RagvisorError):
-    """A model backend answered with an error or broke off mid-answer (HTTP 502)."""
+    """A model backend answered with an error or broke off mid-answer (HTTP 502).
+
+    `retryable` says whether trying again can help: true for 5xx, resets and `{"error"}` lines
+    mid-stream; false when the backend refused our own request (a 4xx) or ran out of memory.
+    """
+
+    retryable = True
 
 
 class BackendTimeout(BackendError):
-    """A model backend missed a deadline; the call was cancelled (HTTP 504)."""
+    """A model backend missed a deadline; the call was cancelled (HTTP 504).
+
+    `phase` names the deadline: connect, first_token, stall or total.
+    """
+
+    def __init__(self, message: str, *, phase: str = "total") -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+class BackendRejected(BackendError):
+    """The backend refused the request itself (a 4xx): retrying the same request cannot help."""
+
+    retryable = False
+
+
+class BackendOutOfMemory(BackendError):
+    """The backend could not load a model for lack of memory ("model requires more system
+    memory … than is available"): retrying makes it worse; the memory guard must act first.
+    """
+
+    retryable = False

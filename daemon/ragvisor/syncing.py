@@ -23,6 +23,7 @@ from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
 from ragvisor.errors import BusyError, SyncCancelled
 from ragvisor.memory import release_free_memory
+from ragvisor.metrics import Metrics
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -37,6 +38,7 @@ class SyncState:
     finished_at: float | None = None
     last_report: dict[str, object] | None = None
     last_error: str | None = None
+    last_success_at: float | None = None  # unix time the last successful sync finished
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape."""
@@ -47,6 +49,7 @@ class SyncState:
             "finished_at": self.finished_at,
             "last_report": self.last_report,
             "last_error": self.last_error,
+            "last_success_at": self.last_success_at,
         }
 
 
@@ -106,8 +109,10 @@ class SyncRunner:
         lock_path: Path,
         log: Any,
         quick_check: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.quick_check = quick_check
+        self._metrics = metrics
         self._corpus = corpus
         self._chunking = chunking
         self._store = store
@@ -268,12 +273,14 @@ class SyncRunner:
             )
             report.seconds = time.perf_counter() - started
         except SyncCancelled as exc:
+            self._count(trigger, "cancelled")
             self.state.last_error = str(exc)
             log.info(
                 "sync.cancelled", duration_s=round(time.perf_counter() - started, 3), why=str(exc)
             )
             raise
         except Exception as exc:
+            self._count(trigger, "failed")
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             log.exception(
                 "sync.failed", duration_s=round(time.perf_counter() - started, 3), error=str(exc)
@@ -281,6 +288,8 @@ class SyncRunner:
             raise
         self.state.last_report = report.as_dict()
         self.state.last_error = None
+        self.state.last_success_at = time.time()
+        self._count(trigger, "ok", report)
         log.info(
             "sync.finished",
             documents=report.documents.as_dict(),
@@ -291,3 +300,18 @@ class SyncRunner:
             duration_s=round(report.seconds, 3),
         )
         return report
+
+    def _count(self, trigger: str, outcome: str, report: SyncReport | None = None) -> None:
+        """Feed the sync metrics (runs by outcome; documents, embeddings, last success)."""
+        m = self._metrics
+        if m is None:
+            return
+        m.sync_runs_total.labels(trigger, outcome).inc()
+        if report is None:
+            return
+        for kind, count in report.documents.as_dict().items():
+            if isinstance(count, int) and count:
+                m.sync_documents_total.labels(kind).inc(count)
+        m.sync_embeddings_total.inc(report.embeddings_computed)
+        m.last_sync_timestamp.set(time.time())
+        m.last_sync_duration_seconds.set(report.seconds)

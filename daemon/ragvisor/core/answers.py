@@ -160,3 +160,41 @@ def citations(passages: Sequence[Passage], answer: str) -> list[dict[str, object
     """Every passage the model saw, each marked with whether the answer cites it."""
     used = cited_numbers(answer)
     return [p.citation(p.number in used) for p in passages]
+
+
+# A prompt_eval_count this close to num_ctx means the backend filled the whole window: Ollama
+# cuts an over-long prompt to fit and says so only in its own log (ollama #3427).
+TRUNCATION_MARGIN_TOKENS = 4
+# With exact counts, a backend that read clearly fewer tokens than we sent dropped some.
+TRUNCATION_SHORTFALL = 0.9
+EXTRACT_CHARS = 600
+
+
+def prompt_truncated(prompt_eval_count: int | None, plan: PromptPlan, num_ctx: int) -> bool:
+    """Whether the backend's prompt_eval_count shows it cut the prompt.
+
+    A missing count means "unknown" (False). The shortfall rule applies only when we counted
+    with the model's own tokenizer: an estimate over-counts on purpose.
+    """
+    if prompt_eval_count is None or prompt_eval_count <= 0:
+        return False
+    if prompt_eval_count >= num_ctx - TRUNCATION_MARGIN_TOKENS:
+        return True
+    return plan.exact_counts and prompt_eval_count < TRUNCATION_SHORTFALL * plan.prompt_tokens
+
+
+def extractive_answer(passages: Sequence[Passage], reason: str) -> str:
+    """The answer without a generator: the best passages themselves, numbered like citations.
+
+    Served when the generator is down, its circuit is open or memory is short — the reader gets
+    the evidence a generated answer would have been built from, and the reason.
+    """
+    if not passages:
+        return f"No answer could be generated ({reason}) and no stored passage matches."
+    parts = [f"No answer could be generated ({reason}). The most relevant passages:"]
+    for passage in passages:
+        text = " ".join(passage.record.text.split())
+        if len(text) > EXTRACT_CHARS:
+            text = text[:EXTRACT_CHARS].rsplit(" ", 1)[0] + " …"
+        parts.append(f"[{passage.number}] {passage.record.title}: {text}")
+    return "\n\n".join(parts)

@@ -156,6 +156,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """The answer so far is void: the backend failed mid-answer and attempt `attempt` begins."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationStats:
     """The backend's own account of a generation (Ollama's final-chunk fields, in ns).
 

@@ -18,6 +18,7 @@ from ragvisor.core.model import (
     ChunkRecord,
     Fingerprint,
     GenerationStats,
+    Retrying,
     ScoredChunk,
     SourceDocument,
     StoredDocument,
@@ -112,7 +113,8 @@ class Store(Protocol):
 class Generator(Protocol):
     """Writes answers: a chat model behind Ollama's API (the embedded worker or Ollama itself).
 
-    ``chat`` yields :class:`TextDelta` pieces and ends with one :class:`GenerationStats`;
+    ``chat`` yields :class:`TextDelta` pieces and ends with one :class:`GenerationStats`
+    (a supervised generator may interject :class:`Retrying` when it starts over);
     closing the iterator early cancels the generation at the backend.
     """
 
@@ -132,9 +134,12 @@ class Generator(Protocol):
         ...
 
     def chat(
-        self, messages: Sequence[ChatMessage]
-    ) -> AsyncGenerator[TextDelta | GenerationStats, None]:
-        """Stream an answer to the messages."""
+        self, messages: Sequence[ChatMessage], *, until: float | None = None
+    ) -> AsyncGenerator[TextDelta | GenerationStats | Retrying, None]:
+        """Stream an answer to the messages, finishing by `until` (time.monotonic()) if given.
+
+        A `Retrying` event voids the text streamed so far.
+        """
         ...
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:

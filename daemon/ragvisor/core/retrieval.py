@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ragvisor.core.model import ChunkRecord, ScoredChunk
 from ragvisor.core.protocols import Embedder, Store
-from ragvisor.errors import InputError
+from ragvisor.errors import BackendError, BackendUnavailable, InputError
 
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al.; damps the top ranks' weight
 
@@ -66,6 +66,8 @@ class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float]
     mode: SearchMode
+    # Why the results are not what `mode` asked for (the embedder failed: keyword results).
+    degraded: str | None = None
 
 
 def validate_query(query: str | None, k: int, limits: QueryLimits, what: str = "query") -> str:
@@ -130,7 +132,7 @@ class Retriever:
     def search(self, query: str, k: int, mode: SearchMode = SearchMode.DENSE) -> SearchResult:
         """Rank chunks for a validated query. Raises InputError for bad input."""
         query = validate_query(query, k, self.limits)
-        ranked, timings = self._rank(query, k, mode)
+        ranked, timings, degraded = self._rank(query, k, mode)
         started = time.perf_counter()
         records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
         hits = [
@@ -139,38 +141,49 @@ class Retriever:
             if s.chunk_id in records
         ]
         timings["fetch"] = _ms_since(started)
-        return SearchResult(hits, timings, mode)
+        return SearchResult(hits, timings, mode, degraded)
 
     def passages(
         self, query: str, k: int, mode: SearchMode = SearchMode.DENSE
-    ) -> tuple[list[tuple[ChunkRecord, float]], dict[str, float]]:
-        """The top-k chunks with their full text and score, for answering; query pre-validated."""
-        ranked, timings = self._rank(query, k, mode)
+    ) -> tuple[list[tuple[ChunkRecord, float]], dict[str, float], str | None]:
+        """The top-k chunks with their full text and score, for answering; query pre-validated.
+
+        The third item says why the ranking fell back to keywords (None when it did not).
+        """
+        ranked, timings, degraded = self._rank(query, k, mode)
         started = time.perf_counter()
         records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
         found = [(records[s.chunk_id], s.score) for s in ranked if s.chunk_id in records]
         timings["fetch"] = _ms_since(started)
-        return found, timings
+        return found, timings, degraded
 
     def _rank(
         self, query: str, k: int, mode: SearchMode
-    ) -> tuple[list[ScoredChunk], dict[str, float]]:
+    ) -> tuple[list[ScoredChunk], dict[str, float], str | None]:
+        """Rank by the mode; when the embedder fails, rank by keywords and say why."""
         timings: dict[str, float] = {}
         rankings: list[list[ScoredChunk]] = []
+        degraded: str | None = None
         depth = k if mode is not SearchMode.HYBRID else max(k * 4, 20)
         if mode in (SearchMode.DENSE, SearchMode.HYBRID):
             started = time.perf_counter()
-            vector = self._embedder.embed([query])[0]
-            timings["embed"] = _ms_since(started)
-            started = time.perf_counter()
-            rankings.append(self._store.dense_search(vector, depth, self._embedder.fingerprint))
-            timings["retrieve"] = _ms_since(started)
+            try:
+                vector = self._embedder.embed([query])[0]
+            except (BackendUnavailable, BackendError) as exc:
+                degraded = f"embedder unavailable, keyword results: {exc}"
+                mode = SearchMode.KEYWORD
+            else:
+                timings["embed"] = _ms_since(started)
+                started = time.perf_counter()
+                fingerprint = self._embedder.fingerprint
+                rankings.append(self._store.dense_search(vector, depth, fingerprint))
+                timings["retrieve"] = _ms_since(started)
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             started = time.perf_counter()
             rankings.append(self._store.keyword_search(query, depth))
             timings["keyword"] = _ms_since(started)
         ranked = rankings[0][:k] if len(rankings) == 1 else fuse(rankings, k)
-        return ranked, timings
+        return ranked, timings, degraded
 
 
 def _hit(record: ChunkRecord, score: float, query: str, snippet_chars: int) -> SearchHit:

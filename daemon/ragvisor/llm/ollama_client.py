@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,20 @@ from typing import Any
 import httpx
 
 from ragvisor.core.model import ChatMessage, GenerationStats, TextDelta
-from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
+from ragvisor.errors import (
+    BackendError,
+    BackendOutOfMemory,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+)
 
 # Ollama's (and the worker's) answer for a model it does not have: not the same as a route it
 # does not have, which must not switch token counting off for good.
 MODEL_MISSING = "try pulling it first"
 TOKEN_COUNT_PATH = "/api/ragvisor/token_count"  # noqa: S105 - a URL path; worker extension
+# Ollama's refusal to load a model that does not fit (llm/server.go); retrying cannot help.
+OUT_OF_MEMORY = "requires more system memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +54,21 @@ def keep_alive_value(raw: str) -> str | int:
 
 
 class _Phase:
-    """Which deadline is running, so a timeout can be named in the error."""
+    """Which deadline is running, so a timeout can be named in the error.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines) -> None:
+    `until` (event-loop time) caps the whole call from outside: what is left of the request.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines, until: float | None = None
+    ) -> None:
         self.loop = loop
         self.deadlines = deadlines
         self.started = loop.time()
         self.total_at = self.started + deadlines.total_s
+        self.request_cap = until is not None and until < self.total_at
+        if until is not None:
+            self.total_at = min(self.total_at, until)
         self.name = "first_token"
 
     def first_deadline(self) -> float:
@@ -63,12 +80,18 @@ class _Phase:
 
     def timeout_error(self, what: str) -> BackendTimeout:
         if self.loop.time() >= self.total_at - 0.001:
+            if self.request_cap:
+                return BackendTimeout(
+                    f"{what}: the request deadline passed; call cancelled", phase="request"
+                )
             limit, name = self.deadlines.total_s, "total"
         elif self.name == "first_token":
             limit, name = self.deadlines.first_token_s, "first_token"
         else:
             limit, name = self.deadlines.stall_s, "stall"
-        return BackendTimeout(f"{what}: missed the {name} deadline ({limit:g} s); call cancelled")
+        return BackendTimeout(
+            f"{what}: missed the {name} deadline ({limit:g} s); call cancelled", phase=name
+        )
 
 
 class OllamaClient:
@@ -145,9 +168,12 @@ class OllamaClient:
             await client.aclose()
 
     async def chat(
-        self, messages: Sequence[ChatMessage]
+        self, messages: Sequence[ChatMessage], *, until: float | None = None
     ) -> AsyncGenerator[TextDelta | GenerationStats, None]:
         """Stream `/api/chat`: text pieces, then the final stats.
+
+        `until` (time.monotonic()) ends the call early when the request's own deadline comes
+        before the call's `total_s`.
 
         Raises BackendUnavailable (cannot connect, 503), BackendTimeout (a deadline passed) or
         BackendError (an error status, an `{"error"}` line, a connection cut mid-answer).
@@ -161,7 +187,9 @@ class OllamaClient:
             "keep_alive": keep_alive_value(self.keep_alive),
         }
         client = self._http()
-        phase = _Phase(asyncio.get_running_loop(), self.deadlines)
+        loop = asyncio.get_running_loop()
+        cap = None if until is None else loop.time() + (until - time.monotonic())
+        phase = _Phase(loop, self.deadlines, cap)
         response: httpx.Response | None = None
         try:
             # Each wait has its own deadline and no `yield` happens inside a timeout block: a
@@ -169,7 +197,7 @@ class OllamaClient:
             async with asyncio.timeout_at(phase.first_deadline()):
                 request = client.build_request("POST", "/api/chat", json=body)
                 response = await client.send(request, stream=True)
-                await _raise_for_status(response, "chat")
+                await raise_for_status(response, "chat")
             lines = response.aiter_lines()
             deadline = phase.first_deadline()
             while True:
@@ -191,7 +219,9 @@ class OllamaClient:
         except httpx.ConnectError as exc:
             raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
         except httpx.TimeoutException as exc:
-            raise BackendTimeout(f"generator timed out: {type(exc).__name__}") from exc
+            raise BackendTimeout(
+                f"generator timed out: {type(exc).__name__}", phase=timeout_phase(exc)
+            ) from exc
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"generator connection failed mid-answer: {type(exc).__name__}: {exc}"
@@ -211,9 +241,13 @@ class OllamaClient:
             raise BackendTimeout(f"{path} did not answer within {timeout:g} s") from exc
         except httpx.ConnectError as exc:
             raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                f"{path} timed out: {type(exc).__name__}", phase=timeout_phase(exc)
+            ) from exc
         except httpx.HTTPError as exc:
             raise BackendError(f"{path} failed: {type(exc).__name__}: {exc}") from exc
-        await _raise_for_status(response, path)
+        await raise_for_status(response, path)
         try:
             data = response.json()
         except ValueError as exc:
@@ -274,7 +308,31 @@ class _NotSupported(BackendError):
     """The backend has no such endpoint (404/405 on an extension)."""
 
 
-async def _raise_for_status(response: httpx.Response, what: str) -> None:
+def timeout_phase(exc: httpx.TimeoutException) -> str:
+    """Which of our deadlines an httpx timeout stands for."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "connect"
+    return "total"
+
+
+def error_for_status(status: int, message: str, what: str, backend: str = "generator") -> Exception:
+    """The error an Ollama-protocol status stands for, classified for the retry policy.
+
+    503 (queue full, starting) and 429 are "busy": retried. A message saying a model does not
+    fit in memory is never retried. Other 4xx are our own request's fault: not retried. Other
+    5xx are the backend's: retried.
+    """
+    if OUT_OF_MEMORY in message:
+        return BackendOutOfMemory(f"{backend} is out of memory ({what}): {message}")
+    if status in (503, 429):
+        return BackendUnavailable(f"{backend} is busy or starting ({what}): {message}")
+    if 400 <= status < 500:
+        return BackendRejected(f"{backend} refused {what} ({status}): {message}")
+    return BackendError(f"{backend} answered {status} to {what}: {message}")
+
+
+async def raise_for_status(response: httpx.Response, what: str, backend: str = "generator") -> None:
+    """Raise the classified error for an error status (reading the `{"error"}` body)."""
     if response.status_code < 400:
         return
     await response.aread()
@@ -292,9 +350,7 @@ async def _raise_for_status(response: httpx.Response, what: str) -> None:
         and MODEL_MISSING not in message
     ):
         raise _NotSupported(message)
-    if status == 503:
-        raise BackendUnavailable(f"generator is busy or starting ({what}): {message}")
-    raise BackendError(f"generator answered {status} to {what}: {message}")
+    raise error_for_status(status, message, what, backend)
 
 
 def _parse_chat_line(line: str) -> TextDelta | GenerationStats | None:
@@ -305,7 +361,10 @@ def _parse_chat_line(line: str) -> TextDelta | GenerationStats | None:
     if not isinstance(data, dict):
         raise BackendError("generator sent a JSON line that is not an object")
     if "error" in data:
-        raise BackendError(f"generator error mid-answer: {data['error']}")
+        message = str(data["error"])
+        if OUT_OF_MEMORY in message:
+            raise BackendOutOfMemory(f"generator is out of memory mid-answer: {message}")
+        raise BackendError(f"generator error mid-answer: {message}")
     if data.get("done"):
         return GenerationStats(
             done_reason=data.get("done_reason"),

@@ -207,6 +207,20 @@ class WorkerProcess:
             except BackendUnavailable as exc:
                 self._log.error("worker.restart_failed", error=str(exc))
 
+    def kill(self, reason: str) -> None:
+        """SIGKILL the child (a frozen one ignores SIGTERM); the watcher respawns it.
+
+        The escalation ladder's restart for the embedded worker.
+        """
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                return
+            self.state = "restarting"
+            self._log.warning("worker.killing", pid=proc.pid, reason=reason)
+            proc.kill()
+            proc.wait()
+
     def check_alive(self) -> bool:
         """Whether the child is running now (the watcher notices a death within 0.5 s)."""
         proc = self._proc

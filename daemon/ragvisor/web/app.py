@@ -12,12 +12,14 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
 
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -26,15 +28,31 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvisor import __version__
-from ragvisor.answering import AskTrace
+from ragvisor.answering import FALLBACK_RESERVE_S, Answerer, AskTrace
 from ragvisor.core.retrieval import SearchMode
-from ragvisor.errors import BackendTimeout, InputError, NotReadyError, RagvisorError
+from ragvisor.errors import BackendTimeout, InputError, NotReadyError, Overloaded, RagvisorError
+from ragvisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ragvisor.metrics import Metrics
+from ragvisor.supervise.admission import Ticket
+from ragvisor.supervise.calls import request_deadline
+from ragvisor.supervise.memory import schedule_memory_guard
 from ragvisor.web.errors import error_body, install_error_handlers, status_for
 from ragvisor.web.schemas import AskRequest, AskResponse, ErrorResponse, SearchResponse
 from ragvisor.web.streaming import ClientGone, NdjsonStream, until_disconnect
 
 if TYPE_CHECKING:
     from ragvisor.app import Services
+
+
+# Seconds kept for retrieval and packing when a request waits in the ask lane.
+LANE_PREPARE_S = 1.0
+# The answerer finishes by the deadline itself; the outer bound fires only this much later.
+BACKSTOP_GRACE_S = 0.5
+
+# Endpoints with their own latency series; anything else is "other" (bounded cardinality).
+METERED_PATHS = frozenset(
+    {"/search", "/ask", "/healthz", "/readyz", "/status", "/metrics", "/admin/sync"}
+)
 
 
 class RequestLogMiddleware:
@@ -44,9 +62,10 @@ class RequestLogMiddleware:
     microseconds, not milliseconds, to a search.
     """
 
-    def __init__(self, app: ASGIApp, log: Any) -> None:
+    def __init__(self, app: ASGIApp, log: Any, metrics: Metrics | None = None) -> None:
         self.app = app
         self.log = log
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,13 +89,17 @@ class RequestLogMiddleware:
         finally:
             phases = scope["state"].get("timings_ms", {})
             extra = scope["state"].get("log_fields", {})
+            seconds = time.perf_counter() - started
+            if self.metrics is not None:
+                endpoint = scope["path"] if scope["path"] in METERED_PATHS else "other"
+                self.metrics.request_seconds.labels(endpoint, str(status)).observe(seconds)
             self.log.info(
                 "http.request",
                 request_id=request_id,
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round(seconds * 1000, 3),
                 **{f"{name}_ms": value for name, value in phases.items()},
                 **{key: value for key, value in extra.items() if value is not None},
             )
@@ -89,9 +112,22 @@ def create_app(services: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if services.generator is not None:
-            await services.generator.aclose()
+        loop = asyncio.get_running_loop()
+        for ladder in services.ladders():
+            ladder.bind(loop)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        if services.memory_guard is not None:
+            interval = services.settings.memory.interval_s
+            schedule_memory_guard(scheduler, services.memory_guard, interval)
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            for ladder in services.ladders():
+                await ladder.aclose()
+            if services.generator is not None:
+                await services.generator.aclose()
 
     app = FastAPI(
         title="ragvisor",
@@ -121,7 +157,7 @@ def create_app(services: Services) -> FastAPI:
         response_model=SearchResponse,
         responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
     )
-    def search(
+    async def search(
         request: Request,
         q: Annotated[str | None, Query(description="The query text")] = None,
         k: Annotated[int, Query(description="How many results")] = settings.default_k,
@@ -131,16 +167,23 @@ def create_app(services: Services) -> FastAPI:
     ) -> JSONResponse:
         if q and "\ufffd" in q:
             _require_utf8_query(request.scope.get("query_string", b""))
-        result = services.retriever.search(q or "", k, mode)
-        request.state.timings_ms = result.timings_ms
-        return JSONResponse(
-            {
-                "query": (q or "").strip(),
-                "mode": result.mode.value,
-                "results": [hit.as_dict() for hit in result.hits],
-                "timings_ms": result.timings_ms,
-            }
-        )
+        limit_s = services.settings.embedder.deadlines.request_s
+        deadline = time.monotonic() + limit_s
+        async with services.lanes["search"].slot() as waited_s:
+            with request_deadline(deadline):  # the thread pool carries it to the embedder
+                result = await run_in_threadpool(services.retriever.search, q or "", k, mode)
+        request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
+        body: dict[str, Any] = {
+            "query": (q or "").strip(),
+            "mode": result.mode.value,
+            "results": [hit.as_dict() for hit in result.hits],
+            "timings_ms": result.timings_ms,
+        }
+        if result.degraded is not None:
+            body["degraded"] = {"reason": result.degraded}
+            request.state.log_fields = {"degraded": result.degraded}
+            services.metrics.degraded_total.labels("search", "embedder").inc()
+        return JSONResponse(body)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, Any]:
@@ -155,13 +198,15 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     _add_ask_route(app, services, log)
+    _add_observability_routes(app, services)
 
     @app.post("/admin/sync", summary="Start a sync now", dependencies=[Depends(require_admin)])
-    def admin_sync(
+    async def admin_sync(
         wait: Annotated[bool, Query(description="run now and return the report")] = False,
     ) -> JSONResponse:
         if wait:
-            report = services.sync_runner.run(trigger="admin")
+            async with services.lanes["sync"].slot():
+                report = await run_in_threadpool(services.sync_runner.run, trigger="admin")
             return JSONResponse({"status": "finished", "report": report.as_dict()})
         services.sync_runner.start(trigger="admin")  # BusyError -> 409 before anything starts
         return JSONResponse(
@@ -173,6 +218,18 @@ def create_app(services: Services) -> FastAPI:
         return services.sync_runner.state.as_dict()
 
     return app
+
+
+def _add_observability_routes(app: FastAPI, services: Services) -> None:
+    """`GET /status` (the whole picture, JSON) and `GET /metrics` (Prometheus)."""
+
+    @app.get("/status", summary="Lanes, backends, breakers, memory, sync: the whole picture")
+    def status() -> dict[str, Any]:
+        return services.status()
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 def _add_ask_route(app: FastAPI, services: Services, log: Any) -> None:
@@ -201,38 +258,110 @@ def _add_ask_route(app: FastAPI, services: Services, log: Any) -> None:
         answerer = services.answerer
         if answerer is None:
             raise NotReadyError('/ask is off: generator.backend is "none"')
+        guard = services.memory_guard
+        if guard is not None and guard.ask_shed():
+            raise Overloaded(
+                f"/ask is shed while memory is critical ({guard.memory_short()})",
+                retry_after_s=guard.shed_retry_after_s,
+            )
         trace = AskTrace()
         request.state.timings_ms = trace.timings_ms
         request.state.log_fields = trace.fields
-        ask_settings = services.settings.ask
-        k = body.k if body.k is not None else ask_settings.default_k
+        k = body.k if body.k is not None else services.settings.ask.default_k
         limit_s = services.settings.generator.deadlines.request_s
-        deadline = asyncio.get_running_loop().time() + limit_s
+        deadline = time.monotonic() + limit_s
+        ticket: Ticket | None = None
         try:
-            async with asyncio.timeout_at(deadline):
-                prepared = await until_disconnect(
-                    request, answerer.prepare(body.question, k, trace)
-                )
-            if body.stream:
-                events = _bounded(answerer.events(prepared, trace), deadline, limit_s)
-
-                def client_gone() -> None:
-                    trace.fields["client_gone"] = True
-                    log.info("ask.client_gone", request_id=request.state.request_id)
-
-                return NdjsonStream(
-                    _with_error_events(events, trace, log), on_client_gone=client_gone
-                )
-            async with asyncio.timeout_at(deadline):
-                result = await until_disconnect(request, answerer.answer(prepared, trace))
-        except TimeoutError as exc:
-            raise BackendTimeout(
-                f"/ask took longer than generator.deadlines.request_s ({limit_s:g} s)"
-            ) from exc
+            # Full lane: Overloaded (503) at once. Waiting counts against the request deadline;
+            # a wait that eats it all ends in an extractive answer, not a timeout.
+            async with asyncio.timeout(max(0.0, limit_s - FALLBACK_RESERVE_S - LANE_PREPARE_S)):
+                ticket = await until_disconnect(request, services.lanes["ask"].acquire())
+            trace.timings_ms["queue"] = round(ticket.waited_s * 1000, 3)
+        except TimeoutError:
+            trace.fields["lane_timeout"] = True
         except ClientGone:
             trace.fields["client_gone"] = True
-            log.info("ask.client_gone", request_id=request.state.request_id)
             return Response(status_code=499)
+        release = ticket.release if ticket is not None else _nothing
+        try:
+            ask = _Ask(request, answerer, trace, deadline, limit_s, log)
+            response = await ask.respond(body.question, k, body.stream, release)
+        except BaseException:
+            release()
+            raise
+        return response
+
+
+def _nothing() -> None:
+    """No slot to release."""
+
+
+@dataclass(slots=True)
+class _Ask:
+    """One `/ask` request between admission and the last byte of its answer."""
+
+    request: Request
+    answerer: Answerer
+    trace: AskTrace
+    deadline: float  # time.monotonic()
+    limit_s: float
+    log: Any
+
+    def _timeout(self) -> BackendTimeout:
+        return BackendTimeout(
+            f"/ask took longer than generator.deadlines.request_s ({self.limit_s:g} s)",
+            phase="request",
+        )
+
+    def _gone(self) -> Response:
+        self.trace.fields["client_gone"] = True
+        self.log.info("ask.client_gone", request_id=self.request.state.request_id)
+        return Response(status_code=499)
+
+    async def respond(
+        self, question: str | None, k: int, stream: bool, release: Callable[[], None]
+    ) -> Response:
+        """Prepare, then answer as JSON or as an NDJSON stream; `release` frees the lane slot
+        when the answer is complete (for a stream: after its last line)."""
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                prepared = await until_disconnect(
+                    self.request, self.answerer.prepare(question, k, self.trace)
+                )
+        except TimeoutError as exc:
+            raise self._timeout() from exc
+        except ClientGone:
+            release()
+            return self._gone()
+        if self.trace.fields.get("lane_timeout") and prepared.degraded is None:
+            prepared = replace(prepared, degraded="the ask lane stayed busy until the deadline")
+        if stream:
+            events = _bounded(
+                self.answerer.events(prepared, self.trace, until=self.deadline),
+                self.deadline,
+                self.limit_s,
+            )
+
+            def client_gone() -> None:
+                self._gone()
+
+            return NdjsonStream(
+                _with_error_events(events, self.trace, self.log, on_end=release),
+                on_client_gone=client_gone,
+            )
+        try:
+            left = max(0.0, self.deadline - time.monotonic())
+            async with asyncio.timeout(left + BACKSTOP_GRACE_S):
+                result = await until_disconnect(
+                    self.request,
+                    self.answerer.answer(prepared, self.trace, until=self.deadline),
+                )
+        except TimeoutError as exc:
+            raise self._timeout() from exc
+        except ClientGone:
+            return self._gone()
+        finally:
+            release()
         return JSONResponse(result)
 
 
@@ -259,11 +388,12 @@ async def _ask_body(request: Request) -> AskRequest:
 async def _generator_check(services: Services) -> dict[str, Any]:
     """Does the generator answer `/api/version`? (Cheap: loads no model.)"""
     assert services.generator is not None
-    check: dict[str, Any] = {"model": services.generator.model, "url": services.generator.base_url}
+    client = services.generator.client
+    check: dict[str, Any] = {"model": client.model, "url": client.base_url}
     if services.worker is not None:
         check["worker"] = services.worker.describe()
     try:
-        check["version"] = await services.generator.version(timeout=2.0)
+        check["version"] = await client.version(timeout=2.0)
         check["ok"] = True
     except RagvisorError as exc:
         check.update(ok=False, error=str(exc))
@@ -273,17 +403,20 @@ async def _generator_check(services: Services) -> dict[str, Any]:
 async def _bounded(
     events: AsyncGenerator[dict[str, Any], None], deadline: float, limit_s: float
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Pass events through until the request deadline, then raise BackendTimeout."""
+    """Pass events through until the request deadline (time.monotonic()), then raise
+    BackendTimeout. A backstop: the answerer itself finishes, extractively if need be, before
+    the deadline."""
     try:
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout(deadline - time.monotonic() + BACKSTOP_GRACE_S):
                     event = await anext(events)
             except StopAsyncIteration:
                 return
             except TimeoutError as exc:
                 raise BackendTimeout(
-                    f"/ask took longer than generator.deadlines.request_s ({limit_s:g} s)"
+                    f"/ask took longer than generator.deadlines.request_s ({limit_s:g} s)",
+                    phase="request",
                 ) from exc
             yield event
     finally:
@@ -291,9 +424,15 @@ async def _bounded(
 
 
 async def _with_error_events(
-    events: AsyncGenerator[dict[str, Any], None], trace: AskTrace, log: Any
+    events: AsyncGenerator[dict[str, Any], None],
+    trace: AskTrace,
+    log: Any,
+    on_end: Callable[[], None] = lambda: None,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """After the first line the status is sent: a failure becomes a final `error` event."""
+    """After the first line the status is sent: a failure becomes a final `error` event.
+
+    `on_end` runs when the stream ends, however it ends (the ask lane's slot is released).
+    """
     try:
         async for event in events:
             yield event
@@ -303,6 +442,7 @@ async def _with_error_events(
         log.warning("ask.failed_mid_stream", error=str(exc), code=code)
         yield {"type": "error", **error_body(str(exc), code), "status": status}
     finally:
+        on_end()
         await events.aclose()
 
 
@@ -316,6 +456,6 @@ def _require_utf8_query(raw: bytes) -> None:
         raise InputError("query string is not valid UTF-8") from exc
 
 
-def with_request_log(app: FastAPI) -> ASGIApp:
+def with_request_log(app: FastAPI, metrics: Metrics | None = None) -> ASGIApp:
     """Wrap the app in the request-log middleware (outermost, so it times everything)."""
-    return RequestLogMiddleware(app, structlog.get_logger(component="web"))
+    return RequestLogMiddleware(app, structlog.get_logger(component="web"), metrics)

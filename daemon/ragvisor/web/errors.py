@@ -7,6 +7,7 @@ to the log, never to the client.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,12 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragvisor.errors import (
     BackendError,
+    BackendOutOfMemory,
+    BackendRejected,
     BackendTimeout,
     BackendUnavailable,
     BusyError,
     ConfigError,
     InputError,
     NotReadyError,
+    Overloaded,
     RagvisorError,
 )
 
@@ -29,8 +33,11 @@ STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
     (InputError, 400, "bad_request"),
     (BusyError, 409, "busy"),
     (NotReadyError, 503, "not_ready"),
+    (Overloaded, 503, "overloaded"),
     (BackendUnavailable, 503, "backend_unavailable"),
+    (BackendOutOfMemory, 503, "backend_out_of_memory"),
     (BackendTimeout, 504, "backend_timeout"),
+    (BackendRejected, 502, "backend_rejected"),
     (BackendError, 502, "backend_error"),
     (ConfigError, 500, "config"),
     (RagvisorError, 500, "internal"),
@@ -39,6 +46,14 @@ STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
 
 # Seconds a client should wait after a 503 (a restarting generator is back in about this long).
 RETRY_AFTER_S = 5
+
+
+def retry_after_s(exc: RagvisorError) -> int:
+    """Whole seconds for `Retry-After`: the error's own estimate when it has one."""
+    estimate: float | None = getattr(exc, "retry_after_s", None)
+    if estimate is None:
+        return RETRY_AFTER_S
+    return max(1, math.ceil(estimate))
 
 
 def error_body(message: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -71,7 +86,7 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
         status, code = status_for(exc)
         if status >= 500:
             log.error("http.error", path=request.url.path, error=str(exc), code=code)
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        headers = {"Retry-After": str(retry_after_s(exc))} if status == 503 else None
         return JSONResponse(error_body(str(exc), code), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

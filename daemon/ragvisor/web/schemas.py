@@ -20,6 +20,16 @@ class SearchHitModel(BaseModel):
     heading: str = Field(description="Heading path of the chunk, e.g. 'Install > Debian'")
 
 
+class DegradedModel(BaseModel):
+    """Why a response was served without a backend, and what was served instead."""
+
+    reason: str
+    answer: str | None = Field(
+        None, description="/ask: extractive (passages, no generator) or generated"
+    )
+    search: str | None = Field(None, description="/ask: why retrieval fell back to keywords")
+
+
 class SearchResponse(BaseModel):
     """Answer of `GET /search`."""
 
@@ -27,6 +37,9 @@ class SearchResponse(BaseModel):
     mode: str
     results: list[SearchHitModel]
     timings_ms: dict[str, float] = Field(description="Per-phase durations: embed, retrieve, …")
+    degraded: DegradedModel | None = Field(
+        None, description="Present when the embedder failed and the results are keyword results"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -66,8 +79,16 @@ class AskResponse(BaseModel):
     question: str
     answer: str
     citations: list[CitationModel]
-    model: str
-    done_reason: str | None = Field(description="stop, or length when num_predict cut it")
+    model: str | None = Field(description="The generator's model; null for an extractive answer")
+    done_reason: str | None = Field(
+        description="stop, length when num_predict cut it, degraded for an extractive answer"
+    )
+    truncated: bool = Field(
+        False, description="The backend's prompt_eval_count shows it cut the prompt"
+    )
+    degraded: DegradedModel | None = Field(
+        None, description="Present when the answer was served without the generator"
+    )
     tokens: dict[str, int | float | str | None] = Field(
         description="prompt (as the backend counted it), prompt_planned, prompt_budget, "
         "counted_with, completion, per_second"

@@ -1,0 +1,478 @@
+"""`ragvisor status`: the daemon's whole picture — lanes, backends, memory, sync, store — as a
+table for a person or as JSON for a script.
+
+It asks a running daemon (`GET /status` and `GET /readyz`) and never touches a model or the
+store itself, so it is safe to run at any time, as often as wanted. The fetch is shared with
+`ragvisor health`, which judges the same two answers. A daemon older than `/status` still gets a
+readiness summary: every section is read tolerantly, and a missing one is shown as missing
+rather than breaking the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from ragvisor.errors import RagvisorError
+
+DEFAULT_TIMEOUT_S = 10.0
+EXIT_OK, EXIT_UNREACHABLE = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonReply:
+    """What the daemon said to `/readyz` and `/status`.
+
+    `error` is set when the daemon could not be asked at all (refused, timed out, not a ragvisor
+    daemon); `timed_out` tells a silent daemon from an absent one. `notes` say what is missing.
+    """
+
+    url: str
+    readyz: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+    error: str | None = None
+    timed_out: bool = False
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The combined JSON that `ragvisor status --json` prints."""
+        return {
+            "url": self.url,
+            "reachable": self.error is None,
+            "error": self.error,
+            "readiness": self.readyz,
+            "status": self.status,
+            "notes": list(self.notes),
+        }
+
+
+def dig(data: Any, *keys: str) -> Any:
+    """`data[k1][k2]…`, or None as soon as a level is missing or not a mapping (older daemons
+    lack sections; a status page must not crash on them)."""
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def number(value: Any) -> float | None:
+    """A JSON value as a finite float, or None (missing, null, text, bool, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def default_url(host: str, port: int) -> str:
+    """The daemon's URL from `server.host`/`server.port`: a wildcard listen address is reached on
+    loopback, an IPv6 literal goes in brackets."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - a listen address being translated, not bound
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def url_from_config(config: Path | None) -> str:
+    """The daemon's URL as the configuration (file, then environment) says. Raises ConfigError."""
+    from ragvisor.config import load_settings  # noqa: PLC0415 - pydantic only when needed
+
+    server = load_settings(config, os.environ).server
+    return default_url(server.host, server.port)
+
+
+async def _get_json(
+    client: httpx.AsyncClient, url: str, path: str, ok: tuple[int, ...]
+) -> dict[str, Any] | None:
+    """GET a JSON object; None for a 404 (an older daemon without the route).
+
+    Raises httpx errors for transport failures and RagvisorError for any other status or a body
+    that is not a JSON object.
+    """
+    response = await client.get(url + path)
+    if response.status_code == 404:
+        return None
+    if response.status_code not in ok:
+        raise RagvisorError(f"{path} answered HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise RagvisorError(
+            f"{path} answered HTTP {response.status_code} with something that is not JSON; "
+            "is it a ragvisor daemon?"
+        ) from None
+    if not isinstance(body, dict):
+        raise RagvisorError(f"{path} answered with JSON that is not an object")
+    return body
+
+
+async def fetch_daemon(url: str, timeout_s: float) -> DaemonReply:
+    """Ask `/readyz` and `/status` at once, each bounded by `timeout_s`. Never raises: every
+    failure becomes `DaemonReply.error`."""
+    url = url.rstrip("/")
+    log = structlog.get_logger(component="ops")
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)) as client:
+            async with asyncio.timeout(timeout_s):
+                # /readyz answers 503 with its checks when not ready: that is an answer too.
+                readyz, status = await asyncio.gather(
+                    _get_json(client, url, "/readyz", (200, 503)),
+                    _get_json(client, url, "/status", (200,)),
+                )
+    except (TimeoutError, httpx.TimeoutException):
+        return DaemonReply(
+            url, error=f"daemon at {url} did not answer within {timeout_s:g} s", timed_out=True
+        )
+    except httpx.HTTPError as exc:
+        return DaemonReply(url, error=f"daemon unreachable at {url}: {_reason(exc)}")
+    except RagvisorError as exc:
+        return DaemonReply(url, error=f"daemon at {url}: {exc}")
+    notes = []
+    if readyz is None:
+        notes.append("daemon has no /readyz: is it a ragvisor daemon?")
+    if status is None:
+        notes.append("daemon has no /status (older than this command): showing readiness only")
+    log.debug(
+        "ops.daemon_fetched", url=url, duration_ms=round((time.perf_counter() - started) * 1000, 1)
+    )
+    return DaemonReply(url, readyz=readyz, status=status, notes=tuple(notes))
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    return str(exc) or type(exc).__name__
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """`3h 12m`, `4m 05s`, `12.3 s`: short, exact enough for a person."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _seconds(value: float | None) -> str:
+    """A short duration: milliseconds below one second, seconds above."""
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _show(value: Any, unit: str = "", digits: int = 0) -> str:
+    """A value for a cell: numbers rounded with their unit, None as `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        text = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+        return f"{text} {unit}".rstrip()
+    return str(value)
+
+
+def columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Rows aligned in columns under the first row's headings: columns whose every value is a
+    number (or `-`) right-aligned, the others left-aligned."""
+    count = len(rows[0])
+    widths = [max(len(row[i]) for row in rows) for i in range(count)]
+    numeric = [all(r[i][:1].isdigit() or r[i] == "-" for r in rows[1:]) for i in range(count)]
+    lines = []
+    for row in rows:
+        cells = (
+            text.rjust(width) if right else text.ljust(width)
+            for text, width, right in zip(row, widths, numeric, strict=True)
+        )
+        lines.append(indent + "  ".join(cells).rstrip())
+    return lines
+
+
+def _pairs(rows: Iterable[tuple[str, str]]) -> list[str]:
+    items = list(rows)
+    width = max(len(key) for key, _ in items)
+    return [f"  {key.ljust(width)}  {value}" for key, value in items]
+
+
+def _daemon_section(reply: DaemonReply) -> list[str]:
+    s = reply.status or {}
+    checks = dig(reply.readyz, "checks") or {}
+    verdicts = ", ".join(
+        f"{name} {'ok' if dig(check, 'ok') else 'FAILED'}" for name, check in checks.items()
+    )
+    ready = dig(reply.readyz, "ready")
+    failed = [
+        f"{name}: {dig(check, 'error') or 'not ok'}"
+        for name, check in checks.items()
+        if not dig(check, "ok")
+    ]
+    rows = [
+        ("url", reply.url),
+        ("version", _show(s.get("version"))),
+        ("pid", _show(s.get("pid"))),
+        ("uptime", duration(number(s.get("uptime_s")))),
+        ("ready", f"{_show(ready)} ({verdicts})" if verdicts else _show(ready)),
+    ]
+    rows += [("failed", text) for text in failed]
+    return ["daemon", *_pairs(rows)]
+
+
+def _lanes_section(status: Mapping[str, Any]) -> list[str]:
+    lanes = status.get("lanes")
+    if not isinstance(lanes, Mapping) or not lanes:
+        return ["lanes", "  (not reported)"]
+    rows = [["lane", "active", "waiting", "max_concurrent", "max_queue", "service_time",
+             "admitted", "rejected"]]  # fmt: skip
+    for name, lane in lanes.items():
+        service = number(dig(lane, "service_time_s"))
+        rows.append(
+            [
+                name,
+                *(
+                    _show(dig(lane, key))
+                    for key in ("active", "waiting", "max_concurrent", "max_queue")
+                ),
+                _seconds(service),
+                _show(dig(lane, "admitted")),
+                _show(dig(lane, "rejected")),
+            ]
+        )
+    return ["lanes", *columns(rows)]
+
+
+def _breaker_text(breaker: Any) -> str:
+    if not isinstance(breaker, Mapping):
+        return "-"
+    state = str(breaker.get("state", "?"))
+    retry = number(breaker.get("retry_in_s"))
+    failures = breaker.get("consecutive_failures")
+    extra = f", retry in {retry:.0f} s" if retry is not None else ""
+    extra += f", {failures} failures in a row" if failures else ""
+    return state + extra
+
+
+def _ladder_text(ladder: Any) -> str:
+    if not isinstance(ladder, Mapping):
+        return "-"
+    step = dig(ladder, "last_step", "step")
+    outcome = dig(ladder, "last_step", "outcome")
+    text = "running" if ladder.get("running") else "idle"
+    if step:
+        text += f", last step {step} ({outcome})"
+    restarts, budget = ladder.get("restarts_last_hour"), ladder.get("restart_budget_per_hour")
+    return text + f", {_show(restarts)}/{_show(budget)} restarts this hour"
+
+
+def _process_text(worker: Any) -> str:
+    """The embedded worker child process, when the daemon runs one."""
+    if not isinstance(worker, Mapping):
+        return "-"
+    text = f"{worker.get('state', '?')} pid {_show(worker.get('pid'))}"
+    text += f", {_show(worker.get('restarts'))} restarts"
+    if worker.get("last_exit") is not None:
+        text += f", last exit {worker['last_exit']}"
+    return text
+
+
+def _backends_section(status: Mapping[str, Any]) -> list[str]:
+    backends = status.get("backends")
+    if not isinstance(backends, Mapping) or not backends:
+        return ["backends", "  (not reported)"]
+    rows = [["backend", "kind", "model", "url", "process", "breaker", "ladder"]]
+    for name, backend in backends.items():
+        if not isinstance(backend, Mapping):
+            rows.append([name, "off", "-", "-", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                name,
+                _show(backend.get("kind")),
+                _show(backend.get("model")),
+                _show(backend.get("url")),
+                _process_text(backend.get("worker")),
+                _breaker_text(backend.get("breaker")),
+                _ladder_text(backend.get("ladder")),
+            ]
+        )
+    return ["backends", *columns(rows)]
+
+
+def _memory_section(status: Mapping[str, Any]) -> list[str]:
+    memory = status.get("memory")
+    if not isinstance(memory, Mapping):
+        return ["memory", "  (not reported)"]
+
+    def show(key: str, unit: str, digits: int = 0) -> str:
+        return _show(memory.get(key), unit, digits)
+
+    rows = [("level", _show(memory.get("level")))]
+    reasons = memory.get("reasons")
+    if reasons:
+        rows.append(("reasons", "; ".join(str(r) for r in reasons)))
+    if memory.get("available_mb") is not None:
+        rows += [
+            ("available", f"{show('available_mb', 'MB')} of {show('total_mb', 'MB')}"),
+            ("swap", f"{show('swap_used_mb', 'MB')} used of {show('swap_total_mb', 'MB')}"),
+            ("swap rate", f"in {show('swap_in_mb_s', 'MB/s', 1)}, "
+                          f"out {show('swap_out_mb_s', 'MB/s', 1)}"),
+            ("pressure", f"some {show('psi_some_avg10', '%', 1)}, "
+                         f"full {show('psi_full_avg10', '%', 1)} (PSI avg10)"),
+        ]  # fmt: skip
+    rss = memory.get("rss_mb")
+    if isinstance(rss, Mapping) and rss:
+        rows.append(("rss", ", ".join(f"{k} {_show(v, 'MB')}" for k, v in rss.items())))
+    if memory.get("sampled_at") is not None:
+        rows.append(("sampled", f"{memory['sampled_at']} (every {show('interval_s', 's', 1)})"))
+    return ["memory", *_pairs(rows)]
+
+
+def _report_text(report: Mapping[str, Any]) -> str:
+    """One line for the last sync report: documents by outcome, skips, embeddings, time."""
+    docs = report.get("documents")
+    summary = ", ".join(f"{v} {k}" for k, v in docs.items()) if isinstance(docs, Mapping) else "-"
+    skipped = report.get("skipped")
+    skips = len(skipped) if isinstance(skipped, list) else "-"
+    embedded = _show(report.get("embeddings_computed"))
+    return f"documents {summary}; skipped {skips}; {embedded} embedded in " + _show(
+        report.get("seconds"), "s", 2
+    )
+
+
+def _sync_section(status: Mapping[str, Any]) -> list[str]:
+    sync = status.get("sync")
+    if not isinstance(sync, Mapping):
+        return ["sync", "  (not reported)"]
+    interval = number(sync.get("interval_s"))
+    age = number(sync.get("last_sync_age_s"))
+    state = "running" if sync.get("running") else "idle"
+    rows = [
+        ("state", f"{state} (last trigger: {sync.get('trigger') or '-'})"),
+        ("last success", "never since start" if age is None else f"{duration(age)} ago"),
+        ("last error", _show(sync.get("last_error"))),
+        ("interval", "off (no scheduled sync)" if interval == 0 else duration(interval)),
+    ]
+    report = sync.get("last_report")
+    if isinstance(report, Mapping):
+        rows.append(("last report", _report_text(report)))
+    return ["sync", *_pairs(rows)]
+
+
+def _store_section(reply: DaemonReply) -> list[str]:
+    store = dig(reply.status, "store")
+    if not isinstance(store, Mapping):
+        store = dig(reply.readyz, "checks", "store")  # older daemons: readiness has the counts
+    if not isinstance(store, Mapping):
+        return ["store", "  (not reported)"]
+    rows = [(k, _show(v)) for k, v in store.items() if k != "ok"]
+    if store.get("ok") is False:
+        rows.insert(0, ("state", "NOT REACHABLE"))
+    return ["store", *(_pairs(rows) if rows else ["  (no counts)"])]
+
+
+def render_status(reply: DaemonReply) -> str:
+    """The table `ragvisor status` prints: daemon, lanes, backends, memory, sync, store."""
+    sections = [_daemon_section(reply)]
+    status = reply.status
+    if status is not None:
+        sections += [
+            _lanes_section(status),
+            _backends_section(status),
+            _memory_section(status),
+            _sync_section(status),
+        ]
+    sections.append(_store_section(reply))
+    lines = [line for section in sections for line in (*section, "")]
+    lines += [f"note: {note}" for note in reply.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ragvisor status` (`--config` only if the parser lacks it)."""
+    parser.add_argument(
+        "--url", help="the daemon (default: http://<server.host>:<server.port> from the config)"
+    )
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the combined JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for the daemon (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """`--config PATH`, unless the caller's parser already has it."""
+    with contextlib.suppress(argparse.ArgumentError):  # cli.py's common flags added it already
+        parser.add_argument(
+            "--config",
+            type=Path,
+            default=os.environ.get("RAGVISOR_CONFIG") or None,
+            help="TOML configuration file (default: $RAGVISOR_CONFIG, else built-in defaults)",
+        )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """`ragvisor status`: 0 when the daemon answered, 1 when it could not be reached.
+
+    Raises ConfigError when no `--url` is given and the configuration is invalid.
+    """
+    url = args.url or url_from_config(args.config)
+    reply = asyncio.run(fetch_daemon(url, args.timeout))
+    if args.json:
+        print(json.dumps(reply.as_dict(), indent=2))
+    elif reply.error is None:
+        sys.stdout.write(render_status(reply))
+    if reply.error is not None:
+        print(f"ragvisor status: {reply.error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ragvisor.ops.status`: the same command without the `ragvisor` wrapper."""
+    from ragvisor.logs import configure_logging  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="ragvisor status", description=__doc__.split("\n")[0])
+    add_status_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(level="warning")  # stdout is the table or the JSON; logs go to stderr
+    try:
+        return run_status(args)
+    except RagvisorError as exc:
+        print(f"ragvisor status: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The memory guard's hands: what it may unload, and the check before the chat model loads.
+
+Field report: a 4 GB box died when the chat model loaded beside the embedding model. Before an
+answer is generated, :class:`GeneratorMemory` asks the backend whether the chat model is
+resident; if not, it compares the model's size with free memory and has the guard unload the
+embedding model first when both would not fit. If it still does not fit, the answer is
+extractive — the daemon never provokes Ollama's "model requires more system memory".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ragvisor.errors import RagvisorError
+from ragvisor.llm.ollama_client import OllamaClient
+from ragvisor.supervise.ladder import same_model
+from ragvisor.supervise.memory import MemoryGuard
+
+if TYPE_CHECKING:
+    from ragvisor.app import Services
+
+MB = 1024 * 1024
+# How long a `/api/ps` answer is trusted: one call per second at most, whatever the traffic.
+PS_TTL_S = 1.0
+# llama.cpp needs more than the file: KV cache, compute buffers. A GGUF's size times this is
+# the estimate when the backend has never reported the model's resident size.
+FILE_TO_RESIDENT = 1.3
+
+
+class GeneratorMemory:
+    """Decides, before a generation, whether memory allows the chat model to be (re)loaded."""
+
+    def __init__(
+        self,
+        guard: MemoryGuard,
+        client: OllamaClient,
+        *,
+        gguf_path: Path | None = None,
+        remote_embedder: Any = None,
+    ) -> None:
+        self._guard = guard
+        self._client = client
+        self._gguf_path = gguf_path
+        self._embedder = remote_embedder
+        self._resident_bytes: int | None = None  # last size /api/ps reported for our model
+        self._ps_at = 0.0
+        self._loaded = False
+        self._log = structlog.get_logger(component="memory")
+
+    async def check(self) -> str | None:
+        """None when generation may go ahead; otherwise why the answer must be extractive."""
+        short = self._guard.memory_short()
+        if short is not None:
+            return short
+        if await self._model_resident():
+            return None
+        need = await self._model_bytes()
+        if need is None:
+            return None
+        unloaders = [self._unload_embedder] if self._embedder is not None else []
+        if await self._guard.make_room(need, unloaders=unloaders):
+            return None
+        return f"memory short: loading {self._client.model} needs about {need / MB:.0f} MB"
+
+    async def _model_resident(self) -> bool:
+        now = time.monotonic()
+        if now - self._ps_at < PS_TTL_S:
+            return self._loaded
+        try:
+            models = await self._client.ps()
+        except RagvisorError:
+            return True  # cannot tell: let the supervised call find out
+        self._ps_at = now
+        self._loaded = False
+        for entry in models:
+            if same_model(str(entry.get("name") or entry.get("model")), self._client.model):
+                self._loaded = True
+                size = entry.get("size")
+                if isinstance(size, int) and size > 0:
+                    self._resident_bytes = size
+        return self._loaded
+
+    async def _model_bytes(self) -> int | None:
+        """Resident size seen before, else the file's size (GGUF or `/api/tags`) with overhead."""
+        if self._resident_bytes is not None:
+            return self._resident_bytes
+        file_bytes: int | None = None
+        if self._gguf_path is not None:
+            try:
+                file_bytes = self._gguf_path.stat().st_size
+            except OSError:
+                file_bytes = None
+        if file_bytes is None:
+            try:
+                for entry in await self._client.tags():
+                    if same_model(str(entry.get("name")), self._client.model):
+                        file_bytes = int(entry.get("size") or 0) or None
+            except RagvisorError:
+                return None
+        return None if file_bytes is None else int(file_bytes * FILE_TO_RESIDENT)
+
+    async def _unload_embedder(self) -> bool:
+        embedder = self._embedder
+        if embedder is None or not await asyncio.to_thread(embedder.loaded, 5.0):
+            return False
+        await asyncio.to_thread(embedder.unload, 10.0)
+        return True
+
+
+class GuardActionsImpl:
+    """Unload idle models on the guard's request: the generator first, then the embedder.
+
+    "Idle" means no request of that model's lane is running (nor a sync, for the embedder):
+    unloading mid-answer would only make the answer fail and the model load again.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def unload_idle_generator(self) -> bool:
+        """Unload the chat model when no answer is being generated and it is resident."""
+        services = self._services
+        generator = services.generator
+        if generator is None or services.lanes["ask"].active > 0:
+            return False
+        client = generator.client
+        models = await client.ps()
+        if not any(same_model(str(m.get("name")), client.model) for m in models):
+            return False
+        await client.unload()
+        return True
+
+    async def unload_idle_embedder(self) -> bool:
+        """Unload a remote embedding model when no search or sync is using it."""
+        services = self._services
+        embedder = services.remote_embedder
+        if embedder is None or services.lanes["search"].active > 0 or services.sync_runner.running:
+            return False
+        if not await asyncio.to_thread(embedder.loaded, 5.0):
+            return False
+        await asyncio.to_thread(embedder.unload, 10.0)
+        return True
