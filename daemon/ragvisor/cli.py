@@ -421,7 +421,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
+            from ragvisor.ops.health import usage_error
+
+            return usage_error("unrecognized arguments: " + " ".join(extra))
+        parser.error("unrecognized arguments: " + " ".join(extra))
     from ragvisor.logs import configure_logging
 
     # Commands whose output is the result log only warnings (to stderr).

@@ -130,7 +130,7 @@ def test_deep_check_searches_generates_and_leaves_the_model_unloaded(daemon, wor
     assert loaded_models(worker_url) == []
     result = run(HEALTH, model_dir, "--url", daemon.url, "--deep", "--timeout", "120", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "search ok (1 hits in " in result.stdout
+    assert "search ok (1 hit in " in result.stdout
     assert "generated 1 token in " in result.stdout
     perf = perfdata(result.stdout)
     assert {"search_time", "generate_time"} <= set(perf)

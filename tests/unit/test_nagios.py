@@ -427,15 +427,19 @@ def test_failed_readiness_check_is_critical_and_named(check, text):
 
 
 @pytest.mark.parametrize(
-    ("level", "state"), [("critical", State.CRITICAL), ("pressure", State.WARNING)]
+    ("level", "state", "available"),
+    [("critical", State.CRITICAL, 150), ("pressure", State.WARNING, 350)],
 )
-def test_memory_level_sets_the_state(level, state):
-    """The memory guard's level maps to CRITICAL (critical) or WARNING (pressure)."""
+def test_memory_level_sets_the_state(level, state, available):
+    """The memory guard's level maps to CRITICAL (critical) or WARNING (pressure); the
+    mem_available threshold crossed for the same cause is not repeated."""
     status = changed("memory.level", level)
-    status["memory"]["reasons"] = ["swap-in 9.0 MB/s"]
+    status["memory"].update(reasons=["swap-in 9.0 MB/s"], available_mb=available)
     found, line = judge(observe(status))
     assert found is state
     assert f"memory {level} (swap-in 9.0 MB/s)" in line
+    assert "MB available" not in line
+    assert f"'mem_available'={available}MB;400:;200:;0;24000" in line
 
 
 def test_low_available_memory_crosses_the_configured_floors():
@@ -563,7 +567,7 @@ def test_deep_results_are_reported_and_graphed():
     deep = DeepProbe(search_s=0.012, search_hits=1, generate_s=1.5)
     state, line = judge(observe(deep=deep))
     assert state is State.OK
-    assert "search ok (1 hits in 12 ms); generated 1 token in 1.50 s" in line
+    assert "search ok (1 hit in 12 ms); generated 1 token in 1.50 s" in line
     assert "'search_time'=0.012s;;;0 'generate_time'=1.5s;;;0" in line
     failed = DeepProbe(search_s=0.01, search_hits=0, generate_error="out of memory")
     state, line = judge(observe(deep=failed))

@@ -261,13 +261,15 @@ class OllamaClient:
         data = await self._get_json("GET", "/api/version", timeout=timeout)
         return str(data.get("version", ""))
 
-    async def ps(self) -> list[dict[str, Any]]:
+    async def ps(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Models resident in memory."""
-        return list((await self._get_json("GET", "/api/ps")).get("models", []))
+        data = await self._get_json("GET", "/api/ps", timeout=timeout)
+        return list(data.get("models", []))
 
-    async def tags(self) -> list[dict[str, Any]]:
+    async def tags(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Models on disk, with their digests."""
-        return list((await self._get_json("GET", "/api/tags")).get("models", []))
+        data = await self._get_json("GET", "/api/tags", timeout=timeout)
+        return list(data.get("models", []))
 
     async def show(self, model: str | None = None) -> dict[str, Any]:
         """A model's details and GGUF metadata (`model_info`)."""

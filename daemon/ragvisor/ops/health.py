@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import sys
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import structlog
 
-from ragvisor.core.model import ChatMessage, GenerationStats
+from ragvisor.core.model import ChatMessage
 from ragvisor.errors import RagvisorError
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.ops.nagios import (
@@ -61,6 +62,9 @@ SYNC_WARN_INTERVALS, SYNC_CRIT_INTERVALS = 3, 10
 QUEUE_WARN_SHARE, QUEUE_CRIT_SHARE = 0.5, 0.9
 BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 MEMORY_STATES = {"critical": State.CRITICAL, "pressure": State.WARNING}
+# Findings about one cause share a subject and are reported once: the memory guard's level
+# (with its reasons) and the mem_available threshold both speak of available memory.
+SUBJECTS = {"mem_available": "memory"}
 DEEP_QUERY = "ragvisor health check"
 # A step that would get less time than this is not started: running out of --timeout is the
 # plugin's failure (UNKNOWN), not proof that a component is down.
@@ -321,7 +325,11 @@ def _threshold_findings(
         if state is not State.OK:
             alert = threshold.crit if state is State.CRITICAL else threshold.warn
             found.append(
-                Finding(state, name, f"{measure.text} ({state.name.lower()} threshold {alert})")
+                Finding(
+                    state,
+                    SUBJECTS.get(name, name),
+                    f"{measure.text} ({state.name.lower()} threshold {alert})",
+                )
             )
         elif name == "sync_age":
             found.append(Finding(State.OK, name, measure.text))
@@ -338,6 +346,10 @@ def _threshold_findings(
     return found, perf
 
 
+def _hits(count: int | None) -> str:
+    return "1 hit" if count == 1 else f"{count} hits"
+
+
 def _deep_findings(deep: DeepProbe | None) -> tuple[list[Finding], list[PerfDatum]]:
     if deep is None:
         return [], []
@@ -349,7 +361,7 @@ def _deep_findings(deep: DeepProbe | None) -> tuple[list[Finding], list[PerfDatu
             Finding(
                 State.OK,
                 "search",
-                f"search ok ({deep.search_hits} hits in {deep.search_s * 1000:.0f} ms)",
+                f"search ok ({_hits(deep.search_hits)} in {deep.search_s * 1000:.0f} ms)",
             )
         )
         perf.append(PerfDatum("search_time", deep.search_s, "s", minimum=0))
@@ -483,17 +495,22 @@ def _names_model(entry: Any, model: str) -> bool:
     return any(isinstance(name, str) and same_model(name, model) for name in names)
 
 
+def _step_s(budget: _Budget) -> float:
+    """Seconds for the next call: what is left, to a tenth (it appears in messages)."""
+    return round(max(budget.left(), MIN_STEP_S), 1)
+
+
 async def probe_backend(target: Target, budget: _Budget) -> BackendProbe:
     """`/api/version` then `/api/ps` on the generator backend: neither loads a model."""
-    client = _client(target, max(budget.left(), MIN_STEP_S), "0")
+    client = _client(target, _step_s(budget), "0")
     url, model, num_ctx = target.url, target.model, target.num_ctx
     try:
         try:
-            version = await client.version(timeout=max(budget.left(), MIN_STEP_S))
+            version = await client.version(timeout=_step_s(budget))
         except RagvisorError as exc:
             return BackendProbe(url, model, num_ctx, error=str(exc))
         try:
-            async with asyncio.timeout(max(budget.left(), MIN_STEP_S)):
+            async with asyncio.timeout(_step_s(budget)):
                 models = await client.ps()
         except (RagvisorError, TimeoutError) as exc:
             return BackendProbe(url, model, num_ctx, version, ps_error=str(exc) or "timed out")
@@ -508,20 +525,20 @@ async def _deep_search(
 ) -> tuple[float | None, int | None, str | None]:
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=budget.left()) as client:
+        async with httpx.AsyncClient(timeout=_step_s(budget)) as client:
             response = await client.get(
                 daemon_url.rstrip("/") + "/search", params={"q": DEEP_QUERY, "k": 1}
             )
     except httpx.HTTPError as exc:
         return None, None, f"{type(exc).__name__}: {exc}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:200]}
     if response.status_code != 200:
-        try:
-            error = str(response.json().get("error", ""))
-        except ValueError:
-            error = response.text[:200]
-        return None, None, f"HTTP {response.status_code}: {error}"
-    hits = response.json().get("results", [])
-    return time.perf_counter() - started, len(hits), None
+        return None, None, f"HTTP {response.status_code}: {dig(body, 'error')}"
+    hits = dig(body, "results")
+    return time.perf_counter() - started, len(hits) if isinstance(hits, list) else 0, None
 
 
 async def _deep_generate(
@@ -530,13 +547,14 @@ async def _deep_generate(
     """One token from the configured model. A model that was not loaded is asked with
     `keep_alive: 0`, so the check does not leave hundreds of MB behind it."""
     keep_alive = settings.generator.keep_alive if backend.loaded else "0"
-    client = _client(backend, budget.left(), keep_alive)
+    client = _client(backend, _step_s(budget), keep_alive)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(budget.left()):
-            async for event in client.chat([ChatMessage("user", "Reply with OK.")]):
-                if isinstance(event, GenerationStats):
-                    break
+        # The stream ends by itself after its stats line, the one-token answer's last event.
+        chat = client.chat([ChatMessage("user", "Reply with OK.")])
+        async with asyncio.timeout(_step_s(budget)), contextlib.aclosing(chat) as events:
+            async for _ in events:
+                pass
     except TimeoutError:
         return None, f"no answer within {time.perf_counter() - started:.1f} s (--timeout)"
     except RagvisorError as exc:
@@ -606,14 +624,22 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def usage_error(message: str) -> int:
+    """Report a usage mistake the Nagios way: a status line on stdout, exit code 3 (UNKNOWN).
+
+    For callers that parse the command line themselves (cli.py's unrecognized arguments).
+    """
+    print(f"{SERVICE} UNKNOWN - bad arguments: {message}")
+    return int(State.UNKNOWN)
+
+
 def usage_errors_are_unknown(parser: argparse.ArgumentParser) -> None:
     """Make the parser's usage errors exit 3 (UNKNOWN) with a status line, not argparse's 2:
     a monitoring system would read 2 as CRITICAL and page someone for a typo."""
 
     def error(message: str) -> NoReturn:
         parser.print_usage(sys.stderr)
-        print(f"{SERVICE} UNKNOWN - bad arguments: {message}")
-        raise SystemExit(int(State.UNKNOWN))
+        raise SystemExit(usage_error(message))
 
     # Replacing the bound method of this one parser object (argparse offers no hook for the
     # exit status) rather than subclassing, so it also works on cli.py's subparser.

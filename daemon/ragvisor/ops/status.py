@@ -204,7 +204,11 @@ def columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     number (or `-`) right-aligned, the others left-aligned."""
     count = len(rows[0])
     widths = [max(len(row[i]) for row in rows) for i in range(count)]
-    numeric = [all(r[i][:1].isdigit() or r[i] == "-" for r in rows[1:]) for i in range(count)]
+    numeric = [
+        all(r[i][:1].isdigit() or r[i] == "-" for r in rows[1:])
+        and any(r[i][:1].isdigit() for r in rows[1:])
+        for i in range(count)
+    ]
     lines = []
     for row in rows:
         cells = (

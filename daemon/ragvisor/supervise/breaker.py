@@ -4,7 +4,9 @@ closed → (``failure_threshold`` failures in a row) → open → (``open_s`` la
 trial call is let through; its success closes the breaker, its failure opens it again for twice
 as long (up to ``open_max_s``). While open, callers fail at once with BackendUnavailable carrying
 ``retry_after_s``, and serve a degraded answer instead of waiting on a dead backend. The
-escalation ladder can move an open breaker to half-open early, once its health probe passes.
+escalation ladder holds the breaker open while it climbs (a restart can outlast ``open_s``, and
+a trial call then would only land on a backend in the middle of its restart), then moves it to
+half-open once its health probe passes, or lets the usual pause run when it does not.
 
 Thread-safe: the async generator path and the embedder's worker threads share one breaker.
 """
@@ -53,6 +55,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._open_for = settings.open_s
         self._trial_running = False
+        self._held = False
         self._opened = 0
         self._set_gauge()
 
@@ -79,11 +82,15 @@ class CircuitBreaker:
         )
 
     def record_success(self) -> None:
-        """A call succeeded: the backend works, close the breaker."""
+        """A call succeeded: the backend works, close the breaker.
+
+        Not while the ladder holds it open: a call that started before the climb proves nothing
+        about the backend the ladder is unloading or restarting.
+        """
         with self._lock:
             self._failures = 0
             self._trial_running = False
-            if self._state is not BreakerState.CLOSED:
+            if self._state is not BreakerState.CLOSED and not self._held:
                 self._open_for = self._settings.open_s
                 self._transition(BreakerState.CLOSED)
 
@@ -107,17 +114,28 @@ class CircuitBreaker:
             self._trial_running = False
 
     def force_open(self, reason: str) -> None:
-        """Open now (the ladder is restarting the backend): callers degrade at once."""
+        """Open now and stay open, past ``open_s``, until :meth:`half_open_now` or
+        :meth:`release_hold` (the ladder is restarting the backend): callers degrade at once.
+        """
         with self._lock:
+            self._held = True
             if self._state is not BreakerState.OPEN:
                 self._open(reason)
 
     def half_open_now(self) -> None:
         """The backend passed a health probe: let the next call be the trial."""
         with self._lock:
+            self._held = False
             if self._state is BreakerState.OPEN:
                 self._trial_running = False
                 self._transition(BreakerState.HALF_OPEN)
+
+    def release_hold(self) -> None:
+        """End a :meth:`force_open` without a passed probe: the usual pause runs from now."""
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._opened_at = self._clock()
 
     def snapshot(self) -> dict[str, Any]:
         """State for `/status`."""
@@ -136,7 +154,9 @@ class CircuitBreaker:
     # -- internals (called with the lock held) --
 
     def _maybe_half_open(self) -> None:
-        if self._state is BreakerState.OPEN and self._clock() >= self._opened_at + self._open_for:
+        if self._held or self._state is not BreakerState.OPEN:
+            return
+        if self._clock() >= self._opened_at + self._open_for:
             self._trial_running = False
             self._transition(BreakerState.HALF_OPEN)
 

@@ -123,8 +123,11 @@ class Supervisor:
             if kind == "timeout":
                 phase = timeout_phase(exc)
                 self._metrics.backend_timeouts_total.labels(self.backend, phase).inc()
-        # A refusal of our own request says nothing about the backend's health.
-        if kind != "rejected":
+        # A refusal of our own request says nothing about the backend's health (but it ends a
+        # half-open trial, which must not stay "running" forever).
+        if kind == "rejected":
+            self.breaker.record_neutral()
+        else:
             self.breaker.record_failure(kind)
             if self.ladder is not None:
                 self.ladder.note_failure(exc)
@@ -145,13 +148,16 @@ class Supervisor:
         return delay
 
     def abandoned(self) -> None:
-        """The caller went away mid-call: no verdict on the backend."""
+        """The caller went away mid-call, or the call broke on something that is not a
+        backend failure: no verdict on the backend."""
         self.breaker.record_neutral()
 
-    def _retry_delay(
-        self, attempt: int, exc: BaseException, until: float | None
-    ) -> float | None:
+    def _retry_delay(self, attempt: int, exc: BaseException, until: float | None) -> float | None:
         if attempt >= self.policy.attempts or not is_retryable(exc):
+            return None
+        if self.breaker.state is BreakerState.OPEN:
+            # This failure opened it (or a climb holds it): a retry would only be refused, and
+            # the caller is better served by the error itself than by "circuit is open".
             return None
         delay = self.policy.delay_s(attempt, self._rng)
         left = remaining_s() if until is None else until - time.monotonic()
@@ -174,7 +180,7 @@ class Supervisor:
                     raise
                 await asyncio.sleep(delay)
                 continue
-            except asyncio.CancelledError:
+            except BaseException:  # cancelled, or a bug: a half-open trial must still end
                 self.abandoned()
                 raise
             self.succeeded(op, attempt, started)
@@ -195,6 +201,9 @@ class Supervisor:
                     raise
                 time.sleep(delay)
                 continue
+            except BaseException:  # a bug or an interrupt: a half-open trial must still end
+                self.abandoned()
+                raise
             self.succeeded(op, attempt, started)
             return result
 
@@ -255,7 +264,12 @@ class SupervisedGenerator:
     async def chat(
         self, messages: Sequence[ChatMessage], *, until: float | None = None
     ) -> AsyncGenerator[TextDelta | GenerationStats | Retrying, None]:
-        """Stream an answer, retrying failed attempts until `until` (time.monotonic())."""
+        """Stream an answer, retrying failed attempts until `until` (time.monotonic()).
+
+        Without `until`, the request's deadline (see :func:`request_deadline`), if any.
+        """
+        if until is None:
+            until = _REQUEST_DEADLINE.get()
         attempt = 0
         while True:
             attempt += 1
@@ -271,7 +285,7 @@ class SupervisedGenerator:
                     yield event
             except (BackendError, BackendUnavailable) as exc:
                 failure = exc
-            except (asyncio.CancelledError, GeneratorExit):
+            except BaseException:  # the consumer left (GeneratorExit, cancelled), or a bug
                 self.supervisor.abandoned()
                 raise
             finally:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from ragvisor.errors import BackendError
 from ragvisor.llm.ollama_client import OllamaClient
@@ -19,21 +22,43 @@ from ragvisor.llm.worker_process import WorkerProcess
 
 
 async def run_restart_command(command: Sequence[str], timeout_s: float) -> None:
-    """Run the operator's restart command (argv, no shell). Raises on failure or timeout."""
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
-    if process.returncode != 0:
-        tail = output.decode(errors="replace").strip()[-300:]
-        raise BackendError(f"{' '.join(command)} exited with {process.returncode}: {tail}")
+    """Run the operator's restart command (argv, no shell). Raises on failure or timeout.
+
+    Its output goes to a temporary file, not a pipe: a command that leaves a server running in
+    the background (`ollama serve &`) would otherwise hold the pipe open and look hung. It runs
+    in its own session, so a timeout kills the whole process group, children included.
+
+    Raises BackendError (no command, or a non-zero exit: the message ends with the output's
+    tail) or TimeoutError (killed after `timeout_s`).
+    """
+    if not command:
+        raise BackendError("no restart command is configured (ladder.restart_command)")
+    shown = " ".join(command)
+    with tempfile.TemporaryFile() as output:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            raise TimeoutError(f"{shown} did not finish within {timeout_s:g} s; killed") from None
+        if process.returncode != 0:
+            raise BackendError(f"{shown} exited with {process.returncode}: {_tail(output)}")
+
+
+def _tail(output: IO[bytes], chars: int = 300) -> str:
+    """The last `chars` characters of a command's output, for the error message."""
+    size = output.seek(0, os.SEEK_END)
+    output.seek(max(0, size - 4 * chars))
+    return output.read().decode(errors="replace").strip()[-chars:]
 
 
 class OllamaControl:

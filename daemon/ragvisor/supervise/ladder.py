@@ -31,6 +31,9 @@ from ragvisor.supervise.retry import is_hang
 
 HOUR_S = 3600.0
 MAX_RESTART_BACKOFF_S = 600.0
+# A step's own timeout is the control's to honour; past it by this much, the ladder gives up on
+# the step itself, so a control that ignores its timeout cannot hold the breaker open for good.
+STEP_GRACE_S = 1.0
 
 
 class BackendControl(Protocol):
@@ -150,14 +153,27 @@ class EscalationLadder:
         if self._log is not None:
             self._log.warning("ladder.started", backend=self.backend, reason=reason)
         s = self._settings
-        unloaded = await self._step("unload", self._control.unload(s.unload_timeout_s))
-        confirmed = unloaded and await self._step("confirm", self._confirm(s.confirm_timeout_s))
-        restarted = False
-        if not confirmed:
-            restarted = await self._restart()
-        healthy = await self._step("probe", self._probe_until_healthy(s.probe_timeout_s))
-        if healthy:
-            self._breaker.half_open_now()
+        healthy = False
+        try:
+            unloaded = await self._step(
+                "unload", self._control.unload(s.unload_timeout_s), s.unload_timeout_s
+            )
+            confirmed = unloaded and await self._step(
+                "confirm", self._confirm(s.confirm_timeout_s), s.confirm_timeout_s
+            )
+            restarted = False
+            if not confirmed:
+                restarted = await self._restart()
+            healthy = await self._step(
+                "probe", self._probe_until_healthy(s.probe_timeout_s), s.probe_timeout_s
+            )
+        finally:
+            # Traffic resumes through a trial call once the probe passed; otherwise the
+            # breaker's usual pause runs from now (also when the climb is cancelled).
+            if healthy:
+                self._breaker.half_open_now()
+            else:
+                self._breaker.release_hold()
         if self._log is not None:
             self._log.warning(
                 "ladder.finished",
@@ -178,6 +194,9 @@ class EscalationLadder:
     async def _restart(self) -> bool:
         now = self._clock()
         self._forget_old_restarts()
+        if not self._restarts:
+            # A quiet hour: the next restart waits only the base backoff again.
+            self._restart_backoff = self._settings.restart_backoff_s
         if len(self._restarts) >= self._settings.restart_budget_per_hour:
             self._skip("budget", restarts_last_hour=len(self._restarts))
             return False
@@ -187,7 +206,8 @@ class EscalationLadder:
         self._restarts.append(now)
         self._next_restart_at = now + self._restart_backoff
         self._restart_backoff = min(self._restart_backoff * 2, MAX_RESTART_BACKOFF_S)
-        ok = await self._step("restart", self._control.restart(self._settings.restart_timeout_s))
+        timeout_s = self._settings.restart_timeout_s
+        ok = await self._step("restart", self._control.restart(timeout_s), timeout_s)
         if self._metrics is not None:
             self._metrics.backend_restarts_total.labels(self.backend).inc()
         return ok
@@ -205,12 +225,15 @@ class EscalationLadder:
             await asyncio.sleep(0.25)
         raise TimeoutError(f"not healthy within {timeout_s:g} s: {last}")
 
-    async def _step(self, step: str, action: Coroutine[Any, Any, None]) -> bool:
+    async def _step(self, step: str, action: Coroutine[Any, Any, None], timeout_s: float) -> bool:
         """Run one step, log and count it; a failure is an outcome, not an exception."""
         started = time.perf_counter()
         error: str | None = None
         try:
-            await action
+            async with asyncio.timeout(timeout_s + STEP_GRACE_S):
+                await action
+        except TimeoutError as exc:
+            error = f"TimeoutError: {str(exc) or f'no result within {timeout_s:g} s'}"
         except Exception as exc:  # noqa: BLE001 - a failed step is the ladder's information
             error = f"{type(exc).__name__}: {exc}"
         duration = time.perf_counter() - started

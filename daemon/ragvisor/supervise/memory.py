@@ -798,12 +798,13 @@ class MemoryGuard:
         except Exception as exc:  # noqa: BLE001 - an action's failure must not stop the guard
             done, error = False, f"{type(exc).__name__}: {exc}"
         result = "error" if error else ("unloaded" if done else "noop")
-        fields: dict[str, Any] = {"action": action, "result": result}
-        fields["duration_ms"] = self._ms_since(started)
+        duration_ms = self._ms_since(started)
         if error:
-            self._log.error("memory.action", error=error, **fields)
+            self._log.error(
+                "memory.action", action=action, result=result, duration_ms=duration_ms, error=error
+            )
         else:
-            self._log.info("memory.action", **fields)
+            self._log.info("memory.action", action=action, result=result, duration_ms=duration_ms)
         if self._metrics is not None:
             self._metrics.memory_actions_total.labels(action=action, result=result).inc()
         return done

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 MB = 1024 * 1024
 # How long a `/api/ps` answer is trusted: one call per second at most, whatever the traffic.
 PS_TTL_S = 1.0
+# An inventory call that takes longer than this says nothing useful; the answer goes ahead and
+# the supervised generation finds out what is wrong.
+INVENTORY_TIMEOUT_S = 1.0
 # llama.cpp needs more than the file: KV cache, compute buffers. A GGUF's size times this is
 # the estimate when the backend has never reported the model's resident size.
 FILE_TO_RESIDENT = 1.3
@@ -72,7 +75,7 @@ class GeneratorMemory:
         if now - self._ps_at < PS_TTL_S:
             return self._loaded
         try:
-            models = await self._client.ps()
+            models = await self._client.ps(timeout=INVENTORY_TIMEOUT_S)
         except RagvisorError:
             return True  # cannot tell: let the supervised call find out
         self._ps_at = now
@@ -97,7 +100,7 @@ class GeneratorMemory:
                 file_bytes = None
         if file_bytes is None:
             try:
-                for entry in await self._client.tags():
+                for entry in await self._client.tags(timeout=INVENTORY_TIMEOUT_S):
                     if same_model(str(entry.get("name")), self._client.model):
                         file_bytes = int(entry.get("size") or 0) or None
             except RagvisorError:
@@ -129,7 +132,7 @@ class GuardActionsImpl:
         if generator is None or services.lanes["ask"].active > 0:
             return False
         client = generator.client
-        models = await client.ps()
+        models = await client.ps(timeout=5.0)
         if not any(same_model(str(m.get("name")), client.model) for m in models):
             return False
         await client.unload()

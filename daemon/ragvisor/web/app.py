@@ -108,7 +108,6 @@ class RequestLogMiddleware:
 def create_app(services: Services) -> FastAPI:
     """Build the web application around already-constructed services."""
     log = structlog.get_logger(component="web")
-    settings = services.settings.server
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -151,39 +150,7 @@ def create_app(services: Services) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.get(
-        "/search",
-        summary="Semantic search over the synced knowledge base",
-        response_model=SearchResponse,
-        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-    )
-    async def search(
-        request: Request,
-        q: Annotated[str | None, Query(description="The query text")] = None,
-        k: Annotated[int, Query(description="How many results")] = settings.default_k,
-        mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
-            SearchMode.DENSE
-        ),
-    ) -> JSONResponse:
-        if q and "\ufffd" in q:
-            _require_utf8_query(request.scope.get("query_string", b""))
-        limit_s = services.settings.embedder.deadlines.request_s
-        deadline = time.monotonic() + limit_s
-        async with services.lanes["search"].slot() as waited_s:
-            with request_deadline(deadline):  # the thread pool carries it to the embedder
-                result = await run_in_threadpool(services.retriever.search, q or "", k, mode)
-        request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
-        body: dict[str, Any] = {
-            "query": (q or "").strip(),
-            "mode": result.mode.value,
-            "results": [hit.as_dict() for hit in result.hits],
-            "timings_ms": result.timings_ms,
-        }
-        if result.degraded is not None:
-            body["degraded"] = {"reason": result.degraded}
-            request.state.log_fields = {"degraded": result.degraded}
-            services.metrics.degraded_total.labels("search", "embedder").inc()
-        return JSONResponse(body)
+    _add_search_route(app, services)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, Any]:
@@ -218,6 +185,46 @@ def create_app(services: Services) -> FastAPI:
         return services.sync_runner.state.as_dict()
 
     return app
+
+
+def _add_search_route(app: FastAPI, services: Services) -> None:
+    """`GET /search`: admitted through the search lane, bounded by embedder.deadlines.request_s."""
+
+    @app.get(
+        "/search",
+        summary="Semantic search over the synced knowledge base",
+        response_model=SearchResponse,
+        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    )
+    async def search(
+        request: Request,
+        q: Annotated[str | None, Query(description="The query text")] = None,
+        k: Annotated[
+            int, Query(description="How many results")
+        ] = services.settings.server.default_k,
+        mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
+            SearchMode.DENSE
+        ),
+    ) -> JSONResponse:
+        if q and "\ufffd" in q:
+            _require_utf8_query(request.scope.get("query_string", b""))
+        limit_s = services.settings.embedder.deadlines.request_s
+        deadline = time.monotonic() + limit_s
+        async with services.lanes["search"].slot() as waited_s:
+            with request_deadline(deadline):  # the thread pool carries it to the embedder
+                result = await run_in_threadpool(services.retriever.search, q or "", k, mode)
+        request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
+        body: dict[str, Any] = {
+            "query": (q or "").strip(),
+            "mode": result.mode.value,
+            "results": [hit.as_dict() for hit in result.hits],
+            "timings_ms": result.timings_ms,
+        }
+        if result.degraded is not None:
+            body["degraded"] = {"reason": result.degraded}
+            request.state.log_fields = {"degraded": result.degraded}
+            services.metrics.degraded_total.labels("search", "embedder").inc()
+        return JSONResponse(body)
 
 
 def _add_observability_routes(app: FastAPI, services: Services) -> None:
