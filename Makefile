@@ -28,7 +28,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: install llama-wheel run sync test lint bench clean
+.PHONY: install llama-wheel run sync test lint bench bench-faults clean
 
 install: $(STAMP)
 
@@ -80,6 +80,11 @@ test: install
 bench: install
 	$(BIN)/python bench/search_bench.py
 	$(BIN)/python bench/ask_bench.py
+	$(BIN)/python bench/fault_bench.py
+
+# /ask while 40 % of backend calls hang and 10 % fail (the supervision's acceptance figure).
+bench-faults: install
+	$(BIN)/python bench/fault_bench.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache

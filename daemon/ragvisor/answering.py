@@ -296,8 +296,9 @@ def _reason_label(reason: str) -> str:
         ("memory", "memory"),
         ("restarting", "restarting"),
         ("circuit_open", "circuit is open"),
-        ("deadline", "deadline"),
-        ("timeout", "deadline ("),
+        ("lane_busy", "lane stayed busy"),
+        ("timeout", "deadline ("),  # a backend call missed one of its deadlines
+        ("deadline", "deadline"),  # the request's own deadline ran out
     ):
         if marker in reason:
             return label

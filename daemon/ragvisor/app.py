@@ -328,6 +328,7 @@ def build_services(settings: Settings) -> Services:
         quick_check=settings.sync.quick_check,
         log=structlog.get_logger(component="sync"),
         metrics=metrics,
+        before_sync=remote.connect if remote is not None else None,
     )
     a = settings.admission
     services = Services(

@@ -276,6 +276,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
                 sys.stdout.flush()
                 printed = printed or bool(text)
+            elif kind == "retry" and not args.json:
+                # The backend failed mid-answer; what was printed is void.
+                print(
+                    f"\n[the generator failed; starting over: {event.get('reason')}]\n",
+                    file=sys.stderr,
+                )
+                printed = False
             elif kind == "done":
                 final = event
             elif kind == "error":
@@ -289,6 +296,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         body.update((k, v) for k, v in final.items() if k != "type")
         print(json.dumps(body))
         return EXIT_OK
+    degraded = final.get("degraded") or {}
+    if degraded.get("answer") == "extractive":
+        # No generated text streamed: the answer is the passages themselves.
+        sys.stdout.write(str(final.get("answer", "")))
     print()
     print()
     print("Sources:")
@@ -297,12 +308,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"  [{citation['n']}] {citation['path']} — {citation['title']} ({mark})")
     tokens = final.get("tokens", {})
     timings = final.get("timings_ms", {})
-    print(
-        f"({tokens.get('completion')} tokens at {tokens.get('per_second')} tokens/s; "
-        f"first token after {timings.get('first_token', 0) / 1000:.2f} s, "
-        f"total {timings.get('total', 0) / 1000:.2f} s)",
-        file=sys.stderr,
-    )
+    if degraded:
+        print(f"(degraded: {degraded.get('reason')})", file=sys.stderr)
+    if tokens.get("completion") is not None:
+        print(
+            f"({tokens.get('completion')} tokens at {tokens.get('per_second')} tokens/s; "
+            f"first token after {timings.get('first_token', 0) / 1000:.2f} s, "
+            f"total {timings.get('total', 0) / 1000:.2f} s)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

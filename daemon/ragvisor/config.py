@@ -125,8 +125,9 @@ class RetrySettings(_Section):
 
 
 class BreakerSettings(_Section):
-    """The circuit breaker: after `failure_threshold` failures in a row the backend is left
-    alone for `open_s` (answers degrade at once), then one trial call decides.
+    """The circuit breaker: after `failure_threshold` calls in a row failed for good (each after
+    its own retries) the backend is left alone for `open_s` (answers degrade at once), then one
+    trial call decides. Failures that a retry absorbs do not count.
     """
 
     failure_threshold: int = Field(5, ge=1)

@@ -110,9 +110,14 @@ class SyncRunner:
         log: Any,
         quick_check: bool = True,
         metrics: Metrics | None = None,
+        before_sync: Callable[[], object] | None = None,
     ) -> None:
         self.quick_check = quick_check
         self._metrics = metrics
+        # Run first thing in every sync: a remote embedder re-reads its model's identity, so a
+        # model re-pulled since the last sync is re-embedded under its new fingerprint instead
+        # of being stored under the old one.
+        self._before_sync = before_sync
         self._corpus = corpus
         self._chunking = chunking
         self._store = store
@@ -220,6 +225,8 @@ class SyncRunner:
         started = time.perf_counter()
         log.info("sync.started", roots=[str(r) for r in self._corpus.roots])
         try:
+            if self._before_sync is not None:
+                self._before_sync()
             stored = self._store.stored_documents()
             fingerprint = self._embedder.fingerprint
             have = self._store.hashes_with_vectors(fingerprint)

@@ -34,11 +34,12 @@ class Script:
     delay_s: float = 0.0  # between pieces
     hang_s: float = 60.0
     status: int = 500
+    prompt_eval_count: int = 12  # what the final line reports (== num_ctx: a cut prompt)
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
 
 
-def _final() -> dict[str, Any]:
+def _final(prompt_eval_count: int = 12) -> dict[str, Any]:
     return {
         "model": "scripted",
         "created_at": "2026-01-01T00:00:00Z",
@@ -47,7 +48,7 @@ def _final() -> dict[str, Any]:
         "done_reason": "stop",
         "total_duration": 5_000_000,
         "load_duration": 1_000_000,
-        "prompt_eval_count": 12,
+        "prompt_eval_count": prompt_eval_count,
         "prompt_eval_duration": 2_000_000,
         "eval_count": 5,
         "eval_duration": 2_000_000,
@@ -86,7 +87,7 @@ def build_app(script: Script) -> Starlette:
                         raise RuntimeError("connection cut on purpose")
                     yield _piece(f"w{i} ")
                     await asyncio.sleep(script.delay_s)
-                yield (json.dumps(_final()) + "\n").encode()
+                yield (json.dumps(_final(script.prompt_eval_count)) + "\n").encode()
             except asyncio.CancelledError:
                 script.disconnected.set()
                 raise

@@ -202,13 +202,15 @@ def test_a_busy_backend_is_retried_until_the_attempts_run_out(server):
 
 
 def test_an_open_breaker_answers_at_once_without_calling_the_backend(server):
-    """Failures open the breaker; the next chat fails immediately, nothing reaches the server."""
+    """Calls failing for good open the breaker; the next chat fails at once, unsent."""
     url, script = server
     script.modes = ["status"]
     script.status = 500
     gen = generator(url, attempts=2, threshold=2)
-    with pytest.raises(Exception, match="500"):
-        asyncio.run(collect(gen))
+    for _ in range(2):  # two calls failing for good (each after its retry)
+        with pytest.raises(Exception, match="500"):
+            asyncio.run(collect(gen))
+    assert len(script.requests) == 4
     assert gen.supervisor.breaker.state is BreakerState.OPEN
     sent = len(script.requests)
     started = time.monotonic()

@@ -214,7 +214,7 @@ def test_a_backend_that_always_hangs_gets_an_extractive_answer_in_time(rig: Rig)
 
 def test_the_breaker_opens_on_repeated_errors_and_closes_when_they_stop(rig: Rig):
     rig.chat_proxy.set_plan(FaultPlan(probabilities={Fault.HTTP_500: 1.0}))
-    for _ in range(3):
+    for _ in range(6):  # breaker.failure_threshold (4) calls that fail after their retries
         response, _ = ask(rig.daemon.url)
         assert response.json()["degraded"]["answer"] == "extractive"
         if rig.status()["backends"]["generator"]["breaker"]["state"] == "open":

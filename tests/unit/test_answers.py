@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ragvisor.core.answers import (
     SYSTEM_PROMPT,
+    Passage,
+    PromptPlan,
     citations,
     cited_numbers,
     estimate_tokens,
+    extractive_answer,
     fixed_texts,
     pack,
     passage_texts,
     plan_prompt,
+    prompt_truncated,
 )
 from ragvisor.core.hashing import sha256_text
 from ragvisor.core.model import ChunkRecord
@@ -143,3 +149,50 @@ def test_citations_mark_what_the_answer_cites():
     assert [(c["n"], c["cited"]) for c in marked] == [(1, True), (2, False), (3, True)]
     assert set(marked[0]) >= {"path", "title", "chunk_id"}
     assert marked[0]["chunk_id"] == "doc1:0:abc"
+
+
+def _plan(prompt_tokens: int, exact: bool) -> PromptPlan:
+    return PromptPlan(
+        messages=(),
+        passages=(),
+        dropped=0,
+        prompt_tokens=prompt_tokens,
+        budget_tokens=2000,
+        exact_counts=exact,
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt_eval_count", "planned", "exact", "truncated"),
+    [
+        (None, 500, True, False),  # the backend did not say: unknown, not truncated
+        (0, 500, True, False),
+        (500, 500, True, False),
+        (2048, 500, True, True),  # the whole window used: Ollama cut the prompt to fit
+        (2045, 3000, False, True),
+        (400, 500, True, True),  # exact counts and clearly fewer tokens read: cut
+        (400, 500, False, False),  # an estimate over-counts on purpose: no verdict
+        (460, 500, True, False),  # within 10 %: tokenizer differences, not a cut
+    ],
+)
+def test_prompt_truncated(prompt_eval_count, planned, exact, truncated):
+    assert prompt_truncated(prompt_eval_count, _plan(planned, exact), 2048) is truncated
+
+
+def test_extractive_answer_quotes_the_passages_and_says_why():
+    record = ChunkRecord(
+        chunk_id="c1",
+        doc_id="d1",
+        position=0,
+        text="Set vm.swappiness to 10. " * 60,
+        text_sha256="h",
+        path="ops/swap.md",
+        title="Swap",
+        heading="Swap",
+        corpus_root="/notes",
+    )
+    text = extractive_answer([Passage(1, record, 0.9)], "the generator is restarting")
+    assert text.startswith("No answer could be generated (the generator is restarting).")
+    assert "[1] Swap: Set vm.swappiness to 10." in text
+    assert len(text) < 800  # long passages are cut at a word
+    assert "No answer" in extractive_answer([], "memory short")

@@ -141,6 +141,43 @@ def test_a_failed_trial_reopens_with_a_doubled_pause_capped_at_open_max():
         assert breaker.state is BreakerState.HALF_OPEN, pause
 
 
+def test_allow_tells_the_trial_apart():
+    """allow() is False for calls through a closed breaker, True for the half-open trial."""
+    breaker, clock = make()
+    assert breaker.allow() is False
+    fail(breaker, 3)
+    clock.advance(10)
+    assert breaker.allow() is True
+
+
+def test_a_late_failure_while_open_changes_nothing():
+    """A call that began before the breaker opened and fails now neither counts nor reopens."""
+    breaker, clock = make()
+    fail(breaker, 3)
+    clock.advance(4)
+    for _ in range(5):
+        breaker.record_failure("timeout", trial=False)
+    snap = breaker.snapshot()
+    assert snap["consecutive_failures"] == 3
+    assert snap["opened"] == 1
+    assert snap["retry_in_s"] == 6.0  # the pause was not restarted
+
+
+def test_in_half_open_only_the_trials_failure_reopens():
+    """A straggler's failure leaves a half-open breaker alone; the trial's failure reopens it."""
+    breaker, clock = make()
+    fail(breaker, 3)
+    clock.advance(10)
+    assert breaker.allow() is True
+    breaker.record_failure("timeout", trial=False)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.record_neutral(trial=False)  # nor does a straggler's neutral end free the trial
+    with pytest.raises(BackendUnavailable):
+        breaker.allow()
+    breaker.record_failure("timeout", trial=True)
+    assert breaker.state is BreakerState.OPEN
+
+
 def test_a_neutral_end_of_the_trial_lets_the_next_caller_try():
     """A trial whose caller left tells nothing; the next caller becomes the trial."""
     breaker, clock = make()

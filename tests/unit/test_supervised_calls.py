@@ -157,7 +157,8 @@ def test_the_call_gives_up_after_its_attempts():
     assert [e["event"] for e in logs] == ["backend.retry", "backend.retry", "backend.failed"]
     assert logs[-1]["retry_in_ms"] is None
     assert value(metrics, "ragvisor_backend_retries_total") == 2
-    assert sup.breaker.snapshot()["consecutive_failures"] == 3
+    # The breaker judges calls, not attempts: one call failed.
+    assert sup.breaker.snapshot()["consecutive_failures"] == 1
 
 
 def test_a_rejected_request_is_never_retried_nor_held_against_the_backend():
@@ -234,25 +235,80 @@ def test_a_passed_request_deadline_fails_before_any_attempt():
 
 
 def test_an_open_breaker_fails_calls_at_once():
-    """Once open, callers get BackendUnavailable without the backend being called."""
+    """Two calls failing for good open it; the third gets BackendUnavailable, uncalled."""
     sup = supervisor(threshold=2)
     fn = forever(BackendError("answered 500"))
-    with pytest.raises(BackendError):
-        asyncio.run(sup.call("chat", fn))  # attempt 2 opens it; attempt 3 is refused…
-    assert fn.calls == 2
+    for _ in range(2):
+        with pytest.raises(BackendError, match="500"):
+            asyncio.run(sup.call("chat", fn))
+    assert fn.calls == 6
     assert sup.breaker.state is BreakerState.OPEN
     with pytest.raises(BackendUnavailable, match="circuit is open") as caught:
         asyncio.run(sup.call("chat", fn))
-    assert fn.calls == 2
+    assert fn.calls == 6
     assert caught.value.retry_after_s == 10.0
+
+
+def test_failures_that_retries_absorb_never_open_the_breaker():
+    """A call that fails twice and then answers is a success: the breaker stays closed."""
+    sup = supervisor(threshold=1)
+    for _ in range(5):
+        fn = then_ok(BackendUnavailable("refused"), BackendError("500"))
+        assert asyncio.run(sup.call("chat", fn)) == "ok"
+        assert fn.calls == 3
+    assert sup.breaker.state is BreakerState.CLOSED
+    assert sup.breaker.snapshot()["consecutive_failures"] == 0
+
+
+def test_a_call_that_began_before_the_breaker_opened_does_not_reopen_a_half_open_one():
+    """Only the trial's verdict moves a half-open breaker, not a straggler failing late."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        sup = supervisor(RetryPolicy(attempts=1), threshold=1, clock=clock)
+        release = asyncio.Event()
+
+        async def straggler(_: float | None) -> str:
+            await release.wait()
+            raise BackendError("500, late")
+
+        late = asyncio.create_task(sup.call("chat", straggler))
+        await asyncio.sleep(0.01)  # the straggler is past the breaker, waiting
+        with pytest.raises(BackendError):
+            await sup.call("chat", forever(BackendError("500")))
+        assert sup.breaker.state is BreakerState.OPEN
+        clock.now += 10
+        trial = asyncio.Event()
+
+        async def trial_call(_: float | None) -> str:
+            await trial.wait()
+            return "ok"
+
+        trial_task = asyncio.create_task(sup.call("chat", trial_call))
+        await asyncio.sleep(0.01)  # the trial is in flight
+        release.set()
+        with pytest.raises(BackendError, match="late"):
+            await late
+        assert sup.breaker.state is BreakerState.HALF_OPEN
+        trial.set()
+        assert await trial_task == "ok"
+        assert sup.breaker.state is BreakerState.CLOSED
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def open_breaker(sup: Supervisor) -> None:
+    """One failure opens a breaker whose threshold is 1."""
+    sup.breaker.allow()
+    sup.breaker.record_failure("error")
+    assert sup.breaker.state is BreakerState.OPEN
 
 
 def test_a_half_open_trial_that_is_rejected_does_not_wedge_the_breaker():
     """A trial ending in a 4xx tells nothing about the backend; the next caller may try."""
     clock = Clock()
     sup = supervisor(threshold=1, clock=clock)
-    with pytest.raises(BackendError):
-        asyncio.run(sup.call("chat", forever(BackendError("500"))))
+    open_breaker(sup)
     clock.now += 10
     with pytest.raises(BackendRejected):
         asyncio.run(sup.call("chat", forever(BackendRejected("400"))))
@@ -265,8 +321,7 @@ def test_a_half_open_trial_that_breaks_off_does_not_wedge_the_breaker(error):
     """A trial ended by a bug or a cancellation leaves no verdict; the next caller may try."""
     clock = Clock()
     sup = supervisor(threshold=1, clock=clock)
-    with pytest.raises(BackendError):
-        asyncio.run(sup.call("chat", forever(BackendError("500"))))
+    open_breaker(sup)
     clock.now += 10
     with pytest.raises(type(error)):
         asyncio.run(sup.call("chat", forever(error)))

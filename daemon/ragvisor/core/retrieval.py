@@ -141,7 +141,8 @@ class Retriever:
             if s.chunk_id in records
         ]
         timings["fetch"] = _ms_since(started)
-        return SearchResult(hits, timings, mode, degraded)
+        # A fallback ranked by keywords: say so, the scores are BM25 scores.
+        return SearchResult(hits, timings, SearchMode.KEYWORD if degraded else mode, degraded)
 
     def passages(
         self, query: str, k: int, mode: SearchMode = SearchMode.DENSE

@@ -66,15 +66,20 @@ class CircuitBreaker:
             self._maybe_half_open()
             return self._state
 
-    def allow(self) -> None:
-        """Let a call through or raise BackendUnavailable with the seconds until the next trial."""
+    def allow(self) -> bool:
+        """Let a call through or raise BackendUnavailable with the seconds until the next trial.
+
+        Returns True when the call is the half-open trial: the caller passes that back with its
+        outcome, so only the trial's verdict moves a half-open breaker — not a call that began
+        before the breaker opened and fails late.
+        """
         with self._lock:
             self._maybe_half_open()
             if self._state is BreakerState.CLOSED:
-                return
+                return False
             if self._state is BreakerState.HALF_OPEN and not self._trial_running:
                 self._trial_running = True
-                return
+                return True
             wait = max(0.0, self._opened_at + self._open_for - self._clock())
         raise BackendUnavailable(
             f"{self.backend} circuit is open after repeated failures; next trial in {wait:.0f} s",
@@ -94,9 +99,17 @@ class CircuitBreaker:
                 self._open_for = self._settings.open_s
                 self._transition(BreakerState.CLOSED)
 
-    def record_failure(self, reason: str) -> None:
-        """A call failed (after its own retries count individually): maybe open the breaker."""
+    def record_failure(self, reason: str, *, trial: bool = True) -> None:
+        """A call failed for good (after its retries): maybe open the breaker.
+
+        `trial` is what :meth:`allow` returned for this call; in half-open only the trial's
+        failure reopens the breaker, and while open a late failure changes nothing.
+        """
         with self._lock:
+            if self._state is BreakerState.OPEN:
+                return
+            if self._state is BreakerState.HALF_OPEN and not trial:
+                return
             self._failures += 1
             if self._state is BreakerState.HALF_OPEN:
                 self._trial_running = False
@@ -108,10 +121,11 @@ class CircuitBreaker:
             ):
                 self._open(reason)
 
-    def record_neutral(self) -> None:
+    def record_neutral(self, *, trial: bool = True) -> None:
         """A call ended without telling anything about the backend (the client left)."""
         with self._lock:
-            self._trial_running = False
+            if trial:
+                self._trial_running = False
 
     def force_open(self, reason: str) -> None:
         """Open now and stay open, past ``open_s``, until :meth:`half_open_now` or

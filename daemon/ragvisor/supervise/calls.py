@@ -33,6 +33,9 @@ T = TypeVar("T")
 _REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "ragvisor_request_deadline", default=None
 )
+# Whether the call running in this context is its breaker's half-open trial (see
+# CircuitBreaker.allow): each request runs in its own task or thread, hence its own context.
+_TRIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("ragvisor_trial", default=False)
 # An attempt that could not get this much time is not started: it would only time out.
 MIN_ATTEMPT_S = 0.2
 # Exact token counts are worth this much waiting; past it, the estimate is used.
@@ -77,19 +80,32 @@ class Supervisor:
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
 
-    def before_attempt(self, op: str, until: float | None = None) -> float | None:
-        """Check the breaker and the time left; returns the seconds this attempt may take.
+    def before_attempt(self, op: str, until: float | None = None, attempt: int = 1) -> float | None:
+        """Check the time left (and, before a call's first attempt, the breaker); returns the
+        seconds this attempt may take.
 
-        `until` (time.monotonic()) is the caller's deadline; without one, the request's (if any).
-        Raises BackendUnavailable (breaker open) or BackendTimeout (no time left).
+        The breaker judges whole calls, not attempts: a call that succeeds on a retry is a
+        success, so random transient failures that retries absorb never open it; only calls
+        that fail for good count. `until` (time.monotonic()) is the caller's deadline; without
+        one, the request's (if any). Raises BackendUnavailable (breaker open) or BackendTimeout
+        (no time left).
         """
         left = remaining_s() if until is None else until - time.monotonic()
         if left is not None and left < MIN_ATTEMPT_S:
+            if attempt > 1:
+                self.breaker.record_neutral(trial=_TRIAL.get())  # ends without a verdict
             raise BackendTimeout(
                 f"{self.backend} {op}: the request deadline leaves no time for an attempt",
                 phase="request",
             )
-        self.breaker.allow()
+        if attempt == 1:
+            _TRIAL.set(self.breaker.allow())
+        elif self.breaker.state is BreakerState.OPEN:
+            # The ladder found the backend wedged while this call was backing off: stop here.
+            self.breaker.record_neutral(trial=_TRIAL.get())
+            raise BackendUnavailable(
+                f"{self.backend} is being restarted; {op} not retried", retry_after_s=5.0
+            )
         return left
 
     def succeeded(self, op: str, attempt: int, started: float) -> None:
@@ -123,15 +139,16 @@ class Supervisor:
             if kind == "timeout":
                 phase = timeout_phase(exc)
                 self._metrics.backend_timeouts_total.labels(self.backend, phase).inc()
-        # A refusal of our own request says nothing about the backend's health (but it ends a
-        # half-open trial, which must not stay "running" forever).
-        if kind == "rejected":
-            self.breaker.record_neutral()
-        else:
-            self.breaker.record_failure(kind)
-            if self.ladder is not None:
-                self.ladder.note_failure(exc)
+        if kind != "rejected" and self.ladder is not None:
+            self.ladder.note_failure(exc)  # the ladder counts every hang, retried or not
         delay = self._retry_delay(attempt, exc, until)
+        if delay is None:  # the call gives up: now the breaker hears of it
+            if kind == "rejected":
+                # Our own request's fault says nothing about the backend's health (but it ends
+                # a half-open trial, which must not stay "running" forever).
+                self.breaker.record_neutral(trial=_TRIAL.get())
+            else:
+                self.breaker.record_failure(kind, trial=_TRIAL.get())
         if self._log is not None:
             self._log.warning(
                 "backend.retry" if delay is not None else "backend.failed",
@@ -150,7 +167,7 @@ class Supervisor:
     def abandoned(self) -> None:
         """The caller went away mid-call, or the call broke on something that is not a
         backend failure: no verdict on the backend."""
-        self.breaker.record_neutral()
+        self.breaker.record_neutral(trial=_TRIAL.get())
 
     def _retry_delay(self, attempt: int, exc: BaseException, until: float | None) -> float | None:
         if attempt >= self.policy.attempts or not is_retryable(exc):
@@ -170,7 +187,7 @@ class Supervisor:
         attempt = 0
         while True:
             attempt += 1
-            left = self.before_attempt(op)
+            left = self.before_attempt(op, attempt=attempt)
             started = time.perf_counter()
             try:
                 result = await fn(left)
@@ -191,7 +208,7 @@ class Supervisor:
         attempt = 0
         while True:
             attempt += 1
-            left = self.before_attempt(op)
+            left = self.before_attempt(op, attempt=attempt)
             started = time.perf_counter()
             try:
                 result = fn(left)
@@ -273,7 +290,7 @@ class SupervisedGenerator:
         attempt = 0
         while True:
             attempt += 1
-            self.supervisor.before_attempt("chat", until)
+            self.supervisor.before_attempt("chat", until, attempt)
             started = time.perf_counter()
             streamed = False
             failure: BackendError | BackendUnavailable | None = None

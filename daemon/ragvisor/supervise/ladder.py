@@ -9,10 +9,11 @@ Here, ``hang_threshold`` timeouts in a row start the ladder, which climbs only a
    or respawn the embedded worker), within a restart budget per hour and a growing backoff;
 4. **probe** — wait until the backend answers `/api/version` before traffic resumes.
 
-While the ladder runs the backend's circuit breaker is held open, so requests are answered
-degraded at once instead of piling onto a wedged backend; a passed probe moves the breaker to
-half-open and the next real call decides. Every step is a structured log event with its
-duration and a metric.
+Once the unload fails or does not take, the backend counts as wedged: its circuit breaker is
+held open, so requests are answered degraded at once instead of piling onto it while it
+restarts; a passed probe moves the breaker to half-open and the next real call decides. A
+backend that unloads on request is only slow or flaky, and traffic goes on meanwhile. Every
+step is a structured log event with its duration and a metric.
 """
 
 from __future__ import annotations
@@ -149,11 +150,10 @@ class EscalationLadder:
         """Run the ladder once: unload, confirm, maybe restart, probe."""
         started = time.perf_counter()
         self.runs += 1
-        self._breaker.force_open(f"ladder: {reason}")
         if self._log is not None:
             self._log.warning("ladder.started", backend=self.backend, reason=reason)
         s = self._settings
-        healthy = False
+        healthy = held = False
         try:
             unloaded = await self._step(
                 "unload", self._control.unload(s.unload_timeout_s), s.unload_timeout_s
@@ -163,6 +163,11 @@ class EscalationLadder:
             )
             restarted = False
             if not confirmed:
+                # The backend does not obey: from here on it is wedged, and callers are
+                # answered degraded at once instead of piling onto it while it restarts.
+                # (A backend that unloaded on request is merely slow or flaky: traffic goes on.)
+                held = True
+                self._breaker.force_open(f"ladder: {reason}; the unload did not take")
                 restarted = await self._restart()
             healthy = await self._step(
                 "probe", self._probe_until_healthy(s.probe_timeout_s), s.probe_timeout_s
@@ -170,9 +175,9 @@ class EscalationLadder:
         finally:
             # Traffic resumes through a trial call once the probe passed; otherwise the
             # breaker's usual pause runs from now (also when the climb is cancelled).
-            if healthy:
+            if held and healthy:
                 self._breaker.half_open_now()
-            else:
+            elif held:
                 self._breaker.release_hold()
         if self._log is not None:
             self._log.warning(

@@ -64,8 +64,14 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def is_hang(exc: BaseException) -> bool:
-    """A call that went silent (as opposed to one that answered with an error): the ladder's cue."""
-    return isinstance(exc, BackendTimeout | TimeoutError)
+    """A call that went silent (as opposed to one that answered with an error): the ladder's cue.
+
+    A call cut short by its request's own deadline is not one: the backend may simply be slower
+    than the request allows (a cold model load), and unloading it would make that worse.
+    """
+    if isinstance(exc, BackendTimeout):
+        return exc.phase != "request"
+    return isinstance(exc, TimeoutError)
 
 
 def timeout_phase(exc: BaseException) -> str:

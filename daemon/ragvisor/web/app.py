@@ -210,9 +210,21 @@ def _add_search_route(app: FastAPI, services: Services) -> None:
             _require_utf8_query(request.scope.get("query_string", b""))
         limit_s = services.settings.embedder.deadlines.request_s
         deadline = time.monotonic() + limit_s
-        async with services.lanes["search"].slot() as waited_s:
+        lane = services.lanes["search"]
+        try:
+            async with asyncio.timeout(limit_s):
+                ticket = await lane.acquire()
+        except TimeoutError as exc:
+            raise Overloaded(
+                f"/search waited {limit_s:g} s (embedder.deadlines.request_s) for a slot",
+                retry_after_s=lane.retry_after_s(),
+            ) from exc
+        waited_s = ticket.waited_s
+        try:
             with request_deadline(deadline):  # the thread pool carries it to the embedder
                 result = await run_in_threadpool(services.retriever.search, q or "", k, mode)
+        finally:
+            ticket.release()
         request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
         body: dict[str, Any] = {
             "query": (q or "").strip(),
@@ -291,7 +303,8 @@ def _add_ask_route(app: FastAPI, services: Services, log: Any) -> None:
             return Response(status_code=499)
         release = ticket.release if ticket is not None else _nothing
         try:
-            ask = _Ask(request, answerer, trace, deadline, limit_s, log)
+            embed_limit_s = services.settings.embedder.deadlines.request_s
+            ask = _Ask(request, answerer, trace, deadline, limit_s, log, embed_limit_s)
             response = await ask.respond(body.question, k, body.stream, release)
         except BaseException:
             release()
@@ -313,6 +326,7 @@ class _Ask:
     deadline: float  # time.monotonic()
     limit_s: float
     log: Any
+    embed_limit_s: float  # embedder.deadlines.request_s
 
     def _timeout(self) -> BackendTimeout:
         return BackendTimeout(
@@ -330,11 +344,14 @@ class _Ask:
     ) -> Response:
         """Prepare, then answer as JSON or as an NDJSON stream; `release` frees the lane slot
         when the answer is complete (for a stream: after its last line)."""
+        # Retrieval embeds the question: bounded like a search, and by this request.
+        embed_until = min(self.deadline, time.monotonic() + self.embed_limit_s)
         try:
             async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
-                prepared = await until_disconnect(
-                    self.request, self.answerer.prepare(question, k, self.trace)
-                )
+                with request_deadline(embed_until):  # copied into the task and its thread
+                    prepared = await until_disconnect(
+                        self.request, self.answerer.prepare(question, k, self.trace)
+                    )
         except TimeoutError as exc:
             raise self._timeout() from exc
         except ClientGone:

@@ -84,7 +84,9 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
     @app.exception_handler(RagvisorError)
     async def _ours(request: Request, exc: RagvisorError) -> JSONResponse:
         status, code = status_for(exc)
-        if status >= 500:
+        if status == 503:  # shed or degraded on purpose: worth a warning, not an error page
+            log.warning("http.unavailable", path=request.url.path, error=str(exc), code=code)
+        elif status >= 500:
             log.error("http.error", path=request.url.path, error=str(exc), code=code)
         headers = {"Retry-After": str(retry_after_s(exc))} if status == 503 else None
         return JSONResponse(error_body(str(exc), code), status_code=status, headers=headers)
