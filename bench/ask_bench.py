@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -57,6 +56,7 @@ from search_bench import (
     free_port,
     hwm_mb,
     median,
+    output_folders,
     pct,
     progress,
     rss_mb,
@@ -704,13 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=False, level="warning")
     # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop the daemon either way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / ".gitignore").exists():
-        (out / ".gitignore").write_text("*\n", encoding="utf-8")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    logs = out / f"logs-ask-{stamp}"
-    logs.mkdir()
+    out, stamp, logs = output_folders(args.out, "ask")
     work = Path(tempfile.mkdtemp(prefix="ragvisor-ask-bench-"))
     corpus, data_dir = args.corpus.resolve(), work / "data"
     meter = TreeLoadMeter()

@@ -14,7 +14,6 @@ or `.venv/bin/python bench/fault_bench.py [--requests 200] [--hang 0.4] [--fail 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -43,6 +42,7 @@ from search_bench import (
     finish_report,
     free_port,
     median,
+    output_folders,
     pct,
     progress,
     run_sync,
@@ -241,10 +241,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hang", type=float, default=0.4, help="share of backend calls that hang")
     p.add_argument("--fail", type=float, default=0.1, help="share of backend calls that fail")
     p.add_argument("--clients", type=int, default=1, help="concurrent clients (ask lane: 1)")
-    p.add_argument("--request-s", type=float, default=20.0, help="generator.deadlines.request_s")
-    p.add_argument("--first-token-s", type=float, default=2.5, help="first_token_s deadline")
+    p.add_argument("--request-s", type=float, default=25.0, help="generator.deadlines.request_s")
+    # Above the prompt evaluation of one passage on this box (~2 s), so only hangs miss it.
+    p.add_argument("--first-token-s", type=float, default=4.0, help="first_token_s deadline")
     p.add_argument("--num-predict", type=int, default=12)
-    p.add_argument("--k", type=int, default=2)
+    p.add_argument("--k", type=int, default=1)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--corpus", type=Path, default=REPO / "docs", help="folder to sync and ask")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="output folder")
@@ -261,13 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(json=False, level="warning")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / ".gitignore").exists():
-        (out / ".gitignore").write_text("*\n", encoding="utf-8")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    logs = out / f"logs-faults-{stamp}"
-    logs.mkdir()
+    out, stamp, logs = output_folders(args.out, "faults")
     work = Path(tempfile.mkdtemp(prefix="ragvisor-fault-bench-"))
     corpus, data_dir = args.corpus.resolve(), work / "data"
     meter = TreeLoadMeter()

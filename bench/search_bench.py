@@ -813,16 +813,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every phase and print the figures."""
-    args = parse_args(argv)
-    out = args.out.resolve()
+def output_folders(out: Path, kind: str) -> tuple[Path, str, Path]:
+    """The results folder (git-ignored), this run's time stamp and its own logs folder."""
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".gitignore").exists():
         (out / ".gitignore").write_text("*\n", encoding="utf-8")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    logs = out / f"logs-{stamp}"
+    logs = out / (f"logs-{kind}-{stamp}" if kind else f"logs-{stamp}")
     logs.mkdir()
+    return out, stamp, logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every phase and print the figures."""
+    args = parse_args(argv)
+    out, stamp, logs = output_folders(args.out, "")
     work = Path(tempfile.mkdtemp(prefix="ragvisor-bench-"))
     meter = LoadMeter()
     corpus, data_dir, base_dir = work / "corpus", work / "data", work / "baseline-data"

@@ -113,9 +113,12 @@ def build_app(script: Script) -> Starlette:
 
 
 @contextmanager
-def scripted_ollama() -> Iterator[tuple[str, Script]]:
-    """Serve a scripted Ollama on a free loopback port; yields (base_url, script)."""
-    script = Script()
+def scripted_ollama(script: Script | None = None) -> Iterator[tuple[str, Script]]:
+    """Serve a scripted Ollama on a free loopback port; yields (base_url, script).
+
+    Pass a `Script` subclass to script request by request (see test_supervised_calls).
+    """
+    script = script if script is not None else Script()
     port = free_port()
     config = uvicorn.Config(
         build_app(script), host="127.0.0.1", port=port, log_config=None, access_log=False

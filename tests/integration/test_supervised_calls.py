@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from ragvisor.config import BreakerSettings
 from ragvisor.core.model import ChatMessage, GenerationStats, Retrying, TextDelta
@@ -24,8 +22,7 @@ from ragvisor.metrics import Metrics
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.calls import SupervisedGenerator, Supervisor, request_deadline
 from ragvisor.supervise.retry import RetryPolicy
-from tests.integration.conftest import free_port
-from tests.integration.scripted_ollama import Script, build_app
+from tests.integration.scripted_ollama import Script, scripted_ollama
 
 MESSAGES = [ChatMessage("user", "hello")]
 GOOD = [f"w{i} " for i in range(5)]
@@ -55,22 +52,8 @@ class SequencedScript(Script):
 def server() -> Iterator[tuple[str, SequencedScript]]:
     """The scripted Ollama app (tests/integration/scripted_ollama.py) on a loopback port."""
     script = SequencedScript()
-    port = free_port()
-    config = uvicorn.Config(
-        build_app(script), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert uv.started, "scripted server did not start in 10 s"
-    try:
-        yield f"http://127.0.0.1:{port}", script
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+    with scripted_ollama(script) as (url, _):
+        yield url, script
 
 
 def generator(

@@ -354,3 +354,37 @@ def test_search_is_dense_again_once_the_embedder_answers(rig: Rig):
     response = httpx.get(f"{rig.daemon.url}/search", params={"q": "swappiness"}, timeout=30)
     assert response.status_code == 200
     assert "degraded" not in response.json()
+
+
+def test_before_the_chat_model_loads_the_embedder_is_unloaded_and_a_misfit_is_not_loaded(
+    rig: Rig,
+):
+    """Memory is fine (above the low mark) but the chat model would not fit beside the
+    embedding model: the guard unloads the embedder first and, when even that is not enough,
+    the answer is extractive — the generator is never asked to load."""
+    model = "gemma3-270m"
+    unload = httpx.post(
+        f"{rig.chat_proxy.url}/api/generate", json={"model": model, "keep_alive": 0}, timeout=30
+    )
+    assert unload.status_code == 200
+    search = httpx.get(f"{rig.daemon.url}/search", params={"q": "swap"}, timeout=10)
+    assert search.status_code == 200  # the remote embedding model is resident now
+    loaded = httpx.get(f"{rig.embed_proxy.url}/api/ps", timeout=10).json()["models"]
+    assert loaded
+    # 450 MB free: no pressure (low mark 400), but the GGUF plus overhead plus 256 MB headroom
+    # does not fit.
+    rig.memory_file.write_text(json.dumps({"available_mb": 450}))
+    time.sleep(1.5)  # a few guard checks (interval 0.5 s) at the new reading
+    assert rig.status()["memory"]["level"] == "ok"
+    chats_before = rig.chat_proxy.stats()["by_path"].get("/api/chat", 0)
+    response, _ = ask(rig.daemon.url)
+    body = response.json()
+    assert body["degraded"]["answer"] == "extractive", body
+    assert f"loading {model}" in body["degraded"]["reason"]
+    assert rig.chat_proxy.stats()["by_path"].get("/api/chat", 0) == chats_before
+    assert wait_for_log(rig.daemon, '"event": "memory.preload_check"')
+    assert httpx.get(f"{rig.embed_proxy.url}/api/ps", timeout=10).json()["models"] == []
+
+    rig.memory_file.write_text("{}")  # real readings: this box has room
+    response, _ = ask(rig.daemon.url)
+    assert response.json().get("degraded") is None, response.text

@@ -192,6 +192,24 @@ def test_a_run_of_hangs_starts_the_ladder_and_other_failures_reset_the_count():
     run(scenario)
 
 
+def test_a_request_deadline_cut_neither_counts_nor_breaks_a_run_of_hangs():
+    """hang, hang, cut by the request's deadline, hang: the third hang starts the climb (the
+    default deadlines cut every wedged /ask's third attempt like that)."""
+
+    async def scenario() -> None:
+        rig = Rig()
+        cut = BackendTimeout("the request deadline passed", phase="request")
+        for exc in (HANG, HANG, cut):
+            rig.ladder.note_failure(exc)
+        await asyncio.sleep(0.05)
+        assert rig.ladder.runs == 0
+        rig.ladder.note_failure(HANG)
+        await rig.climbed()
+        assert rig.ladder.runs == 1
+
+    run(scenario)
+
+
 def test_unload_confirmed_needs_no_restart():
     """Unload answered and /api/ps no longer lists the model: no restart, and traffic never
     stopped (a backend that obeys an unload is slow or flaky, not wedged)."""

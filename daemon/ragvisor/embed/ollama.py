@@ -278,7 +278,7 @@ class OllamaEmbedder:
             raise ModelChanged(
                 f'the model behind "{self._model}" changed under us: it returned {got}-dimension '
                 f"vectors, its fingerprint {fingerprint.key} says {fingerprint.dimensions}; "
-                "restart ragvisor so it reads the new fingerprint (the next sync re-embeds)"
+                "run a sync: it reads the new fingerprint first and re-embeds"
             )
         if not np.isfinite(matrix).all():
             raise BackendError("embedder returned a vector with NaN or infinite values")

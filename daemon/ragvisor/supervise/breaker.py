@@ -3,10 +3,11 @@
 closed → (``failure_threshold`` failures in a row) → open → (``open_s`` later) → half-open: one
 trial call is let through; its success closes the breaker, its failure opens it again for twice
 as long (up to ``open_max_s``). While open, callers fail at once with BackendUnavailable carrying
-``retry_after_s``, and serve a degraded answer instead of waiting on a dead backend. The
-escalation ladder holds the breaker open while it climbs (a restart can outlast ``open_s``, and
-a trial call then would only land on a backend in the middle of its restart), then moves it to
-half-open once its health probe passes, or lets the usual pause run when it does not.
+``retry_after_s``, and serve a degraded answer instead of waiting on a dead backend. Failures
+count per call (after its retries), and in half-open only the trial's verdict counts. When the
+escalation ladder finds a backend wedged (its unload did not take) it holds the breaker open
+through the restart (which can outlast ``open_s``: a trial call would land mid-restart), then
+moves it to half-open once its health probe passes, or lets the usual pause run when it does not.
 
 Thread-safe: the async generator path and the embedder's worker threads share one breaker.
 """

@@ -173,8 +173,8 @@ class Supervisor:
         if attempt >= self.policy.attempts or not is_retryable(exc):
             return None
         if self.breaker.state is BreakerState.OPEN:
-            # This failure opened it (or a climb holds it): a retry would only be refused, and
-            # the caller is better served by the error itself than by "circuit is open".
+            # Another call's failure opened it, or a climb holds it for a wedged backend: a retry
+            # would only be refused, and the caller is better served by the error itself.
             return None
         delay = self.policy.delay_s(attempt, self._rng)
         left = remaining_s() if until is None else until - time.monotonic()

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ragvisor.config import LadderSettings
+from ragvisor.errors import BackendTimeout
 from ragvisor.metrics import Metrics
 from ragvisor.supervise.breaker import CircuitBreaker
 from ragvisor.supervise.retry import is_hang
@@ -116,7 +117,14 @@ class EscalationLadder:
         self._hangs = 0
 
     def note_failure(self, exc: BaseException) -> None:
-        """A call failed; a run of hangs starts the ladder. Safe to call from any thread."""
+        """A call failed; a run of hangs starts the ladder. Safe to call from any thread.
+
+        An attempt cut short by its request's deadline says nothing either way: it neither
+        counts as a hang nor breaks a run of them (with the defaults, three first_token_s is more
+        than request_s, so a wedged backend's third attempt is always cut like that).
+        """
+        if isinstance(exc, BackendTimeout) and exc.phase == "request":
+            return
         if not is_hang(exc):
             self._hangs = 0
             return
