@@ -118,6 +118,12 @@ class Answerer:
             self._retriever.passages, question, k
         )
         trace.timings_ms.update(timings)
+        if degraded is None and self._memory_check is not None:
+            # Before counting tokens: the worker loads the model to count with its tokenizer,
+            # and the memory check must come before anything loads it.
+            started = time.perf_counter()
+            degraded = await self._memory_check()
+            trace.mark("memory_check", started)
         started = time.perf_counter()
         texts = fixed_texts(question) + passage_texts(candidates)
         counts = None if degraded else await self._generator.count_tokens(texts)
@@ -135,10 +141,6 @@ class Answerer:
             exact_counts=exact,
         )
         trace.mark("pack", started)
-        if degraded is None and self._memory_check is not None:
-            started = time.perf_counter()
-            degraded = await self._memory_check()
-            trace.mark("memory_check", started)
         trace.fields.update(
             passages=len(plan.passages),
             passages_dropped=plan.dropped,

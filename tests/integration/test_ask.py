@@ -274,12 +274,12 @@ def test_a_disconnecting_client_cancels_the_generation(long_daemon):
                 break  # leave mid-answer
     assert wait_for_log(long_daemon, "worker.cancelled"), long_daemon.logs()[-3000:]
     assert wait_for_log(long_daemon, '"client_gone": true')
-    # The worker is free again at once: a short answer is not stuck behind the abandoned one.
-    quick = httpx.post(f"{long_daemon.url}/ask", json={"question": "swap?", "k": 1}, timeout=60)
-    assert quick.status_code == 200
+    # The worker is free again at once: the next answer starts, not stuck behind the abandoned
+    # one (its first piece is enough; this daemon's answers run to 1500 tokens).
+    assert first_delta(long_daemon.url, "swap?")
 
 
-def test_a_worker_killed_mid_answer_is_a_clear_error_and_is_restarted(long_daemon):
+def test_a_worker_killed_mid_answer_is_answered_and_restarted(long_daemon):
     pid = worker_pid(long_daemon)
     killed = threading.Event()
     with httpx.stream(
@@ -296,24 +296,23 @@ def test_a_worker_killed_mid_answer_is_a_clear_error_and_is_restarted(long_daemo
             if events[-1]["type"] == "delta" and not killed.is_set():
                 os.kill(pid, signal.SIGKILL)
                 killed.set()
+    # The cut answer is never left hanging: either a retry on the respawned worker produced a
+    # new answer (a `retry` event voids the text so far) or, while the worker was down, the
+    # answer is the passages themselves, marked degraded with the reason.
     last = events[-1]
-    assert last["type"] == "error", last
-    assert last["status"] == 502
-    assert last["code"] == "backend_error"
-    assert "mid-answer" in last["error"]
+    assert last["type"] == "done", last
+    if last.get("degraded"):
+        assert last["degraded"]["answer"] == "extractive"
+        assert "generator" in last["degraded"]["reason"]
+    else:
+        assert "retry" in [e["type"] for e in events]
 
-    # Right after the kill the worker is down or restarting: a clear 503 with Retry-After
-    # (or, if it is already back, a normal answer).
-    with httpx.stream(
-        "POST", f"{long_daemon.url}/ask", json={"question": "swap?", "stream": True}, timeout=60
-    ) as during:
-        if during.status_code == 503:
-            during.read()
-            assert during.headers["retry-after"]
-            assert during.json()["code"] == "backend_unavailable"
-        else:
-            assert during.status_code == 200
-            assert json.loads(next(during.iter_lines()))["type"] == "citations"
+    # Right after the kill the worker is down or restarting: an extractive answer saying so
+    # (or, if it is already back, a normal one) — never a hang or a 5xx.
+    during = httpx.post(f"{long_daemon.url}/ask", json={"question": "swap?", "k": 1}, timeout=120)
+    assert during.status_code == 200, during.text
+    if during.json().get("degraded"):
+        assert during.json()["citations"]
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
