@@ -28,7 +28,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: install llama-wheel run sync test lint bench bench-faults clean
+.PHONY: install llama-wheel run sync test lint bench bench-faults nspawn clean
 
 install: $(STAMP)
 
@@ -72,10 +72,18 @@ lint: install
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 
-test: install
+test: install nspawn
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 	$(BIN)/python -m pytest
+
+# A Debian rootfs and the daemon's wheels for the systemd-nspawn deploy tests, built once into
+# $(RAGVISOR_CACHE)/nspawn (apt-get installs systemd-container and debootstrap; needs root —
+# without it the infra tests skip and say why).
+nspawn: install
+	@if [ "$$(id -u)" = 0 ]; then \
+		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.nspawn build; \
+	else echo "nspawn: not root, the systemd-nspawn tests will skip"; fi
 
 bench: install
 	$(BIN)/python bench/search_bench.py

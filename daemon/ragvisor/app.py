@@ -495,20 +495,25 @@ def build_scheduler(services: Services) -> Any:
 
 def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT: load, warm the index, schedule syncs, serve HTTP."""
+    from ragvisor.ops.sdnotify import SystemdNotifier
     from ragvisor.web.app import create_app, with_request_log
     from ragvisor.web.server import run_server
 
     log = structlog.get_logger(component="app")
     process_started = time.perf_counter()
+    notifier = SystemdNotifier.from_environ(os.environ)  # a no-op when not under systemd
+    notifier.status("starting: opening the store, loading the embedder")
     services = build_services(settings)
     try:
         attach_generator(services)  # the worker comes up while the index loads below
     except BaseException:
         services.close()
         raise
+    notifier.status("starting: loading the index, warming up the embedder")
     indexed = services.store.load_index(services.embedder.fingerprint)
     services.embedder.embed(["warm-up"])  # first ONNX run allocates; pay it before traffic
     if services.worker is not None:
+        notifier.status("starting: waiting for the generator worker")
         try:
             services.worker.wait_ready()
         except BaseException:
@@ -522,7 +527,7 @@ def serve(settings: Settings) -> None:
     )
     scheduler = build_scheduler(services)
     scheduler.start()
-    app = with_request_log(create_app(services), services.metrics)
+    app = with_request_log(create_app(services, notifier), services.metrics)
     try:
         run_server(
             app,
@@ -531,6 +536,7 @@ def serve(settings: Settings) -> None:
             graceful_s=settings.server.shutdown_grace_s,
         )
     finally:
+        notifier.status("stopping: scheduler, running sync, store")
         log.info("app.stopping", stage="scheduler")
         scheduler.shutdown(wait=False)
         services.sync_runner.cancel()

@@ -108,12 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_ops_commands(sub: Any) -> None:
     """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
-    from ragvisor.ops import faultproxy, health, status
+    from ragvisor.ops import doctor, faultproxy, health, status
 
     check = sub.add_parser(
         "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
     )
     health.add_health_arguments(check)
+    diagnose = sub.add_parser(
+        "doctor", help="compare the host (swap, Neo4j, Ollama, model) with the configuration"
+    )
+    doctor.add_doctor_arguments(diagnose)
     show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
     status.add_status_arguments(show)
     proxy = sub.add_parser(
@@ -410,11 +414,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    """`ragvisor health | status | faultproxy`: run by their modules in `ragvisor.ops`."""
-    from ragvisor.ops import faultproxy, health, status
+    """`ragvisor health | doctor | status | faultproxy`: run by their modules in `ragvisor.ops`."""
+    from ragvisor.ops import doctor, faultproxy, health, status
 
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
         "health": health.run_health,
+        "doctor": doctor.run_doctor,
         "status": status.run_status,
         "faultproxy": faultproxy.run,
     }
@@ -428,6 +433,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ask": cmd_ask,
     "worker": cmd_worker,
     "health": cmd_ops,
+    "doctor": cmd_ops,
     "status": cmd_ops,
     "faultproxy": cmd_ops,
 }

@@ -29,8 +29,9 @@ from ragvisor.errors import ConfigError
 
 ENV_PREFIX = "RAGVISOR_"
 # Variables with our prefix that are not settings: the config file path (read by the CLI), the
-# Makefile's download cache and the memory guard's rehearsal file (see docs/memory.md).
-NOT_SETTINGS = frozenset({"CONFIG", "CACHE", "TEST_MEMORY_FILE"})
+# Makefile's download cache and the rehearsal files of the memory guard (see docs/memory.md) and
+# of the systemd watchdog (see docs/systemd.md).
+NOT_SETTINGS = frozenset({"CONFIG", "CACHE", "TEST_MEMORY_FILE", "TEST_WATCHDOG_FILE"})
 
 
 def _expand_user(path: Path) -> Path:
@@ -337,6 +338,25 @@ class MemorySettings(_Section):
         return self
 
 
+class DoctorSettings(_Section):
+    """What `ragvisor doctor` compares the host with: where it reads and what the deploy set.
+
+    Meant to be rendered by the deploy from the variables the other roles use
+    (`swap_file_size_mb`, `swap_swappiness`, `neo4j_conf_path`, ...), so drift shows up here.
+    """
+
+    proc_dir: UserPath = Path("/proc")  # the host's /proc (e.g. /host/proc in a container)
+    expected_swap_mb: int = Field(0, ge=0)  # active swap the deploy made; 0: no expectation
+    max_swappiness: int = Field(10, ge=0, le=200)
+    neo4j_conf_path: UserPath = Path("/etc/neo4j/neo4j.conf")
+    # Heap + page cache the deploy allows Neo4j; 0: judged against RAM and memory.budget_mb.
+    neo4j_budget_mb: int = Field(0, ge=0)
+    ollama_dropin_path: UserPath = Path("/etc/systemd/system/ollama.service.d/override.conf")
+    ollama_max_loaded_models: int = Field(1, ge=1)
+    ollama_num_parallel: int = Field(1, ge=1)
+    timeout_s: float = Field(3.0, gt=0)  # asking the generator backend for the model's context
+
+
 class Settings(_Section):
     """Every setting of ragvisor, one frozen value built once at start."""
 
@@ -350,6 +370,7 @@ class Settings(_Section):
     sync: SyncSettings = SyncSettings()
     admission: AdmissionSettings = AdmissionSettings()
     memory: MemorySettings = MemorySettings()
+    doctor: DoctorSettings = DoctorSettings()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

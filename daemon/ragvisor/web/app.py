@@ -33,6 +33,7 @@ from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import BackendTimeout, InputError, NotReadyError, Overloaded, RagvisorError
 from ragvisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ragvisor.metrics import Metrics
+from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
 from ragvisor.supervise.admission import Ticket
 from ragvisor.supervise.calls import request_deadline
 from ragvisor.supervise.memory import schedule_memory_guard
@@ -105,8 +106,12 @@ class RequestLogMiddleware:
             )
 
 
-def create_app(services: Services) -> FastAPI:
-    """Build the web application around already-constructed services."""
+def create_app(services: Services, notifier: SystemdNotifier | None = None) -> FastAPI:
+    """Build the web application around already-constructed services.
+
+    With a `notifier` (the daemon under systemd) the lifespan sends READY=1 once the port
+    accepts, watchdog pings after each self-check, and STOPPING=1 (ragvisor.ops.sdnotify).
+    """
     log = structlog.get_logger(component="web")
 
     @asynccontextmanager
@@ -119,9 +124,12 @@ def create_app(services: Services) -> FastAPI:
             interval = services.settings.memory.interval_s
             schedule_memory_guard(scheduler, services.memory_guard, interval)
         scheduler.start()
+        systemd = daemon_session(notifier, services, scheduler)
+        systemd.start()
         try:
             yield
         finally:
+            await systemd.stop()  # STOPPING=1 first, and no watchdog ping after it
             scheduler.shutdown(wait=False)
             for ladder in services.ladders():
                 await ladder.aclose()

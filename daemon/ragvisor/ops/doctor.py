@@ -1,0 +1,735 @@
+"""`ragvisor doctor`: compare the host with the configuration and say what does not fit.
+
+On a 4 GB box every setting the stack depends on — a swap file, `vm.swappiness`, the Neo4j heap
+and page cache, Ollama's environment, the model's context — was made by hand at some point, and
+the box died when the numbers stopped adding up. The doctor reads them all and prints one
+finding per check, each with a severity: ok, info (nothing to compare with), warning (works,
+but not as the deploy intended) or critical (the daemon or the box will fail).
+
+Three layers, from pure to I/O: parsers turn file text into values; `read_host` gathers
+`HostFacts` (files under `doctor.proc_dir`, `neo4j.conf`, Ollama's systemd drop-in, and the
+model's trained context from Ollama's `/api/show` or from the GGUF header — a short timeout,
+never a model load); `diagnose` is a pure function of facts and settings that returns the
+findings, so every verdict is unit-tested without touching the host.
+
+Exit codes: 0 nothing at or above `--fail-on` (default critical), 1 something is, 2 bad
+configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import math
+import re
+import shlex
+import struct
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import httpx
+
+from ragvisor.errors import ModelFileError
+from ragvisor.ops.status import add_config_argument
+
+if TYPE_CHECKING:
+    from ragvisor.config import Settings
+
+EXIT_OK, EXIT_FINDINGS = 0, 1
+MB = 1024 * 1024
+# Variables Ollama reads (envconfig/config.go, recent and still-accepted older names). Any other
+# OLLAMA_* name in the drop-in is silently ignored by Ollama — OLLAMA_NUM_THREADS, for one.
+KNOWN_OLLAMA_VARIABLES = frozenset(
+    {
+        "OLLAMA_HOST", "OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_NUM_PARALLEL",
+        "OLLAMA_MAX_QUEUE", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_FLASH_ATTENTION",
+        "OLLAMA_KV_CACHE_TYPE", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_MODELS", "OLLAMA_ORIGINS",
+        "OLLAMA_DEBUG", "OLLAMA_NOPRUNE", "OLLAMA_GPU_OVERHEAD", "OLLAMA_SCHED_SPREAD",
+        "OLLAMA_LLM_LIBRARY", "OLLAMA_NOHISTORY", "OLLAMA_MULTIUSER_CACHE", "OLLAMA_NEW_ENGINE",
+        "OLLAMA_INTEL_GPU", "OLLAMA_TMPDIR",
+    }
+)  # fmt: skip
+OLLAMA_DEFAULT_KEEP_ALIVE = "5m"
+
+
+class Severity(enum.IntEnum):
+    """How much a finding matters; ordered, so the worst is `max()`."""
+
+    OK = 0
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check's verdict: what was seen, what was expected, and what to do."""
+
+    check: str
+    severity: Severity
+    message: str
+    observed: Any = None
+    expected: Any = None
+    hint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (`--json`)."""
+        return {**asdict(self), "severity": str(self.severity)}
+
+
+# --------------------------------------------------------------------------- parsers (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class SwapArea:
+    """One line of /proc/swaps (sizes in KiB, as the kernel reports them)."""
+
+    path: str
+    kind: str
+    size_kib: int
+    used_kib: int
+
+
+def parse_swaps(text: str) -> tuple[SwapArea, ...]:
+    """The active swap areas listed in /proc/swaps (header skipped)."""
+    areas = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 4 and parts[2].isdigit() and parts[3].isdigit():
+            path = parts[0].replace("\\040", " ")
+            areas.append(SwapArea(path, parts[1], int(parts[2]), int(parts[3])))
+    return tuple(areas)
+
+
+def parse_meminfo_total_mb(text: str) -> int | None:
+    """MemTotal from /proc/meminfo, in MB."""
+    match = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.MULTILINE)
+    return int(match.group(1)) // 1024 if match else None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1 / MB, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 * 1024}
+
+
+def parse_size_mb(value: str) -> float | None:
+    """A Neo4j byte size (`512m`, `1g`, `1.5GiB`, `1048576`) in MB; None when unreadable."""
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """`key=value` lines of neo4j.conf (comments and blank lines skipped; the last one wins)."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class DropIn:
+    """What a systemd drop-in sets: its `Environment=` variables and `EnvironmentFile=` paths."""
+
+    environment: Mapping[str, str]
+    environment_files: tuple[str, ...] = ()
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with systemd's trailing-backslash continuations joined, comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not pending and stripped.startswith(("#", ";")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    if pending:
+        lines.append(pending)
+    return lines
+
+
+def parse_dropin(text: str) -> DropIn:
+    """The `[Service]` section's `Environment=` and `EnvironmentFile=` of a unit drop-in.
+
+    Quoting follows systemd (`Environment="A=1" "B=two words"`); an empty `Environment=`
+    resets the list, as systemd does. Words without `=` are ignored, as systemd does.
+    """
+    environment: dict[str, str] = {}
+    files: list[str] = []
+    section = ""
+    for line in _logical_lines(text):
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        key, sep, value = line.partition("=")
+        if section != "Service" or not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "Environment":
+            if not value:
+                environment.clear()
+                continue
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                words = value.split()
+            for word in words:
+                name, eq, setting = word.partition("=")
+                if eq and name:
+                    environment[name] = setting
+        elif key == "EnvironmentFile" and value:
+            files.append(value)
+    return DropIn(environment, tuple(files))
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_s(value: str) -> float | None:
+    """A keep-alive as Ollama reads it — whole seconds or a Go duration — in seconds.
+
+    Negative means "forever" (`math.inf`); None when Ollama would ignore the value.
+    """
+    text = value.strip().strip("\"'")
+    if re.fullmatch(r"-?\d+", text):
+        seconds = float(int(text))
+        return math.inf if seconds < 0 else seconds
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    parts = _DURATION_PART.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        return None
+    seconds = sum(float(n) * _DURATION_S[u] for n, u in parts)
+    return math.inf if sign < 0 and seconds > 0 else seconds
+
+
+# --------------------------------------------------------------------------- GGUF header
+
+_GGUF_SCALARS = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+    10: "<Q", 11: "<q", 12: "<d",
+}  # fmt: skip
+_GGUF_INTEGERS = frozenset({0, 1, 2, 3, 4, 5, 10, 11})
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+MAX_GGUF_STRING = 1 << 24
+
+
+def _read(stream: BinaryIO, fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = stream.read(size)
+    if len(data) != size:
+        raise ModelFileError("the GGUF header ends early")
+    return struct.unpack(fmt, data)[0]
+
+
+def _read_text(stream: BinaryIO) -> str:
+    length = _read(stream, "<Q")
+    if length > MAX_GGUF_STRING:
+        raise ModelFileError("the GGUF header has an implausible string length")
+    return bytes(stream.read(length)).decode("utf-8", errors="replace")
+
+
+def _skip(stream: BinaryIO, kind: int) -> None:
+    if kind in _GGUF_SCALARS:
+        stream.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+    elif kind == _GGUF_STRING:
+        stream.seek(_read(stream, "<Q"), 1)
+    elif kind == _GGUF_ARRAY:
+        item, count = _read(stream, "<I"), _read(stream, "<Q")
+        if item in _GGUF_SCALARS:
+            stream.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+        else:
+            for _ in range(count):
+                _skip(stream, item)
+    else:
+        raise ModelFileError(f"the GGUF header has an unknown value type {kind}")
+
+
+def gguf_context_length(stream: BinaryIO) -> tuple[str, int | None]:
+    """The architecture and its `<arch>.context_length` from a GGUF file's metadata.
+
+    Reads key by key and stops as soon as both are known, skipping (seeking over) everything
+    else: the `gguf` package parses the whole header first, including a 262k-token vocabulary
+    (32 s and 700 MB for the pinned Gemma file on our test box). Raises ModelFileError for a
+    file that is not GGUF v2+ or whose header is cut short.
+    """
+    if stream.read(4) != b"GGUF":
+        raise ModelFileError("not a GGUF file")
+    if _read(stream, "<I") < 2:
+        raise ModelFileError("GGUF version 1 is not supported")
+    _read(stream, "<Q")  # tensor count
+    arch: str | None = None
+    lengths: dict[str, int] = {}
+    for _ in range(_read(stream, "<Q")):
+        key, kind = _read_text(stream), _read(stream, "<I")
+        if key == "general.architecture" and kind == _GGUF_STRING:
+            arch = _read_text(stream)
+        elif key.endswith(".context_length") and kind in _GGUF_INTEGERS:
+            lengths[key] = int(_read(stream, _GGUF_SCALARS[kind]))
+        else:
+            _skip(stream, kind)
+        if arch is not None and f"{arch}.context_length" in lengths:
+            break
+    if arch is None:
+        raise ModelFileError("the GGUF metadata names no general.architecture")
+    return arch, lengths.get(f"{arch}.context_length")
+
+
+# --------------------------------------------------------------------------- host facts
+
+
+@dataclass(frozen=True, slots=True)
+class ModelContext:
+    """The generator model's trained context, as its backend or its GGUF file says."""
+
+    source: str  # URL or file
+    model: str
+    context_length: int | None = None
+    architecture: str | None = None
+    error: str | None = None
+    missing: bool = False  # the model does not exist there (not pulled; no such file)
+    missing_is_fatal: bool = True  # False: the pinned default, assembled at first start
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What `read_host` found. None means "not there"; `errors` says what could not be read."""
+
+    swaps: tuple[SwapArea, ...] | None = None
+    swappiness: int | None = None
+    memtotal_mb: int | None = None
+    neo4j_conf: Mapping[str, str] | None = None
+    dropin: DropIn | None = None
+    model: ModelContext | None = None  # None: generator.backend is "none"
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+def _read_file(
+    path: Path, name: str, errors: dict[str, str], *, required: bool = False
+) -> str | None:
+    """A text file's content; None when absent (an error only if `required`) or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if required:
+            errors[name] = f"{path} does not exist"
+    except OSError as exc:
+        errors[name] = f"cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+def ollama_model_context(url: str, model: str, timeout_s: float) -> ModelContext:
+    """`<arch>.context_length` from Ollama's `/api/show` (reads the manifest; loads nothing)."""
+    source = url.rstrip("/") + "/api/show"
+    try:
+        response = httpx.post(source, json={"model": model}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return ModelContext(source, model, error=str(exc) or type(exc).__name__)
+    if response.status_code == 404:
+        return ModelContext(source, model, missing=True, error="model not found")
+    try:
+        info = response.json().get("model_info") or {}
+    except (ValueError, AttributeError):
+        return ModelContext(source, model, error=f"HTTP {response.status_code}, not JSON")
+    if response.status_code >= 400:
+        return ModelContext(source, model, error=f"HTTP {response.status_code}")
+    arch = str(info.get("general.architecture") or "")
+    length = info.get(f"{arch}.context_length")
+    return ModelContext(
+        source, model, context_length=length if isinstance(length, int) else None, architecture=arch
+    )
+
+
+def gguf_model_context(path: Path, model: str, *, configured: bool) -> ModelContext:
+    """The embedded worker's context from its GGUF header (never loads the model)."""
+    try:
+        with path.open("rb") as stream:
+            arch, length = gguf_context_length(stream)
+    except FileNotFoundError:
+        return ModelContext(
+            str(path), model, missing=True, error="no such file", missing_is_fatal=configured
+        )
+    except (OSError, ModelFileError) as exc:
+        return ModelContext(str(path), model, error=str(exc))
+    return ModelContext(str(path), model, context_length=length, architecture=arch)
+
+
+def model_context(settings: Settings) -> ModelContext | None:
+    """Where the generator's model lives and what context it was trained for."""
+    from ragvisor.llm.gguf import DEFAULT_GGUF_NAME  # noqa: PLC0415 - only for the embedded case
+
+    g = settings.generator
+    if g.backend == "none":
+        return None
+    if g.backend == "ollama":
+        return ollama_model_context(g.url, g.model, settings.doctor.timeout_s)
+    configured = settings.worker.model_path
+    path = configured or Path(settings.store.data_dir) / "models" / DEFAULT_GGUF_NAME
+    return gguf_model_context(Path(path), g.model, configured=configured is not None)
+
+
+def read_host(settings: Settings) -> HostFacts:
+    """Gather the facts: /proc files, neo4j.conf, the Ollama drop-in and the model's context."""
+    d = settings.doctor
+    errors: dict[str, str] = {}
+    proc = Path(d.proc_dir)
+    swaps = _read_file(proc / "swaps", "swaps", errors, required=True)
+    swappiness = _read_file(proc / "sys/vm/swappiness", "swappiness", errors, required=True)
+    meminfo = _read_file(proc / "meminfo", "meminfo", errors)
+    neo4j = _read_file(Path(d.neo4j_conf_path), "neo4j_conf", errors)
+    dropin = _read_file(Path(d.ollama_dropin_path), "ollama_dropin", errors)
+    return HostFacts(
+        swaps=parse_swaps(swaps) if swaps is not None else None,
+        swappiness=int(swappiness) if swappiness and swappiness.strip().isdigit() else None,
+        memtotal_mb=parse_meminfo_total_mb(meminfo) if meminfo else None,
+        neo4j_conf=parse_properties(neo4j) if neo4j is not None else None,
+        dropin=parse_dropin(dropin) if dropin is not None else None,
+        model=model_context(settings),
+        errors=errors,
+    )
+
+
+# --------------------------------------------------------------------------- the checks (pure)
+
+SWAP_TOLERANCE_MB = 4.0  # mkswap keeps a page for its header; sizes are never exact
+ROLE_HINT = 'Environment="{name}={value}" in the drop-in (ollama role)'
+
+
+def _unreadable(check: str, facts: HostFacts, source: str) -> Finding:
+    return Finding(check, Severity.WARNING, facts.errors.get(source, f"{source} is unreadable"))
+
+
+def check_swap(facts: HostFacts, settings: Settings) -> Finding:
+    """Active swap against `doctor.expected_swap_mb` (the deploy's `swap_file_size_mb`)."""
+    if facts.swaps is None:
+        return _unreadable("swap", facts, "swaps")
+    expected = settings.doctor.expected_swap_mb
+    total_mb = round(sum(a.size_kib for a in facts.swaps) / 1024)
+    areas = ", ".join(f"{a.path} ({round(a.size_kib / 1024)} MB)" for a in facts.swaps)
+    seen = f"{total_mb} MB of swap active: {areas}" if facts.swaps else "no swap is active"
+    observed = {"total_mb": total_mb, "areas": [a.path for a in facts.swaps]}
+    if expected == 0:
+        message = f"{seen}; no expectation set (doctor.expected_swap_mb = 0)"
+        return Finding("swap", Severity.INFO, message, observed)
+    wanted = f"the deploy made {expected} MB (doctor.expected_swap_mb)"
+    hint = "apply the swap role (swap_file_size_mb), or `swapon -a` if the fstab line is there"
+    if not facts.swaps:
+        return Finding("swap", Severity.CRITICAL, f"{seen}; {wanted}", observed, expected, hint)
+    if total_mb < expected - max(SWAP_TOLERANCE_MB, expected * 0.01):
+        return Finding("swap", Severity.WARNING, f"{seen}; {wanted}", observed, expected, hint)
+    return Finding("swap", Severity.OK, f"{seen} (expected {expected} MB)", observed, expected)
+
+
+def check_swappiness(facts: HostFacts, settings: Settings) -> Finding:
+    """`vm.swappiness` at most `doctor.max_swappiness`: keep the working set, drop page cache."""
+    if facts.swappiness is None:
+        return _unreadable("swappiness", facts, "swappiness")
+    value, limit = facts.swappiness, settings.doctor.max_swappiness
+    if value <= limit:
+        return Finding("swappiness", Severity.OK, f"vm.swappiness is {value}", value, limit)
+    message = (
+        f"vm.swappiness is {value}, above {limit} (doctor.max_swappiness): the kernel swaps the "
+        "models' and the daemon's memory out before it drops page cache"
+    )
+    hint = f"sysctl -w vm.swappiness={limit}, kept in /etc/sysctl.d/ (swap role: swap_swappiness)"
+    return Finding("swappiness", Severity.WARNING, message, value, limit, hint)
+
+
+NEO4J_KEYS = {  # Neo4j 5 names first, 4.x names after
+    "initial": ("server.memory.heap.initial_size", "dbms.memory.heap.initial_size"),
+    "heap": ("server.memory.heap.max_size", "dbms.memory.heap.max_size"),
+    "pagecache": ("server.memory.pagecache.size", "dbms.memory.pagecache.size"),
+}
+
+
+def _neo4j_sizes(conf: Mapping[str, str]) -> dict[str, tuple[str | None, float | None]]:
+    """Each memory setting's raw text and its size in MB (None: unset or unreadable)."""
+    sizes: dict[str, tuple[str | None, float | None]] = {}
+    for name, keys in NEO4J_KEYS.items():
+        raw = next((conf[key] for key in keys if key in conf), None)
+        sizes[name] = (raw, parse_size_mb(raw) if raw is not None else None)
+    return sizes
+
+
+def check_neo4j(facts: HostFacts, settings: Settings) -> list[Finding]:
+    """Heap initial = max, page cache set, heap + page cache within the budget and the RAM."""
+    if facts.neo4j_conf is None:
+        if "neo4j_conf" in facts.errors:
+            return [_unreadable("neo4j", facts, "neo4j_conf")]
+        path = settings.doctor.neo4j_conf_path
+        message = f"no {path}: Neo4j is not installed here (doctor.neo4j_conf_path)"
+        return [Finding("neo4j", Severity.INFO, message)]
+    sizes = _neo4j_sizes(facts.neo4j_conf)
+    findings = [_neo4j_heap(sizes)]
+    cache_raw, cache = sizes["pagecache"]
+    if cache is None:
+        why = "is not set: Neo4j takes half the RAM left beside the heap"
+        if cache_raw is not None:
+            why = f"= {cache_raw!r} is not a size"
+        message = f"server.memory.pagecache.size {why}"
+        findings.append(Finding("neo4j.pagecache", Severity.WARNING, message, cache_raw))
+    heap = sizes["heap"][1]
+    if heap is not None and cache is not None:
+        findings.append(_neo4j_budget(heap, cache, facts.memtotal_mb, settings))
+    return findings
+
+
+def _neo4j_heap(sizes: Mapping[str, tuple[str | None, float | None]]) -> Finding:
+    (initial_raw, initial), (heap_raw, heap) = sizes["initial"], sizes["heap"]
+    hint = "set server.memory.heap.initial_size and .max_size to one value (neo4j role)"
+    if heap is None:
+        why = "is not set: Neo4j sizes it from the RAM"
+        if heap_raw is not None:
+            why = f"= {heap_raw!r} is not a size"
+        message = f"server.memory.heap.max_size {why}"
+        return Finding("neo4j.heap", Severity.WARNING, message, heap_raw, hint=hint)
+    if initial is None or abs(initial - heap) > 0.5:
+        seen = "unset" if initial is None else f"{initial:g} MB"
+        message = f"heap initial size {seen} differs from the max {heap:g} MB: it grows in pauses"
+        observed = {"initial": initial_raw, "max": heap_raw}
+        return Finding("neo4j.heap", Severity.WARNING, message, observed, heap_raw, hint)
+    return Finding("neo4j.heap", Severity.OK, f"heap initial = max = {heap:g} MB", heap_raw)
+
+
+def _neo4j_budget(
+    heap: float, cache: float, memtotal_mb: int | None, settings: Settings
+) -> Finding:
+    """Heap + page cache against Neo4j's budget, the whole stack's budget and the RAM."""
+    total = heap + cache
+    observed = {"heap_mb": heap, "pagecache_mb": cache, "total_mb": total}
+    sums = f"heap {heap:g} MB + page cache {cache:g} MB = {total:g} MB"
+    limits = (
+        (settings.doctor.neo4j_budget_mb, "Neo4j's budget (doctor.neo4j_budget_mb)"),
+        (settings.memory.budget_mb, "the whole stack's budget (memory.budget_mb)"),
+        (memtotal_mb or 0, "the machine's RAM"),
+    )
+    for limit, what in limits:
+        if limit and total > limit:
+            message = f"{sums}, over {what} of {limit} MB"
+            hint = "lower the heap or the page cache (neo4j role)"
+            return Finding("neo4j.memory", Severity.CRITICAL, message, observed, limit, hint)
+    budget = settings.doctor.neo4j_budget_mb
+    if budget:
+        return Finding("neo4j.memory", Severity.OK, f"{sums}, within {budget} MB", observed, budget)
+    share = f" ({100 * total / memtotal_mb:.0f} % of the RAM)" if memtotal_mb else ""
+    message = f"{sums}{share}; no budget set (doctor.neo4j_budget_mb = 0)"
+    return Finding("neo4j.memory", Severity.INFO, message, observed)
+
+
+def check_ollama(facts: HostFacts, settings: Settings) -> list[Finding]:
+    """The drop-in's OLLAMA_* values against what the daemon expects of Ollama."""
+    g, e, d = settings.generator, settings.embedder, settings.doctor
+    uses_ollama = g.backend == "ollama" or e.backend == "ollama"
+    if facts.dropin is None:
+        if "ollama_dropin" in facts.errors:
+            return [_unreadable("ollama.dropin", facts, "ollama_dropin")]
+        if not uses_ollama:
+            message = f"no {d.ollama_dropin_path}; the daemon does not use Ollama"
+            return [Finding("ollama.dropin", Severity.INFO, message)]
+        message = (
+            f"no {d.ollama_dropin_path}: Ollama runs with its defaults (keep-alive 5m; loaded "
+            "models and parallel requests of its own choosing)"
+        )
+        return [Finding("ollama.dropin", Severity.WARNING, message, hint="apply the ollama role")]
+    env = facts.dropin.environment
+    findings = [
+        _unknown_names(env),
+        _count("OLLAMA_MAX_LOADED_MODELS", env, d.ollama_max_loaded_models, "several models"),
+        _count("OLLAMA_NUM_PARALLEL", env, d.ollama_num_parallel, "a KV cache per request"),
+    ]
+    if facts.dropin.environment_files:
+        message = f"EnvironmentFile={', '.join(facts.dropin.environment_files)} is not checked"
+        findings.append(Finding("ollama.environment_file", Severity.INFO, message))
+    if g.backend == "ollama":
+        findings.append(_keep_alive(env.get("OLLAMA_KEEP_ALIVE"), g.keep_alive, "generator"))
+        findings.append(_context_length(env.get("OLLAMA_CONTEXT_LENGTH"), g.num_ctx))
+    elif e.backend == "ollama":
+        findings.append(_keep_alive(env.get("OLLAMA_KEEP_ALIVE"), e.keep_alive, "embedder"))
+    return findings
+
+
+def _unknown_names(env: Mapping[str, str]) -> Finding:
+    unknown = sorted(n for n in env if n.startswith("OLLAMA_") and n not in KNOWN_OLLAMA_VARIABLES)
+    if not unknown:
+        return Finding("ollama.variables", Severity.OK, "every OLLAMA_* name is one Ollama reads")
+    message = f"Ollama has no variable {', '.join(unknown)} and ignores it"
+    hint = "remove it; the ollama role accepts only real OLLAMA_* names"
+    return Finding("ollama.variables", Severity.WARNING, message, unknown, hint=hint)
+
+
+def _count(name: str, env: Mapping[str, str], expected: int, cost: str) -> Finding:
+    """A count Ollama should hold at `expected` or below: more costs memory on a small box."""
+    key = name.removeprefix("OLLAMA_").lower()
+    raw = env.get(name)
+    value = int(raw) if raw is not None and raw.strip().isdigit() else None
+    if value is not None and 0 < value <= expected:
+        return Finding("ollama." + key, Severity.OK, f"{name}={value}", value, expected)
+    seen = (
+        "is unset" if raw is None else f"={raw}" if value is not None else f"={raw!r} is no number"
+    )
+    message = (
+        f"{name} {seen}; expected {expected} (doctor.ollama_{key}): more, or Ollama's own choice, "
+        f"means {cost} in memory at once"
+    )
+    hint = ROLE_HINT.format(name=name, value=expected)
+    return Finding("ollama." + key, Severity.WARNING, message, raw, expected, hint)
+
+
+def _keep_alive(raw: str | None, daemon_value: str, section: str) -> Finding:
+    value = raw if raw is not None else OLLAMA_DEFAULT_KEEP_ALIVE
+    seen = f"OLLAMA_KEEP_ALIVE={value}" + (" (Ollama's default)" if raw is None else "")
+    ollama_s = keep_alive_s(value)
+    if ollama_s is not None and ollama_s == keep_alive_s(daemon_value):
+        message = f"{seen}, as {section}.keep_alive"
+        return Finding("ollama.keep_alive", Severity.OK, message, value, daemon_value)
+    why = "is not a duration: Ollama ignores it (5m)" if ollama_s is None else "differs from"
+    message = (
+        f"{seen} {why} {section}.keep_alive = {daemon_value!r}: the daemon's calls carry their "
+        "own, but a model another client loads stays for Ollama's value"
+    )
+    hint = ROLE_HINT.format(name="OLLAMA_KEEP_ALIVE", value=daemon_value)
+    return Finding("ollama.keep_alive", Severity.WARNING, message, value, daemon_value, hint)
+
+
+def _context_length(raw: str | None, num_ctx: int) -> Finding:
+    if raw is None:
+        message = (
+            "OLLAMA_CONTEXT_LENGTH is unset: only calls without num_ctx use Ollama's default; "
+            f"the daemon always sends {num_ctx}"
+        )
+        return Finding("ollama.context_length", Severity.INFO, message, None, num_ctx)
+    if raw.strip() == str(num_ctx):
+        message = f"OLLAMA_CONTEXT_LENGTH={raw}, as generator.num_ctx"
+        return Finding("ollama.context_length", Severity.OK, message, raw, num_ctx)
+    message = (
+        f"OLLAMA_CONTEXT_LENGTH={raw} but generator.num_ctx = {num_ctx}: a model another client "
+        "loaded is reloaded (seconds, and a memory spike) at the daemon's next call"
+    )
+    hint = ROLE_HINT.format(name="OLLAMA_CONTEXT_LENGTH", value=num_ctx)
+    return Finding("ollama.context_length", Severity.WARNING, message, raw, num_ctx, hint)
+
+
+def check_num_ctx(facts: HostFacts, settings: Settings) -> Finding:
+    """`generator.num_ctx` within the context the model was trained for."""
+    model, num_ctx = facts.model, settings.generator.num_ctx
+    if model is None:
+        return Finding("generator.num_ctx", Severity.INFO, 'generator.backend is "none"')
+    if model.missing or model.error is not None or model.context_length is None:
+        return _model_unknown(model)
+    trained = model.context_length
+    if num_ctx > trained:
+        message = (
+            f"generator.num_ctx = {num_ctx} exceeds the {trained} tokens {model.model} was "
+            "trained for: the backend clamps it and the prompts the daemon packs get cut"
+        )
+        hint = f"generator.num_ctx = {trained} or less"
+        return Finding("generator.num_ctx", Severity.CRITICAL, message, num_ctx, trained, hint)
+    message = f"generator.num_ctx = {num_ctx}, within the {trained} tokens of {model.model}"
+    return Finding("generator.num_ctx", Severity.OK, message, num_ctx, trained)
+
+
+def _model_unknown(model: ModelContext) -> Finding:
+    """Why the model's context could not be compared, and how much that matters."""
+    where = f"{model.model} at {model.source}"
+    if model.missing and not model.missing_is_fatal:
+        message = f"{model.source} is not there yet: the daemon puts it there at first start"
+        return Finding("generator.num_ctx", Severity.INFO, message)
+    if model.missing:
+        hint = "pull the model (ollama pull), or fix worker.model_path"
+        message = f"{where}: {model.error}; /ask cannot answer"
+        return Finding("generator.num_ctx", Severity.CRITICAL, message, hint=hint)
+    if model.error is not None:
+        return Finding("generator.num_ctx", Severity.WARNING, f"cannot read {where}: {model.error}")
+    message = f"{where}: no {model.architecture}.context_length in the metadata"
+    return Finding("generator.num_ctx", Severity.WARNING, message)
+
+
+def diagnose(facts: HostFacts, settings: Settings) -> list[Finding]:
+    """Every finding, worst first (a stable sort keeps the checks' order within a severity)."""
+    findings = [
+        check_swap(facts, settings),
+        check_swappiness(facts, settings),
+        *check_neo4j(facts, settings),
+        *check_ollama(facts, settings),
+        check_num_ctx(facts, settings),
+    ]
+    return sorted(findings, key=lambda f: -f.severity)
+
+
+# --------------------------------------------------------------------------- output and CLI
+
+
+def exit_code(findings: Sequence[Finding], fail_on: Severity = Severity.CRITICAL) -> int:
+    """1 when some finding is at least `fail_on`, else 0."""
+    return EXIT_FINDINGS if any(f.severity >= fail_on for f in findings) else EXIT_OK
+
+
+def render_text(findings: Sequence[Finding]) -> str:
+    """One line per finding (severity, check, message), hints indented below."""
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in Severity}
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), reverse=True) if n)
+    lines = [f"ragvisor doctor: {summary}"]
+    width = max((len(f.check) for f in findings), default=0)
+    for f in findings:
+        lines.append(f"{str(f.severity).upper():<8}  {f.check:<{width}}  {f.message}")
+        if f.hint and f.severity >= Severity.WARNING:
+            lines.append(f"{'':<8}  {'':<{width}}  fix: {f.hint}")
+    return "\n".join(lines) + "\n"
+
+
+def report(findings: Sequence[Finding], code: int) -> dict[str, Any]:
+    """The JSON document `--json` prints."""
+    worst = max((f.severity for f in findings), default=Severity.OK)
+    return {
+        "worst": str(worst),
+        "exit_code": code,
+        "counts": {str(s): sum(1 for f in findings if f.severity == s) for s in Severity},
+        "findings": [f.as_dict() for f in findings],
+    }
+
+
+def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `ragvisor doctor`."""
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument(
+        "--fail-on",
+        choices=["warning", "critical"],
+        default="critical",
+        help="exit 1 when a finding is at least this severe (default: critical)",
+    )
+
+
+def run_doctor(args: argparse.Namespace, read: Callable[[Settings], HostFacts] = read_host) -> int:
+    """`ragvisor doctor`: 0 when nothing reaches --fail-on, 1 when something does.
+
+    Raises ConfigError (exit 2 from the CLI) when the configuration is invalid.
+    """
+    import os  # noqa: PLC0415
+
+    from ragvisor.config import load_settings  # noqa: PLC0415 - pydantic only when needed
+
+    settings = load_settings(args.config, os.environ)
+    findings = diagnose(read(settings), settings)
+    code = exit_code(findings, Severity[args.fail_on.upper()])
+    if args.json:
+        print(json.dumps(report(findings, code), indent=2))
+    else:
+        sys.stdout.write(render_text(findings))
+    return code

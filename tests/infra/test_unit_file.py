@@ -1,0 +1,131 @@
+"""The daemon's systemd unit, rendered from the `ragvisor` role's template with its defaults.
+
+`systemd-analyze verify` must pass with an EMPTY stderr (an unknown or misspelt key is only a
+warning, and systemd then ignores the line: a hardening option would silently do nothing), and
+`systemd-analyze security --offline=yes` must rate the unit's exposure at 2.5 or below.
+
+The template is rendered by a tiny Ansible run (the template may use Ansible's filters and
+facts), with the role's `defaults/main.yml` then `vars/main.yml`. No systemd needs to run:
+`systemd-analyze` reads files. `verify` checks that `ExecStart=` names an executable, and the
+daemon's virtualenv exists only on a deployed host, so `verify` runs with `--root` on a scratch
+tree holding the host's unit directory, the rendered unit and placeholder executables at the
+`Exec*=` paths; `test_systemd_deploy.py` verifies the deployed unit with its real executable.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.infra.nspawn import REPO, ansible_playbook, ensure_host_tools, require_root
+
+ROLE = REPO / "roles/ragvisor"
+UNIT_NAME = "ragvisor.service"
+TEMPLATE = ROLE / "templates" / f"{UNIT_NAME}.j2"
+MAX_EXPOSURE = 2.5
+SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
+_EXEC_LINE = re.compile(r"^Exec\w+=(.*)$", re.MULTILINE)
+_EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+
+pytestmark = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
+
+
+@pytest.fixture(scope="module")
+def unit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unit as the role would write it with its defaults."""
+    assert TEMPLATE.is_file(), f"the ragvisor role's unit template is missing: {TEMPLATE}"
+    ensure_host_tools()  # systemd-analyze comes with systemd, which systemd-container needs
+    work = tmp_path_factory.mktemp("unit")
+    rendered = work / UNIT_NAME
+    vars_files = [str(path) for path in (ROLE / "defaults/main.yml", ROLE / "vars/main.yml")]
+    playbook = [
+        {
+            "name": "Render the ragvisor unit with the role's defaults",
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": True,
+            "vars_files": [path for path in vars_files if Path(path).is_file()],
+            "tasks": [
+                {
+                    "name": "Render the unit",
+                    "ansible.builtin.template": {
+                        "src": str(TEMPLATE),
+                        "dest": str(rendered),
+                        "mode": "0644",
+                    },
+                }
+            ],
+        }
+    ]
+    playbook_path = work / "render.yml"
+    playbook_path.write_text(yaml.safe_dump(playbook, sort_keys=False))
+    run = ansible_playbook(playbook_path, Path("localhost,"), work / "state", timeout_s=180)
+    assert run.returncode == 0, run.output
+    return rendered
+
+
+def _exec_paths(unit_text: str) -> list[str]:
+    """Absolute executables of every `Exec*=` line (prefixes like `-`, `+`, `!`, `@` dropped)."""
+    paths = []
+    for command in _EXEC_LINE.findall(unit_text):
+        executable = command.strip().split()[0].lstrip("-+!@:|")
+        if executable.startswith("/"):
+            paths.append(executable)
+    return paths
+
+
+def _verify_root(unit_file: Path, root: Path) -> None:
+    """A scratch root for `systemd-analyze verify --root`: systemd's own units (the targets the
+    unit names), the rendered unit, and an executable placeholder at each `Exec*=` path."""
+    shutil.copytree(SYSTEMD_UNIT_DIR, root / SYSTEMD_UNIT_DIR.relative_to("/"), symlinks=True)
+    etc = root / "etc/systemd/system"
+    etc.mkdir(parents=True)
+    shutil.copy2(unit_file, etc / UNIT_NAME)
+    for executable in _exec_paths(unit_file.read_text()):
+        placeholder = root / executable.lstrip("/")
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.write_text("#!/bin/sh\nexit 0\n")
+        placeholder.chmod(0o755)
+
+
+def test_unit_is_type_notify_with_a_watchdog(unit_file: Path) -> None:
+    """The settings the deploy test relies on are in the rendered unit."""
+    text = unit_file.read_text()
+    for line in ("Type=notify", "Restart=on-failure"):
+        assert re.search(rf"^{re.escape(line)}\s*$", text, re.MULTILINE), f"{line} not in\n{text}"
+    assert re.search(r"^WatchdogSec=\S+", text, re.MULTILINE), text
+    assert _exec_paths(text), f"no absolute ExecStart= in\n{text}"
+
+
+def test_systemd_analyze_verify_is_silent(unit_file: Path, tmp_path: Path) -> None:
+    """No error and not a single warning: systemd ignores a line it does not understand."""
+    _verify_root(unit_file, tmp_path / "root")
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={tmp_path / 'root'}", UNIT_NAME],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+
+
+def test_systemd_analyze_security_exposure_is_low(unit_file: Path) -> None:
+    """`systemd-analyze security --offline=yes` rates the hardening: 0 (tight) to 10 (open)."""
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = _EXPOSURE.search(proc.stdout)
+    assert match, f"no exposure line (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    exposure = float(match.group(1))
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{proc.stdout}"

@@ -1,0 +1,453 @@
+"""`ragvisor doctor`'s parsers and verdicts: pure functions of file text, facts and settings."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+
+import pytest
+
+from ragvisor.config import parse_settings
+from ragvisor.errors import ModelFileError
+from ragvisor.ops.doctor import (
+    DropIn,
+    Finding,
+    HostFacts,
+    ModelContext,
+    Severity,
+    SwapArea,
+    check_neo4j,
+    check_num_ctx,
+    check_ollama,
+    check_swap,
+    check_swappiness,
+    diagnose,
+    exit_code,
+    gguf_context_length,
+    keep_alive_s,
+    parse_dropin,
+    parse_meminfo_total_mb,
+    parse_properties,
+    parse_size_mb,
+    parse_swaps,
+    render_text,
+    report,
+)
+
+SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
+/swapfile                               file\t\t2097148\t\t1024\t\t-2
+/mnt/my\\040swap                          file\t\t1048572\t\t0\t\t-3
+"""
+
+
+def settings(**sections):
+    return parse_settings(sections)
+
+
+def by_check(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.check: f for f in findings}
+
+
+# --- parsers ---------------------------------------------------------------------------------
+
+
+def test_parse_swaps_reads_every_active_area_in_kib():
+    """Each /proc/swaps line becomes an area; `\\040` in a path is a space."""
+    assert parse_swaps(SWAPS) == (
+        SwapArea("/swapfile", "file", 2097148, 1024),
+        SwapArea("/mnt/my swap", "file", 1048572, 0),
+    )
+    assert parse_swaps("Filename Type Size Used Priority\n") == ()
+
+
+def test_parse_meminfo_total_in_mb():
+    """MemTotal in kB becomes whole MB; a file without it gives None."""
+    assert parse_meminfo_total_mb("MemTotal:        4028144 kB\nMemFree: 1 kB\n") == 3933
+    assert parse_meminfo_total_mb("MemFree: 1 kB\n") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "mb"),
+    [("512m", 512), ("1g", 1024), ("1.5GiB", 1536), ("2048k", 2), ("1048576", 1), ("512MB", 512)],
+)
+def test_parse_size_mb_reads_neo4j_sizes(text, mb):
+    """Neo4j's byte sizes, with or without a unit, in binary MB."""
+    assert parse_size_mb(text) == mb
+
+
+def test_parse_size_mb_refuses_text():
+    """A value that is not a size gives None rather than a guess."""
+    assert parse_size_mb("half the RAM") is None
+
+
+def test_parse_properties_skips_comments_and_lets_the_last_line_win():
+    """neo4j.conf: `#` comments, blank lines, spaces around `=`, a repeated key."""
+    conf = "# heap\nserver.memory.heap.max_size=1g\n\n server.memory.heap.max_size = 512m \n"
+    assert parse_properties(conf) == {"server.memory.heap.max_size": "512m"}
+
+
+def test_parse_dropin_follows_systemd_quoting_resets_and_sections():
+    """Quoted and unquoted assignments, continuations, an empty reset, other sections ignored."""
+    text = """# managed by ansible
+[Unit]
+Environment=IGNORED=1
+[Service]
+Environment=OLLAMA_DEBUG=1
+Environment=
+Environment="OLLAMA_KEEP_ALIVE=0" "OLLAMA_ORIGINS=a b"
+Environment=OLLAMA_NUM_PARALLEL=1 \\
+  OLLAMA_MAX_LOADED_MODELS=1
+EnvironmentFile=-/etc/default/ollama
+"""
+    assert parse_dropin(text) == DropIn(
+        {
+            "OLLAMA_KEEP_ALIVE": "0",
+            "OLLAMA_ORIGINS": "a b",
+            "OLLAMA_NUM_PARALLEL": "1",
+            "OLLAMA_MAX_LOADED_MODELS": "1",
+        },
+        ("-/etc/default/ollama",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("5m", 300),
+        ("300", 300),
+        ("0", 0),
+        ("0s", 0),
+        ("1h30m", 5400),
+        ("1.5s", 1.5),
+        ("-1", math.inf),
+        ("-5m", math.inf),
+        ('"10m"', 600),
+    ],
+)
+def test_keep_alive_is_read_as_ollama_reads_it(value, seconds):
+    """Whole seconds or a Go duration; negative is forever; quotes are trimmed as Ollama does."""
+    assert keep_alive_s(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "5 minutes", "", "5x"])
+def test_keep_alive_ollama_would_ignore_is_none(value):
+    """Text Ollama cannot parse gives None (it then keeps its 5m default)."""
+    assert keep_alive_s(value) is None
+
+
+# --- GGUF header -----------------------------------------------------------------------------
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def gguf(*pairs: bytes, version: int = 3) -> io.BytesIO:
+    return io.BytesIO(b"GGUF" + struct.pack("<IQQ", version, 0, len(pairs)) + b"".join(pairs))
+
+
+def kv_string(key: str, value: str) -> bytes:
+    return _text(key) + struct.pack("<I", 8) + _text(value)
+
+
+def kv_u32(key: str, value: int) -> bytes:
+    return _text(key) + struct.pack("<II", 4, value)
+
+
+def kv_strings(key: str, values: list[str]) -> bytes:
+    return _text(key) + struct.pack("<IIQ", 9, 8, len(values)) + b"".join(map(_text, values))
+
+
+def kv_floats(key: str, values: list[float]) -> bytes:
+    return (
+        _text(key)
+        + struct.pack("<IIQ", 9, 6, len(values))
+        + struct.pack(f"<{len(values)}f", *values)
+    )
+
+
+def test_gguf_context_length_skips_arrays_and_stops_when_found():
+    """Vocabulary arrays are skipped; keys after the answer are never read (here: garbage)."""
+    stream = gguf(
+        kv_string("general.architecture", "gemma3"),
+        kv_strings("tokenizer.ggml.tokens", ["<pad>", "hello", "wörld"]),
+        kv_floats("tokenizer.ggml.scores", [0.0, -1.5, -2.0]),
+        kv_u32("gemma3.context_length", 32768),
+        b"\xff" * 16,  # never reached
+    )
+    assert gguf_context_length(stream) == ("gemma3", 32768)
+
+
+def test_gguf_context_length_found_before_the_architecture():
+    """The order of keys does not matter."""
+    stream = gguf(kv_u32("llama.context_length", 4096), kv_string("general.architecture", "llama"))
+    assert gguf_context_length(stream) == ("llama", 4096)
+
+
+def test_gguf_without_context_length_gives_none():
+    """A header without `<arch>.context_length` names the architecture only."""
+    assert gguf_context_length(gguf(kv_string("general.architecture", "bert"))) == ("bert", None)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        io.BytesIO(b"PK\x03\x04 not a model"),
+        gguf(kv_string("general.architecture", "llama"), version=1),
+        io.BytesIO(gguf(kv_string("general.architecture", "gemma3")).getvalue()[:30]),
+        gguf(kv_u32("gemma3.context_length", 1)),
+    ],
+    ids=["not-gguf", "version-1", "cut-short", "no-architecture"],
+)
+def test_gguf_that_cannot_be_read_is_a_model_file_error(stream):
+    """Not GGUF, GGUF v1, a truncated header or no architecture: ModelFileError."""
+    with pytest.raises(ModelFileError):
+        gguf_context_length(stream)
+
+
+# --- swap and swappiness ---------------------------------------------------------------------
+
+
+def test_swap_without_expectation_is_info():
+    """With doctor.expected_swap_mb = 0 the doctor reports what it sees and judges nothing."""
+    finding = check_swap(HostFacts(swaps=parse_swaps(SWAPS)), settings())
+    assert finding.severity is Severity.INFO
+    assert finding.observed == {"total_mb": 3072, "areas": ["/swapfile", "/mnt/my swap"]}
+
+
+@pytest.mark.parametrize(
+    ("size_kib", "severity"),
+    [(None, Severity.CRITICAL), (1048572, Severity.WARNING), (2097148, Severity.OK)],
+)
+def test_swap_against_the_deploys_size(size_kib, severity):
+    """No swap when the deploy made some is critical; less is a warning; mkswap's page is ok."""
+    swaps = () if size_kib is None else (SwapArea("/swapfile", "file", size_kib, 0),)
+    finding = check_swap(HostFacts(swaps=swaps), settings(doctor={"expected_swap_mb": 2048}))
+    assert finding.severity is severity
+    assert finding.expected == 2048
+
+
+def test_swappiness_above_the_limit_is_a_warning_with_a_fix():
+    """60 on a box that wants 10 warns and says how to fix it; 10 is ok."""
+    high = check_swappiness(HostFacts(swappiness=60), settings())
+    assert (high.severity, high.observed, high.expected) == (Severity.WARNING, 60, 10)
+    assert "sysctl -w vm.swappiness=10" in (high.hint or "")
+    assert check_swappiness(HostFacts(swappiness=10), settings()).severity is Severity.OK
+
+
+def test_unreadable_proc_files_are_warnings_naming_the_file():
+    """A /proc file that cannot be read is reported, not guessed."""
+    facts = HostFacts(errors={"swaps": "/x/swaps does not exist", "swappiness": "cannot read"})
+    assert check_swap(facts, settings()).message == "/x/swaps does not exist"
+    assert check_swappiness(facts, settings()).severity is Severity.WARNING
+
+
+# --- Neo4j -----------------------------------------------------------------------------------
+
+NEO4J_OK = {
+    "server.memory.heap.initial_size": "512m",
+    "server.memory.heap.max_size": "512m",
+    "server.memory.pagecache.size": "256m",
+}
+
+
+def test_neo4j_not_installed_is_info():
+    """No neo4j.conf at the configured path: nothing to judge."""
+    (finding,) = check_neo4j(HostFacts(), settings())
+    assert (finding.check, finding.severity) == ("neo4j", Severity.INFO)
+
+
+def test_neo4j_within_its_budget_is_ok():
+    """Heap initial = max and heap + page cache within doctor.neo4j_budget_mb."""
+    found = by_check(
+        check_neo4j(HostFacts(neo4j_conf=NEO4J_OK), settings(doctor={"neo4j_budget_mb": 1024}))
+    )
+    assert found["neo4j.heap"].severity is Severity.OK
+    assert found["neo4j.memory"].severity is Severity.OK
+    assert found["neo4j.memory"].observed == {"heap_mb": 512, "pagecache_mb": 256, "total_mb": 768}
+
+
+def test_neo4j_heap_initial_below_max_is_a_warning():
+    """A heap that starts small and grows pauses for GC: initial must equal max."""
+    conf = {**NEO4J_OK, "server.memory.heap.initial_size": "128m"}
+    found = by_check(check_neo4j(HostFacts(neo4j_conf=conf), settings()))
+    assert found["neo4j.heap"].severity is Severity.WARNING
+
+
+@pytest.mark.parametrize(
+    ("sections", "memtotal_mb", "over"),
+    [
+        ({"doctor": {"neo4j_budget_mb": 600}}, 4000, "doctor.neo4j_budget_mb"),
+        ({"memory": {"budget_mb": 700}}, 4000, "memory.budget_mb"),
+        ({}, 700, "RAM"),
+    ],
+)
+def test_neo4j_over_a_budget_or_the_ram_is_critical(sections, memtotal_mb, over):
+    """Heap + page cache over Neo4j's budget, the stack's budget or the RAM: critical."""
+    facts = HostFacts(neo4j_conf=NEO4J_OK, memtotal_mb=memtotal_mb)
+    found = by_check(check_neo4j(facts, settings(**sections)))
+    assert found["neo4j.memory"].severity is Severity.CRITICAL
+    assert over in found["neo4j.memory"].message
+
+
+def test_neo4j_without_budget_reports_its_share_of_the_ram():
+    """No budget anywhere: info with the share of the RAM."""
+    found = by_check(check_neo4j(HostFacts(neo4j_conf=NEO4J_OK, memtotal_mb=3840), settings()))
+    assert found["neo4j.memory"].severity is Severity.INFO
+    assert "20 % of the RAM" in found["neo4j.memory"].message
+
+
+def test_neo4j_4x_names_and_missing_page_cache():
+    """Neo4j 4.x `dbms.memory.*` names are read; an unset page cache is a warning."""
+    conf = {"dbms.memory.heap.initial_size": "1g", "dbms.memory.heap.max_size": "1g"}
+    found = by_check(check_neo4j(HostFacts(neo4j_conf=conf), settings()))
+    assert found["neo4j.heap"].severity is Severity.OK
+    assert found["neo4j.pagecache"].severity is Severity.WARNING
+    assert "neo4j.memory" not in found
+
+
+# --- Ollama's drop-in ------------------------------------------------------------------------
+
+OLLAMA = {"generator": {"backend": "ollama", "keep_alive": "0", "num_ctx": 2048}}
+DROPIN_OK = {
+    "OLLAMA_KEEP_ALIVE": "0",
+    "OLLAMA_MAX_LOADED_MODELS": "1",
+    "OLLAMA_NUM_PARALLEL": "1",
+    "OLLAMA_CONTEXT_LENGTH": "2048",
+}
+
+
+def test_dropin_as_the_daemon_expects_is_all_ok():
+    """The prod drop-in for a generator with keep_alive 0 and num_ctx 2048."""
+    found = check_ollama(HostFacts(dropin=DropIn(DROPIN_OK)), settings(**OLLAMA))
+    assert {f.check for f in found} == {
+        "ollama.variables",
+        "ollama.max_loaded_models",
+        "ollama.num_parallel",
+        "ollama.keep_alive",
+        "ollama.context_length",
+    }
+    assert all(f.severity is Severity.OK for f in found), found
+
+
+def test_dropin_drift_is_reported_value_by_value():
+    """A seed's drop-in: a made-up variable, 3 models, 4 parallel, 30m, another context."""
+    env = {
+        "OLLAMA_NUM_THREADS": "2",
+        "OLLAMA_MAX_LOADED_MODELS": "3",
+        "OLLAMA_NUM_PARALLEL": "4",
+        "OLLAMA_KEEP_ALIVE": "30m",
+        "OLLAMA_CONTEXT_LENGTH": "8192",
+    }
+    found = by_check(check_ollama(HostFacts(dropin=DropIn(env)), settings(**OLLAMA)))
+    assert all(f.severity is Severity.WARNING for f in found.values()), found
+    assert found["ollama.variables"].observed == ["OLLAMA_NUM_THREADS"]
+    assert found["ollama.keep_alive"].expected == "0"
+    assert 'OLLAMA_MAX_LOADED_MODELS=1"' in (found["ollama.max_loaded_models"].hint or "")
+
+
+def test_equal_keep_alives_in_different_spellings_agree():
+    """`300`, `5m` and `300s` are the same keep-alive."""
+    found = by_check(
+        check_ollama(
+            HostFacts(dropin=DropIn({**DROPIN_OK, "OLLAMA_KEEP_ALIVE": "300"})),
+            settings(generator={"backend": "ollama", "keep_alive": "5m"}),
+        )
+    )
+    assert found["ollama.keep_alive"].severity is Severity.OK
+
+
+def test_unset_counts_warn_and_unset_keep_alive_is_ollamas_default():
+    """Unset MAX_LOADED_MODELS lets Ollama choose (warning); unset KEEP_ALIVE means 5m."""
+    found = by_check(check_ollama(HostFacts(dropin=DropIn({})), settings(**OLLAMA)))
+    assert found["ollama.max_loaded_models"].severity is Severity.WARNING
+    assert found["ollama.keep_alive"].observed == "5m"
+    assert found["ollama.keep_alive"].severity is Severity.WARNING
+    assert found["ollama.context_length"].severity is Severity.INFO
+
+
+def test_missing_dropin_matters_only_when_the_daemon_uses_ollama():
+    """No drop-in: a warning for an Ollama generator, info for the embedded one."""
+    (used,) = check_ollama(HostFacts(), settings(**OLLAMA))
+    (unused,) = check_ollama(HostFacts(), settings())
+    assert (used.severity, unused.severity) == (Severity.WARNING, Severity.INFO)
+
+
+def test_embedder_on_ollama_compares_its_keep_alive():
+    """With only the embedder on Ollama, embedder.keep_alive is the expectation."""
+    found = by_check(
+        check_ollama(
+            HostFacts(dropin=DropIn({**DROPIN_OK, "OLLAMA_KEEP_ALIVE": "10m"})),
+            settings(embedder={"backend": "ollama", "keep_alive": "10m"}),
+        )
+    )
+    assert found["ollama.keep_alive"].severity is Severity.OK
+    assert "ollama.context_length" not in found
+
+
+# --- num_ctx against the model ---------------------------------------------------------------
+
+
+def model(**fields) -> ModelContext:
+    return ModelContext(**{"source": "http://ollama/api/show", "model": "gemma3", **fields})
+
+
+@pytest.mark.parametrize(
+    ("context", "severity"),
+    [
+        (model(context_length=32768, architecture="gemma3"), Severity.OK),
+        (model(context_length=1024, architecture="gemma3"), Severity.CRITICAL),
+        (model(missing=True, error="model not found"), Severity.CRITICAL),
+        (model(missing=True, error="no such file", missing_is_fatal=False), Severity.INFO),
+        (model(error="connection refused"), Severity.WARNING),
+        (model(architecture="gemma3"), Severity.WARNING),
+        (None, Severity.INFO),
+    ],
+    ids=[
+        "within",
+        "beyond",
+        "not-pulled",
+        "not-assembled-yet",
+        "unreachable",
+        "no-metadata",
+        "off",
+    ],
+)
+def test_num_ctx_against_the_models_trained_context(context, severity):
+    """2048 within 32768 is ok, beyond the trained size or a missing model is critical."""
+    finding = check_num_ctx(HostFacts(model=context), settings())
+    assert finding.severity is severity
+
+
+# --- the whole verdict -----------------------------------------------------------------------
+
+
+def test_diagnose_puts_the_worst_first_and_the_exit_code_follows_fail_on():
+    """Critical first; exit 1 only at or above --fail-on."""
+    facts = HostFacts(
+        swaps=(),
+        swappiness=60,
+        model=model(context_length=32768, architecture="gemma3"),
+    )
+    findings = diagnose(facts, settings(doctor={"expected_swap_mb": 1024}))
+    assert [f.severity for f in findings] == sorted((f.severity for f in findings), reverse=True)
+    assert findings[0].check == "swap"
+    assert exit_code(findings) == 1
+    calm = diagnose(HostFacts(swaps=(), swappiness=60), settings())
+    assert exit_code(calm) == 0
+    assert exit_code(calm, Severity.WARNING) == 1
+
+
+def test_text_and_json_renderings_carry_every_finding():
+    """The text has a summary line and one line per finding; the JSON counts severities."""
+    findings = diagnose(HostFacts(swaps=(), swappiness=60), settings())
+    text = render_text(findings)
+    assert text.splitlines()[0] == "ragvisor doctor: 1 warning, 4 info"
+    assert "WARNING   swappiness" in text
+    assert "fix: sysctl -w vm.swappiness=10" in text
+    body = report(findings, 0)
+    assert body["worst"] == "warning"
+    assert body["counts"] == {"ok": 0, "info": 4, "warning": 1, "critical": 0}
+    assert len(body["findings"]) == len(findings)
