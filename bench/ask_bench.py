@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -60,6 +59,7 @@ from search_bench import (
     pct,
     progress,
     rss_mb,
+    run_header,
     run_sync,
     running,
     serve_cmd,
@@ -254,8 +254,8 @@ def prepare_prompts(
         prompts = asyncio.run(prepare_all())
         gen = {
             "model": generator.model,
-            "options": generator.options(),
-            "keep_alive": keep_alive_value(generator.keep_alive),
+            "options": generator.client.options(),  # the raw client behind the supervision
+            "keep_alive": keep_alive_value(generator.client.keep_alive),
         }
     finally:
         services.close()
@@ -708,16 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ragvisor-ask-bench-"))
     corpus, data_dir = args.corpus.resolve(), work / "data"
     meter = TreeLoadMeter()
-    figures: dict[str, Any] = {
-        "started_utc": stamp,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "mem_total_mb": psutil.virtual_memory().total / 1e6,
-        },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
+    figures: dict[str, Any] = run_header(stamp, args)
     if any(k.startswith("RAGVISOR_") for k in os.environ):
         progress("note: RAGVISOR_* variables in the environment are ignored by this benchmark")
     worker: psutil.Process | None = None

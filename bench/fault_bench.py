@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import signal
 import sys
@@ -45,6 +43,7 @@ from search_bench import (
     output_folders,
     pct,
     progress,
+    run_header,
     run_sync,
     running,
     serve_cmd,
@@ -266,15 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ragvisor-fault-bench-"))
     corpus, data_dir = args.corpus.resolve(), work / "data"
     meter = TreeLoadMeter()
-    figures: dict[str, Any] = {
-        "started_utc": stamp,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "mem_total_mb": psutil.virtual_memory().total / 1e6,
-        },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
+    figures: dict[str, Any] = run_header(stamp, args)
     meter.mark("sync")
     progress(f"sync {corpus} into {data_dir}")
     figures["sync"] = run_sync(corpus, data_dir, logs / "sync.log", timeout_s=SYNC_TIMEOUT_S)

@@ -825,14 +825,9 @@ def output_folders(out: Path, kind: str) -> tuple[Path, str, Path]:
     return out, stamp, logs
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every phase and print the figures."""
-    args = parse_args(argv)
-    out, stamp, logs = output_folders(args.out, "")
-    work = Path(tempfile.mkdtemp(prefix="ragvisor-bench-"))
-    meter = LoadMeter()
-    corpus, data_dir, base_dir = work / "corpus", work / "data", work / "baseline-data"
-    figures: dict[str, Any] = {
+def run_header(stamp: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The start of every benchmark's figures: when, on what machine, with which options."""
+    return {
         "started_utc": stamp,
         "machine": {
             "cpus": os.cpu_count(),
@@ -842,6 +837,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every phase and print the figures."""
+    args = parse_args(argv)
+    out, stamp, logs = output_folders(args.out, "")
+    work = Path(tempfile.mkdtemp(prefix="ragvisor-bench-"))
+    meter = LoadMeter()
+    corpus, data_dir, base_dir = work / "corpus", work / "data", work / "baseline-data"
+    figures: dict[str, Any] = run_header(stamp, args)
     if any(k.startswith("RAGVISOR_") for k in os.environ):
         progress("note: RAGVISOR_* variables in the environment are ignored by this benchmark")
     try:
