@@ -108,11 +108,7 @@ class GeneratorMemory:
         return None if file_bytes is None else int(file_bytes * FILE_TO_RESIDENT)
 
     async def _unload_embedder(self) -> bool:
-        embedder = self._embedder
-        if embedder is None or not await asyncio.to_thread(embedder.loaded, 5.0):
-            return False
-        await asyncio.to_thread(embedder.unload, 10.0)
-        return True
+        return await unload_if_loaded(self._embedder)
 
 
 class GuardActionsImpl:
@@ -142,9 +138,14 @@ class GuardActionsImpl:
         """Unload a remote embedding model when no search or sync is using it."""
         services = self._services
         embedder = services.remote_embedder
-        if embedder is None or services.lanes["search"].active > 0 or services.sync_runner.running:
+        if services.lanes["search"].active > 0 or services.sync_runner.running:
             return False
-        if not await asyncio.to_thread(embedder.loaded, 5.0):
-            return False
-        await asyncio.to_thread(embedder.unload, 10.0)
-        return True
+        return await unload_if_loaded(embedder)
+
+
+async def unload_if_loaded(embedder: Any) -> bool:
+    """Unload a remote embedding model if it is resident; True when something was unloaded."""
+    if embedder is None or not await asyncio.to_thread(embedder.loaded, 5.0):
+        return False
+    await asyncio.to_thread(embedder.unload, 10.0)
+    return True
