@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import settings
+
+# Property tests (tests/unit/test_properties_*.py). No example database: it would be written
+# into the repository as .hypothesis/. No per-example deadline: the CPU is shared, and timing
+# is not what they pin. HYPOTHESIS_PROFILE=thorough digs 20 times deeper when hunting a bug.
+settings.register_profile("ragvisor", database=None, deadline=None, print_blob=True)
+settings.register_profile("thorough", parent=settings.get_profile("ragvisor"), max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ragvisor"))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ calls the functions here. Importing this module has no side effects.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import structlog
 
 from ragvisor import __version__
+from ragvisor.admin_token import load_admin_token
 from ragvisor.answering import Answerer
 from ragvisor.config import (
     ENV_PREFIX,
@@ -33,6 +33,7 @@ from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.protocols import Embedder
 from ragvisor.core.retrieval import QueryLimits, Retriever
+from ragvisor.datadir import tighten_data_dir
 from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
 from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.embed.onnx import OnnxEmbedder
@@ -52,8 +53,6 @@ from ragvisor.supervise.memory import MemoryGuard, probe_from_env
 from ragvisor.supervise.preload import GeneratorMemory, GuardActionsImpl
 from ragvisor.supervise.retry import RetryPolicy
 from ragvisor.syncing import SyncRunner
-
-ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass
@@ -77,7 +76,12 @@ class Services:
     remote_embedder: OllamaEmbedder | None = None
 
     def readiness(self) -> dict[str, dict[str, Any]]:
-        """Cheap checks for `/readyz`: the model answers and the store can be read."""
+        """Cheap checks for `/readyz`: the model answers, the store can be read, and how the
+        last sync went.
+
+        A check with ``required: false`` (the sync's) is reported but does not make the daemon
+        unready: see `SyncState.readiness_check`.
+        """
         checks: dict[str, dict[str, Any]] = {}
         fingerprint = self.embedder.fingerprint
         checks["embedder"] = {"ok": True, "model": fingerprint.name, "fingerprint": fingerprint.key}
@@ -86,6 +90,7 @@ class Services:
             checks["store"] = {"ok": True, **stats}
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             checks["store"] = {"ok": False, "error": str(exc)}
+        checks["sync"] = self.sync_runner.state.readiness_check()
         return checks
 
     def ladders(self) -> list[EscalationLadder]:
@@ -250,22 +255,6 @@ def build_embedder(settings: Settings) -> OnnxEmbedder:
     )
 
 
-def load_admin_token(settings: Settings) -> str:
-    """The configured admin token, or one generated once into `<data_dir>/admin_token` (0600)."""
-    if settings.server.admin_token:
-        return settings.server.admin_token
-    path = Path(settings.store.data_dir) / ADMIN_TOKEN_FILE
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = secrets.token_urlsafe(24)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(token + "\n")
-        return token
-
-
 def build_services(settings: Settings) -> Services:
     """Open the store, load the model and wire the retriever and the sync runner.
 
@@ -276,6 +265,8 @@ def build_services(settings: Settings) -> Services:
     started = time.perf_counter()
     metrics = Metrics()
     data_dir = Path(settings.store.data_dir)
+    tighten_data_dir(data_dir, structlog.get_logger(component="store"))
+    admin_token = load_admin_token(settings.server.admin_token, data_dir, log)
     store = SqliteStore(data_dir, busy_timeout_s=settings.store.busy_timeout_s)
     supervisors: dict[str, Supervisor] = {}
     remote: OllamaEmbedder | None = None
@@ -337,7 +328,7 @@ def build_services(settings: Settings) -> Services:
         embedder=embedder,
         retriever=retriever,
         sync_runner=runner,
-        admin_token=load_admin_token(settings),
+        admin_token=admin_token,
         metrics=metrics,
         lanes={
             "search": Lane("search", a.search, initial_service_s=0.05, metrics=metrics),
@@ -497,6 +488,7 @@ def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT: load, warm the index, schedule syncs, serve HTTP."""
     from ragvisor.ops.sdnotify import SystemdNotifier
     from ragvisor.web.app import create_app, with_request_log
+    from ragvisor.web.connections import ConnectionLimits
     from ragvisor.web.server import run_server
 
     log = structlog.get_logger(component="app")
@@ -534,6 +526,8 @@ def serve(settings: Settings) -> None:
             host=settings.server.host,
             port=settings.server.port,
             graceful_s=settings.server.shutdown_grace_s,
+            connections=ConnectionLimits.from_settings(settings.server),
+            metrics=services.metrics,
         )
     finally:
         notifier.status("stopping: scheduler, running sync, store")

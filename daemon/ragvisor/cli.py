@@ -162,6 +162,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ragvisor.app import build_services, install_sigterm_as_interrupt
+    from ragvisor.core.model import SKIPPED_LISTED_MAX
 
     install_sigterm_as_interrupt()
     services = build_services(_settings(args))
@@ -203,9 +204,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"embeddings computed: {report.embeddings_computed} "
         f"(reused {report.embeddings_reused}) in {report.seconds:.2f}s"
     )
-    for skip in report.skipped:
+    for skip in report.skipped[:SKIPPED_LISTED_MAX]:
         print(f"skipped {skip['path']}: {skip['reason']}")
-    return EXIT_OK
+    if len(report.skipped) > SKIPPED_LISTED_MAX:
+        more = len(report.skipped) - SKIPPED_LISTED_MAX
+        print(f"skipped {more} more, each logged as sync.file_skipped")
+    return EXIT_OK  # skips are reported, not failures: the rest of the corpus is indexed
 
 
 def cmd_search(args: argparse.Namespace) -> int:

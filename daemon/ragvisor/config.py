@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ragvisor.admin_token import token_problem
 from ragvisor.errors import ConfigError
 
 ENV_PREFIX = "RAGVISOR_"
@@ -54,6 +55,17 @@ def _keep_alive(value: Any) -> Any:
 
 # Ollama's keep_alive: a Go duration ("5m"), whole seconds, 0 (unload at once), negative (never).
 KeepAlive = Annotated[str, BeforeValidator(_keep_alive)]
+
+
+def _admin_token(value: str) -> str:
+    problem = token_problem(value) if value != "" else None
+    if problem is not None:
+        raise ValueError(f"the token {problem} (or leave it empty to use <data_dir>/admin_token)")
+    return value
+
+
+# `server.admin_token`: empty (use the token file), or a token fit to guard /admin/*.
+AdminToken = Annotated[str, AfterValidator(_admin_token)]
 
 
 class _Section(BaseModel):
@@ -249,12 +261,28 @@ class ServerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8321, ge=0, le=65535)
-    admin_token: str = ""
+    admin_token: AdminToken = ""
     default_k: int = Field(5, ge=1)
     max_k: int = Field(50, ge=1, le=1000)
     max_query_chars: int = Field(1000, ge=1)
     snippet_chars: int = Field(240, ge=20)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # A request body larger than this is refused with 413 before it is read. A question of
+    # ask.max_question_chars (1000) is at most 12 KB even with every character \u-escaped.
+    max_body_bytes: int = Field(65_536, ge=1024)
+    # JSON bodies nested deeper are refused (400): the parser recurses once per level.
+    max_json_depth: int = Field(32, ge=1, le=200)
+    # From a connection's start, or a later request's first byte, until the request's whole
+    # head (request line and headers) has arrived; a slower client is disconnected.
+    header_timeout_s: float = Field(10.0, gt=0)
+    # From the end of the head until the whole body has arrived; slower is answered 408.
+    body_timeout_s: float = Field(30.0, gt=0)
+    # An idle connection between two requests is closed after this (whole seconds, as uvicorn
+    # takes them).
+    keep_alive_s: int = Field(5, ge=1)
+    # Open connections; past it the one idle longest is closed, or, when every connection has
+    # a request in flight, the newcomer's request is answered 503.
+    max_connections: int = Field(256, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _k_within_max(self) -> ServerSettings:

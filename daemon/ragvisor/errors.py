@@ -19,6 +19,14 @@ class InputError(RagvisorError):
     """A request or argument is malformed; the caller must change it (HTTP 400/422)."""
 
 
+class BodyTooLarge(InputError):
+    """A request body is larger than its route accepts (HTTP 413); the rest is not read."""
+
+
+class BodyTimeout(InputError):
+    """A request body did not arrive within `server.body_timeout_s` (HTTP 408)."""
+
+
 class BusyError(RagvisorError):
     """The work cannot start now because the same work is running (HTTP 409)."""
 

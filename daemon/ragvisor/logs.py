@@ -2,6 +2,12 @@
 
 Called once, by the composition root, never on import. Events go to stderr so that stdout
 stays clean for command output such as `ragvisor sync --json`.
+
+Each event is written with one `write()` of the line and its newline. The daemon and its worker
+child share one stderr (the journal's stream under systemd, where the unit sets
+`PYTHONUNBUFFERED=1`, so every `write()` reaches the descriptor at once): `print()` writes the
+line and the newline in two calls, and the other process's line landed between them — two JSON
+events on one line, which no log shipper can parse.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # uvicorn and friends log through the standard library; render them the same way.

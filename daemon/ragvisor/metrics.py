@@ -60,6 +60,21 @@ class Metrics:
             "Answers whose prompt the backend cut (prompt_eval_count shows it).",
             registry=r,
         )
+        # Connections (ragvisor.web.connections)
+        self.http_connections = Gauge(
+            "ragvisor_http_connections",
+            "Open HTTP connections: active (a request in flight) or idle (waiting for one).",
+            ["state"],
+            registry=r,
+        )
+        self.http_connections_closed_total = Counter(
+            "ragvisor_http_connections_closed_total",
+            "Connections the daemon closed on its own, by reason: header_timeout, keep_alive, "
+            "evicted (idle, to make room past server.max_connections), over_capacity (answered "
+            "503), unread_body.",
+            ["reason"],
+            registry=r,
+        )
         # Admission lanes
         self.lane_waiting = Gauge(
             "ragvisor_lane_queue_depth", "Requests waiting in an admission lane.", ["lane"],

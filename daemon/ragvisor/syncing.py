@@ -3,6 +3,8 @@
 The daemon's scheduler, `POST /admin/sync` and `ragvisor sync` all come through `SyncRunner.run`.
 A thread lock stops two syncs inside one process, an `flock` on `<data_dir>/sync.lock` stops a
 CLI sync from racing the daemon's; the loser gets `BusyError` at once instead of waiting.
+A file that cannot be indexed is one skipped file, never a failed sync; a sync that fails as a
+whole is counted (`consecutive_failures`) so readiness, `/status` and `ragvisor health` say so.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
-from ragvisor.core.documents import CorpusSpec, scan_corpus
+from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
-from ragvisor.errors import BusyError, SyncCancelled
+from ragvisor.datadir import open_private
+from ragvisor.errors import BusyError, StoreError, SyncCancelled
 from ragvisor.memory import release_free_memory
 from ragvisor.metrics import Metrics
 
@@ -39,6 +42,8 @@ class SyncState:
     last_report: dict[str, object] | None = None
     last_error: str | None = None
     last_success_at: float | None = None  # unix time the last successful sync finished
+    consecutive_failures: int = 0  # syncs in a row that failed as a whole; 0 after a success
+    last_failure_at: float | None = None  # unix time the last failed sync ended
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape."""
@@ -50,19 +55,55 @@ class SyncState:
             "last_report": self.last_report,
             "last_error": self.last_error,
             "last_success_at": self.last_success_at,
+            "consecutive_failures": self.consecutive_failures,
+            "last_failure_at": self.last_failure_at,
         }
+
+    def readiness_check(self) -> dict[str, object]:
+        """The `sync` entry of `/readyz`: ok unless the last sync failed; never required.
+
+        A failing sync leaves search answering from the last good index, so it must not take a
+        working replica out of a load balancer's rotation (`required: false` keeps `/readyz` at
+        200); the check carries the error for the operator, and `ragvisor health` warns on it.
+        """
+        failing = self.consecutive_failures > 0
+        check: dict[str, object] = {
+            "ok": not failing,
+            "required": False,
+            "running": self.running,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success_at": self.last_success_at,
+        }
+        if failing:
+            check["error"] = self.last_error
+            check["last_failure_at"] = self.last_failure_at
+        return check
+
+    def record_success(self, report: dict[str, object], now: float) -> None:
+        """A sync finished: its report replaces the last, the failure streak ends."""
+        self.last_report = report
+        self.last_error = None
+        self.last_success_at = now
+        self.consecutive_failures = 0
+
+    def record_failure(self, error: str, now: float) -> None:
+        """A sync failed as a whole: one more in the streak (a cancelled sync is not one)."""
+        self.last_error = error
+        self.last_failure_at = now
+        self.consecutive_failures += 1
 
 
 class _FileLock:
     """A non-blocking exclusive flock; released by the kernel if the process dies."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock. Raises BusyError if another process holds it."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock. Raises BusyError if another process holds it, OSError if the file
+        cannot be opened."""
+        fd = open_private(self.path, os.O_RDWR)  # 0600, like everything in the data dir
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -164,11 +205,20 @@ class SyncRunner:
         return None
 
     def _acquire(self, trigger: str) -> None:
-        """Take both locks and mark the sync running. Raises BusyError if either is held."""
+        """Take both locks and mark the sync running.
+
+        Raises BusyError if either is held, StoreError (recorded as a failed sync) if the lock
+        file cannot be opened — a data directory gone read-only or full fails every sync.
+        """
         if not self._lock.acquire(blocking=False):
             raise BusyError("a sync is already running")
         try:
             self._file_lock.acquire()
+        except OSError as exc:
+            self._lock.release()
+            error = StoreError(f"cannot take the sync lock {self._file_lock.path}: {exc}")
+            self._failed(self._log.bind(trigger=trigger), trigger, error, duration_s=0.0)
+            raise error from exc
         except BaseException:
             self._lock.release()
             raise
@@ -223,7 +273,7 @@ class SyncRunner:
     ) -> SyncReport:
         log = self._log.bind(trigger=trigger)
         started = time.perf_counter()
-        log.info("sync.started", roots=[str(r) for r in self._corpus.roots])
+        log.info("sync.started", roots=[display_path(str(r)) for r in self._corpus.roots])
         try:
             if self._before_sync is not None:
                 self._before_sync()
@@ -237,9 +287,16 @@ class SyncRunner:
             )
             scan = scan_corpus(self._corpus, stamps)
             for root in scan.missing_roots:
-                log.warning("sync.corpus_missing", root=str(root), action="kept stored documents")
-            for path, reason in scan.skipped:
-                log.warning("sync.file_skipped", path=path, reason=reason)
+                log.warning(
+                    "sync.corpus_missing",
+                    root=display_path(str(root)),
+                    action="kept stored documents",
+                )
+            # Paths stay as the file system gave them for kept_by_skips (an undecodable name
+            # never equals a stored one); everything shown renders them with display_path.
+            skipped = [{"path": display_path(p), "reason": r} for p, r in scan.skipped]
+            for skip in skipped:
+                log.warning("sync.file_skipped", **skip)
             keep_ids = kept_by_skips(stored.values(), [path for path, _ in scan.skipped])
             plan = plan_sync(
                 scan.documents,
@@ -252,7 +309,9 @@ class SyncRunner:
                 keep_roots={str(r.resolve()) for r in scan.missing_roots},
                 unchanged_ids=scan.unchanged_ids,
             )
-            plan.skipped = [{"path": path, "reason": reason} for path, reason in scan.skipped]
+            for skip in plan.skipped:  # documents the planner could not chunk
+                log.warning("sync.file_skipped", **skip)
+            plan.skipped = [*skipped, *plan.skipped]
             log.info(
                 "sync.planned",
                 documents=plan.document_counts().as_dict(),
@@ -287,15 +346,9 @@ class SyncRunner:
             )
             raise
         except Exception as exc:
-            self._count(trigger, "failed")
-            self.state.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception(
-                "sync.failed", duration_s=round(time.perf_counter() - started, 3), error=str(exc)
-            )
+            self._failed(log, trigger, exc, duration_s=time.perf_counter() - started)
             raise
-        self.state.last_report = report.as_dict()
-        self.state.last_error = None
-        self.state.last_success_at = time.time()
+        self.state.record_success(report.as_dict(), time.time())
         self._count(trigger, "ok", report)
         log.info(
             "sync.finished",
@@ -307,6 +360,18 @@ class SyncRunner:
             duration_s=round(report.seconds, 3),
         )
         return report
+
+    def _failed(self, log: Any, trigger: str, exc: BaseException, *, duration_s: float) -> None:
+        """Record and log a sync that failed as a whole (with the traceback, when in except)."""
+        self._count(trigger, "failed")
+        self.state.record_failure(f"{type(exc).__name__}: {exc}", time.time())
+        log.error(
+            "sync.failed",
+            duration_s=round(duration_s, 3),
+            error=str(exc),
+            consecutive_failures=self.state.consecutive_failures,
+            exc_info=exc,
+        )
 
     def _count(self, trigger: str, outcome: str, report: SyncReport | None = None) -> None:
         """Feed the sync metrics (runs by outcome; documents, embeddings, last success)."""

@@ -49,6 +49,31 @@ def test_sync_summary_and_logs_are_separate_streams(tmp_path, notes, model_dir):
     assert "sync.finished" in events
 
 
+def test_sync_skips_a_file_whose_name_is_not_utf8(tmp_path, notes, model_dir):
+    """A note named in Latin-1 is one skipped file: exit 0, listed escaped, the rest indexed."""
+    # 1. Beside the four notes, a file whose name is the Latin-1 bytes of "café.md".
+    (notes / os.fsdecode(b"caf\xe9.md")).write_bytes(b"# Cafe\n\nEspresso needs a fine grind.\n")
+    data = ["--corpus", str(notes), "--data-dir", str(tmp_path / "d")]
+    skip = {
+        "path": f"{notes.resolve()}/caf\\xe9.md",
+        "reason": "name is not valid UTF-8 (rename it, e.g. with convmv)",
+    }
+    # 2. The sync completes with exit 0 and names the skip, its bytes escaped.
+    human = run_cli(["sync", *data], model_dir)
+    assert human.returncode == 0, human.stderr
+    assert "documents: 4 new, 0 changed, 0 unchanged, 0 deleted; skipped 1" in human.stdout
+    assert f"skipped {skip['path']}: {skip['reason']}" in human.stdout.splitlines()
+    # 3. The JSON report lists and counts it; the other documents are stored and unchanged.
+    again = run_cli(["sync", *data, "--json"], model_dir)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["skipped"], report["skipped_count"]) == ([skip], 1)
+    assert report["documents"] == {"new": 0, "changed": 0, "unchanged": 4, "deleted": 0}
+    # 4. Search works over everything else.
+    found = json.loads(run_cli(["search", *data, "--json", "swappiness"], model_dir).stdout)
+    assert found["results"][0]["path"] == "ops/swap.md"
+
+
 def test_search_in_process_and_json(tmp_path, notes, model_dir):
     """`search` works in-process on the local store and prints JSON with --json."""
     data = ["--corpus", str(notes), "--data-dir", str(tmp_path / "d")]

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import time
 
 import httpx
 
 from tests.consistency import check_store
+from tests.integration.conftest import run_cli
 from tests.integration.corpus import synthetic_corpus, write_corpus
+
+# A daemon that only syncs when asked, without a generator (these tests are about sync).
+ON_DEMAND = {
+    "RAGVISOR_SYNC__ON_START": "false",
+    "RAGVISOR_SYNC__INTERVAL_S": "0",
+    "RAGVISOR_GENERATOR__BACKEND": "none",
+}
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
@@ -119,3 +129,89 @@ def test_sigterm_mid_sync_stops_gracefully_and_keeps_the_store_consistent(
     assert "sync.finished" not in events  # it was cancelled, not run to the end
     counts = check_store(daemon.data_dir / "ragvisor.sqlite3", embedder.fingerprint.key)
     assert 0 < counts["documents"] < 40
+
+
+def test_admin_sync_reports_an_undecodable_name_as_one_skip(tmp_path, daemon_factory):
+    """POST /admin/sync?wait=true answers 200 listing the skip; a no-op re-sync keeps commit_seq."""
+    # 1. The notes, plus a file whose name is not UTF-8.
+    notes = write_corpus(tmp_path / "notes")
+    (notes / os.fsdecode(b"bad\xff.md")).write_bytes(b"# Bad name\n\nNot indexed under this name.")
+    daemon = daemon_factory(notes, **ON_DEMAND)
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    skip = {
+        "path": f"{notes.resolve()}/bad\\xff.md",
+        "reason": "name is not valid UTF-8 (rename it, e.g. with convmv)",
+    }
+
+    def sync() -> dict:
+        answer = httpx.post(
+            f"{daemon.url}/admin/sync", params={"wait": "true"}, headers=auth, timeout=120
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["report"]
+
+    # 2. The sync finishes: four documents indexed, the fifth file listed as skipped.
+    report = sync()
+    assert report["documents"]["new"] == 4
+    assert (report["skipped"], report["skipped_count"]) == ([skip], 1)
+    assert top_path(daemon.url, "swappiness", mode="keyword") == "ops/swap.md"
+    # 3. Ready, the sync check ok, the skip in /status's last report.
+    ready = httpx.get(f"{daemon.url}/readyz").json()
+    assert ready["ready"] is True
+    assert ready["checks"]["sync"]["ok"] is True
+    assert httpx.get(f"{daemon.url}/status").json()["sync"]["last_report"]["skipped"] == [skip]
+    # 4. A re-sync with nothing to write leaves commit_seq where it was.
+    seq = ready["checks"]["store"]["commit_seq"]
+    again = sync()
+    assert again["documents"] == {"new": 0, "changed": 0, "unchanged": 4, "deleted": 0}
+    assert httpx.get(f"{daemon.url}/readyz").json()["checks"]["store"]["commit_seq"] == seq
+
+
+def test_failing_syncs_show_in_readyz_status_and_health(tmp_path, daemon_factory, model_dir):
+    """Syncs failing on a locked store answer 503, keep /readyz at 200 with a failing sync
+    check, are counted in /status and make `ragvisor health` WARN; the next good sync clears
+    all three."""
+    notes = write_corpus(tmp_path / "notes")
+    daemon = daemon_factory(notes, RAGVISOR_STORE__BUSY_TIMEOUT_S="0.2", **ON_DEMAND)
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+
+    def sync() -> httpx.Response:
+        return httpx.post(
+            f"{daemon.url}/admin/sync", params={"wait": "true"}, headers=auth, timeout=120
+        )
+
+    # 1. Another process holds the store's write lock, as a stuck writer would.
+    holder = sqlite3.connect(daemon.data_dir / "ragvisor.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        # 2. Two syncs fail as a whole: 503 store_unavailable with Retry-After, not a 500.
+        failed = [sync() for _ in range(2)]
+        assert [f.status_code for f in failed] == [503, 503]
+        assert failed[0].json()["code"] == "store_unavailable"
+        assert "database is locked" in failed[0].json()["error"]
+        assert int(failed[0].headers["Retry-After"]) >= 1
+        # 3. /readyz: still 200 and ready (search answers), the sync check failing with why.
+        ready = httpx.get(f"{daemon.url}/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["ready"] is True
+        check = ready.json()["checks"]["sync"]
+        assert (check["ok"], check["required"], check["consecutive_failures"]) == (False, False, 2)
+        assert "database is locked" in check["error"]
+        # 4. /status: the error and the streak.
+        state = httpx.get(f"{daemon.url}/status").json()["sync"]
+        assert state["consecutive_failures"] == 2
+        assert "database is locked" in state["last_error"]
+        # 5. `ragvisor health`: WARNING, exit 1, saying so in its one line.
+        health = run_cli(["health", "--url", daemon.url], model_dir)
+        assert health.returncode == 1, health.stdout + health.stderr
+        assert "last 2 syncs failed: StoreError: " in health.stdout
+        assert "database is locked" in health.stdout
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # 6. The lock is gone: the next sync succeeds and every signal is back to normal.
+    assert sync().status_code == 200
+    check = httpx.get(f"{daemon.url}/readyz").json()["checks"]["sync"]
+    assert (check["ok"], check["consecutive_failures"]) == (True, 0)
+    health = run_cli(["health", "--url", daemon.url], model_dir)
+    assert health.returncode == 0, health.stdout + health.stderr

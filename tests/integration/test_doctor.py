@@ -107,7 +107,14 @@ def toml(tables: dict[str, dict[str, object]]) -> str:
 
 
 def doctor(tmp_path: Path, tables: dict[str, dict[str, object]], *flags: str):
-    """Run `ragvisor doctor --config <file> FLAGS` and return the finished process."""
+    """Run `ragvisor doctor --config <file> FLAGS` and return the finished process.
+
+    Without a `[store]` table the data directory is a fresh 0700 one, as the role makes it (the
+    default `.ragvisor` would be whatever lies in the working directory)."""
+    if "store" not in tables:
+        data = tmp_path / "data"
+        data.mkdir(mode=0o700, exist_ok=True)
+        tables = {**tables, "store": {"data_dir": str(data)}}
     config = tmp_path / "ragvisor.toml"
     config.write_text(toml(tables))
     return subprocess.run(
@@ -155,6 +162,7 @@ def test_a_prod_host_as_deployed_is_all_ok(tmp_path, ollama_url):
         "ollama.keep_alive": "ok",
         "ollama.context_length": "ok",
         "generator.num_ctx": "ok",
+        "store.data_dir": "ok",
     }
     assert found["generator.num_ctx"]["expected"] == 32768
 
@@ -203,7 +211,7 @@ def test_text_output_and_fail_on_warning(tmp_path):
     relaxed = doctor(tmp_path, tables)
     assert relaxed.returncode == 0, relaxed.stderr
     lines = relaxed.stdout.splitlines()
-    assert lines[0] == "ragvisor doctor: 2 warning, 3 info"
+    assert lines[0] == "ragvisor doctor: 2 warning, 3 info, 1 ok"
     assert lines[1].startswith("WARNING   swap")
     assert any("fix: sysctl -w vm.swappiness=10" in line for line in lines)
     strict = doctor(tmp_path, tables, "--fail-on", "warning")
@@ -267,3 +275,25 @@ def test_a_bad_configuration_exits_2(tmp_path):
     result = doctor(tmp_path, {"doctor": {"max_swappiness": 500}})
     assert result.returncode == 2
     assert "doctor.max_swappiness" in result.stderr
+
+
+def test_a_data_dir_open_to_other_users_is_a_warning_with_the_fix(tmp_path):
+    """8. A store left 0644 in a 0755 data directory: a warning naming both, and the chmod fix;
+    once narrowed, ok."""
+    host = lay_out_host(tmp_path, swap_kib=None, swappiness=10, neo4j=None, dropin=None)
+    data = tmp_path / "store"
+    data.mkdir()
+    data.chmod(0o755)
+    (data / "ragvisor.sqlite3").write_bytes(b"")
+    (data / "ragvisor.sqlite3").chmod(0o644)
+    tables = {"generator": {"backend": "none"}, "store": {"data_dir": str(data)}, "doctor": host}
+    result = doctor(tmp_path, tables)
+    assert result.returncode == 0, result.stderr  # a warning: exit 1 only with --fail-on warning
+    [line] = [line for line in result.stdout.splitlines() if "store.data_dir" in line]
+    assert line.startswith("WARNING")
+    assert f"{data} (0755), {data}/ragvisor.sqlite3 (0644)" in line
+    assert f"fix: chmod 700 {data} && chmod -R go= {data}" in result.stdout
+    subprocess.run(["chmod", "700", str(data)], check=True)
+    subprocess.run(["chmod", "-R", "go=", str(data)], check=True)
+    after = findings(doctor(tmp_path, tables, "--json"))["store.data_dir"]
+    assert after["severity"] == "ok"

@@ -75,6 +75,23 @@ def test_keyword_and_hybrid_modes_answer(daemon):
         assert body["results"][0]["path"] == "ops/swap.md"
 
 
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("server.memory.heap.max_size", "ops/neo4j.md"),
+        ("max_size", "ops/neo4j.md"),
+        ("vm.swappiness", "ops/swap.md"),
+        ("kill -9 vm.swappiness", "ops/swap.md"),
+    ],
+)
+def test_dotted_and_snake_case_names_are_found_first(daemon, query, expected, mode):
+    """A name as the notes write it (or a piece of one) ranks the note that writes it first."""
+    body = httpx.get(f"{daemon.url}/search", params={"q": query, "k": 3, "mode": mode}).json()
+    assert body["mode"] == mode
+    assert body["results"][0]["path"] == expected
+
+
 def test_request_id_is_propagated_and_logged(daemon):
     """A caller's X-Request-ID comes back and appears in the http.request log event."""
     response = httpx.get(
@@ -96,7 +113,7 @@ def test_request_id_is_propagated_and_logged(daemon):
 @pytest.mark.parametrize(
     ("params", "status", "message"),
     [
-        ({}, 400, "must not be empty"),
+        ({}, 422, "q: Field required"),
         ({"q": ""}, 400, "must not be empty"),
         ({"q": "  \t "}, 400, "must not be empty"),
         ({"q": "x" * 1001}, 400, "limit is 1000"),

@@ -9,7 +9,7 @@ import pytest
 
 from ragvisor.embed.model_files import assemble_default_model, file_sha256
 from ragvisor.embed.onnx import OnnxEmbedder
-from ragvisor.errors import ModelFileError
+from ragvisor.errors import InputError, ModelFileError
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,14 @@ def test_counter_counts_every_text_across_batches(embedder: OnnxEmbedder) -> Non
     embedder.embed([f"sentence number {i}" for i in range(embedder.batch_size * 2 + 1)])
 
     assert embedder.embedded_texts_total == before + embedder.batch_size * 2 + 1
+
+
+def test_text_with_a_lone_surrogate_is_an_input_error(embedder: OnnxEmbedder) -> None:
+    """A lone surrogate (JSON can spell one) raises InputError, not the tokenizer's TypeError,
+    and NUL characters embed like any other text."""
+    with pytest.raises(InputError, match="not valid Unicode"):
+        embedder.embed(["a fine text", "\ud800 backup"])
+    assert embedder.embed(["a\x00b"]).shape == (1, 384)
 
 
 def test_fingerprint_digest_is_model_file_sha256(embedder: OnnxEmbedder, model_dir: Path) -> None:

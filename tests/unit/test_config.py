@@ -49,6 +49,11 @@ def test_environment_values_are_read_as_toml_when_they_parse():
         ({"widgets": {}}, "widgets: unknown key"),
         ({"corpus": {"chunk_size_chars": 200, "chunk_overlap_chars": 300}}, "corpus"),
         ({"server": {"default_k": 60, "max_k": 50}}, "server"),
+        ({"server": {"max_body_bytes": 100}}, "server.max_body_bytes"),
+        ({"server": {"max_json_depth": 5000}}, "server.max_json_depth"),
+        ({"server": {"header_timeout_s": 0}}, "server.header_timeout_s"),
+        ({"server": {"keep_alive_s": 0.5}}, "server.keep_alive_s"),
+        ({"server": {"max_connections": 0}}, "server.max_connections"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(data, named):

@@ -5,18 +5,22 @@ from __future__ import annotations
 import io
 import math
 import struct
+from pathlib import Path
 
 import pytest
 
 from ragvisor.config import parse_settings
+from ragvisor.datadir import OpenPath
 from ragvisor.errors import ModelFileError
 from ragvisor.ops.doctor import (
+    DataDirModes,
     DropIn,
     Finding,
     HostFacts,
     ModelContext,
     Severity,
     SwapArea,
+    check_data_dir,
     check_neo4j,
     check_num_ctx,
     check_ollama,
@@ -451,3 +455,61 @@ def test_text_and_json_renderings_carry_every_finding():
     assert body["worst"] == "warning"
     assert body["counts"] == {"ok": 0, "info": 4, "warning": 1, "critical": 0}
     assert len(body["findings"]) == len(findings)
+
+
+# --- the data directory ----------------------------------------------------------------------
+
+
+def test_data_dir_open_to_others_is_a_warning_with_the_chmod_fix():
+    """A 0755 data directory and a 0644 store are named with their modes, and the fix given."""
+    data = Path("/var/lib/ragvisor")
+    modes = DataDirModes(
+        str(data),
+        open_paths=(
+            OpenPath(data, 0o755, is_dir=True),
+            OpenPath(data / "ragvisor.sqlite3", 0o644, is_dir=False),
+        ),
+    )
+    [finding] = check_data_dir(HostFacts(data_dir=modes))
+    assert finding.check == "store.data_dir"
+    assert finding.severity is Severity.WARNING
+    assert "/var/lib/ragvisor (0755)" in finding.message
+    assert "/var/lib/ragvisor/ragvisor.sqlite3 (0644)" in finding.message
+    assert finding.observed == {
+        "/var/lib/ragvisor": "0755",
+        "/var/lib/ragvisor/ragvisor.sqlite3": "0644",
+    }
+    assert finding.hint is not None
+    assert finding.hint.startswith("chmod 700 /var/lib/ragvisor && chmod -R go= /var/lib/ragvisor")
+
+
+def test_data_dir_finding_names_a_few_paths_and_counts_the_rest():
+    """Eight open files: five named in the message, all eight in `observed`."""
+    data = Path("/d")
+    wide = tuple(OpenPath(data / f"f{i}", 0o644, is_dir=False) for i in range(8))
+    [finding] = check_data_dir(HostFacts(data_dir=DataDirModes("/d", open_paths=wide)))
+    assert "/d/f4 (0644)" in finding.message
+    assert "/d/f5" not in finding.message
+    assert "and 3 more" in finding.message
+    assert len(finding.observed) == 8
+
+
+@pytest.mark.parametrize(
+    ("modes", "severity", "words"),
+    [
+        (DataDirModes("/d"), Severity.OK, "private to their owner"),
+        (DataDirModes("/d", exists=False), Severity.INFO, "creates it 0700"),
+        (DataDirModes("/d", error="cannot look inside: Permission denied"), Severity.INFO,
+         "run ragvisor doctor as the daemon's user"),
+    ],
+)  # fmt: skip
+def test_private_missing_or_unreadable_data_dir(modes, severity, words):
+    """Private: ok; not created yet: info; someone else's closed folder: info saying why."""
+    [finding] = check_data_dir(HostFacts(data_dir=modes))
+    assert finding.severity is severity
+    assert words in finding.message
+
+
+def test_facts_without_a_data_dir_give_no_data_dir_finding():
+    """Facts assembled by hand (no data directory examined) add no finding."""
+    assert check_data_dir(HostFacts()) == []

@@ -16,6 +16,8 @@ from ragvisor.core.documents import (
     DocumentSkipped,
     compile_glob,
     discover,
+    display_path,
+    is_utf8,
     read_document,
     scan_corpus,
 )
@@ -274,3 +276,52 @@ def test_document_identity_is_deterministic(tmp_path: Path) -> None:
     assert by_abs.path == "sub/page.md"
     assert by_abs.corpus_root == str(tmp_path.resolve())
     assert by_abs.doc_id == document_id(str(tmp_path.resolve()), "sub/page.md")
+
+
+def bad_name(directory: Path, name: bytes) -> Path:
+    """Create a file whose name is the given bytes (not valid UTF-8) and return its path."""
+    return write(directory / os.fsdecode(name), b"# Undecodable\n\nA note named in Latin-1.\n")
+
+
+def test_file_name_not_utf8_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
+    """A document whose name is not UTF-8 is one skip with a reason; the others are read."""
+    write(tmp_path / "good.md", "# Good\n\ntext")
+    bad = bad_name(tmp_path, b"caf\xe9.md")
+    result = scan_corpus(CorpusSpec(roots=(tmp_path,)))
+    assert [d.path for d in result.documents] == ["good.md"]
+    assert result.skipped == [(str(bad), "name is not valid UTF-8 (rename it, e.g. with convmv)")]
+    with pytest.raises(DocumentSkipped, match=r"caf\\xe9\.md: name is not valid UTF-8"):
+        read_document(tmp_path, bad, max_file_bytes=100)
+
+
+def test_folder_name_not_utf8_skips_only_the_documents_below_it(tmp_path: Path) -> None:
+    """Below a folder whose name is not UTF-8 each document is a skip, other files are ignored."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/Notizen-\xfc"))
+    folder.mkdir()
+    write(folder / "a.md", "text")
+    write(folder / "photo.jpg", b"\xff\xd8")
+    write(tmp_path / "b.md", "text")
+    result = scan_corpus(CorpusSpec(roots=(tmp_path,)))
+    assert [d.path for d in result.documents] == ["b.md"]
+    assert result.skipped == [
+        (str(folder / "a.md"), "a folder name in its path is not valid UTF-8 (rename the folder)")
+    ]
+
+
+def test_corpus_root_not_utf8_is_a_skipped_folder(tmp_path: Path) -> None:
+    """A corpus folder whose own path is not UTF-8 is reported once, not scanned."""
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/d\xe9p\xf4t"))
+    write(root / "a.md", "text")
+    result = scan_corpus(CorpusSpec(roots=(root,)))
+    assert result.documents == []
+    assert result.missing_roots == []
+    assert result.skipped == [(f"{root}/", "corpus folder path is not valid UTF-8")]
+
+
+def test_display_path_escapes_only_bytes_that_are_not_utf8() -> None:
+    """Undecodable bytes show as \\xNN; valid names, accents included, come back unchanged."""
+    assert display_path(os.fsdecode(b"/n/bad\xff.md")) == "/n/bad\\xff.md"
+    assert display_path("/n/café.md") == "/n/café.md"
+    assert display_path("/n/\ud800.md") == "/n/\\ud800.md"  # not from a file system: escaped
+    assert is_utf8("/n/café.md")
+    assert not is_utf8(os.fsdecode(b"bad\xff"))

@@ -491,6 +491,31 @@ def test_failed_last_sync_is_a_warning():
     assert "last sync failed: disk full" in line
 
 
+def test_syncs_failing_in_a_row_warn_with_the_count_from_status_and_readiness():
+    """A failing streak is one WARNING naming its length, whether /status or /readyz tells it."""
+    status = changed("sync.last_error", "StoreError: database is locked")
+    status["sync"]["consecutive_failures"] = 3
+    readyz = copy.deepcopy(READYZ)
+    readyz["checks"]["sync"] = {
+        "ok": False,
+        "required": False,
+        "consecutive_failures": 3,
+        "error": "StoreError: database is locked",
+    }
+    for obs in (observe(status, readyz), observe(status), observe(readyz=readyz)):
+        state, line = judge(obs)
+        assert state is State.WARNING, line
+        assert line.startswith("RAGVISOR WARNING - last 3 syncs failed: StoreError: database is ")
+        assert line.count("syncs failed") == 1
+
+
+def test_cancelled_sync_is_not_a_failure():
+    """A last_error with no failure streak (a sync cancelled at shutdown) does not warn."""
+    status = changed("sync.last_error", "sync cancelled after 3 of 9 embeddings")
+    status["sync"]["consecutive_failures"] = 0
+    assert judge(observe(status))[0] is State.OK
+
+
 def test_older_daemon_without_status_is_judged_on_readiness():
     """No /status: OK on readiness alone, with a note; an explicit threshold is UNKNOWN."""
     reply = DaemonReply(

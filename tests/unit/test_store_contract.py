@@ -7,6 +7,7 @@ with its reason printed).
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import numpy as np
 import pytest
@@ -166,3 +167,41 @@ def test_not_a_database_is_a_store_error(tmp_path):
     (data / "ragvisor.sqlite3").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError):
         SqliteStore(data)
+
+
+def test_commit_seq_grows_only_on_writes_and_other_writers_are_still_seen(tmp_path, store):
+    """A transaction that changes no row leaves commit_seq; another writer's commit still shows."""
+    commit(store, make_document("a.md", "apple banana"))
+    query = EMB.embed(["apple banana"])[0]
+    assert len(store.dense_search(query, 5, EMB.fingerprint)) == 1  # the index is loaded
+    seq = store.commit_seq()
+    assert store.prune_vectors(EMB.fingerprint) == 0
+    store.delete_document("no-such-document")
+    assert store.commit_seq() == seq
+    other = SqliteStore(tmp_path / "data")  # another process's connection to the same file
+    commit(other, make_document("b.md", "apple cherry"))
+    other.close()
+    assert store.commit_seq() == seq + 1
+    assert len(store.dense_search(query, 5, EMB.fingerprint)) == 2
+
+
+def test_a_locked_database_is_a_store_error_and_changes_nothing(tmp_path):
+    """A write that waits past busy_timeout_s raises StoreError (not sqlite3's own error),
+    naming the operation; the store keeps its last version and takes the next write."""
+    store = SqliteStore(tmp_path / "data", busy_timeout_s=0.1)
+    first = make_document("a.md", "alpha one\n\nbeta two")
+    commit(store, first)
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match=r"commit_document on .* database is locked"):
+            commit(store, make_document("b.md", "gamma three"))
+        with pytest.raises(StoreError, match="delete_document"):
+            store.delete_document(first.doc_id)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert set(store.stored_documents()) == {first.doc_id}
+    commit(store, make_document("b.md", "gamma three"))
+    assert len(store.stored_documents()) == 2
+    store.close()

@@ -106,3 +106,28 @@ def test_compare_chunks_counts_by_position():
         "deleted": 1,
     }
     assert compare_chunks([], ["a"]).new == 1
+
+
+def test_a_document_the_chunker_fails_on_is_skipped_and_kept():
+    """A chunker error on one document skips it with the reason; its stored version stays."""
+    old = make_document("odd.md", "one")
+    edited = make_document("odd.md", "one\n\nboom")
+    fine = make_document("fine.md", "hello")
+
+    def chunk(doc):
+        if "boom" in doc.text:
+            raise ValueError("boom at offset 5")
+        return paragraph_chunks(doc)
+
+    plan = plan_sync(
+        [edited, fine],
+        {old.doc_id: _stored(old)},
+        set(_stored(old).chunk_hashes),
+        chunk=chunk,
+        chunker_version=CHUNKER,
+        fingerprint_key="fp",
+    )
+    assert _actions(plan) == {"fine.md": Action.NEW}
+    assert plan.skipped == [
+        {"path": "/corpus/odd.md", "reason": "could not be chunked (ValueError: boom at offset 5)"}
+    ]

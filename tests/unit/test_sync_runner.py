@@ -5,6 +5,7 @@ The integration suite repeats the key cases with the real ONNX model; these pin 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -16,8 +17,8 @@ from structlog.testing import capture_logs
 from ragvisor.core import documents
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
-from ragvisor.core.model import StoredDocument
-from ragvisor.errors import BusyError
+from ragvisor.core.model import SKIPPED_LISTED_MAX, StoredDocument, SyncReport
+from ragvisor.errors import BackendUnavailable, BusyError, StoreError
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.syncing import SyncRunner, kept_by_skips
 from ragvisor.testing import FakeEmbedder
@@ -283,3 +284,91 @@ def test_file_stamp_needs_a_quiet_period():
     assert documents.file_stamp(info, now_ns=newest + 1_000_000_000) == ""
     stamp = documents.file_stamp(info, now_ns=newest + 3_000_000_000)
     assert stamp == f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+
+
+def test_undecodable_file_name_is_one_skip_and_the_rest_is_indexed(tmp_path, corpus):
+    """A name that is not UTF-8 is skipped, logged and reported escaped; the sync completes."""
+    (corpus / os.fsdecode(b"caf\xe9.md")).write_bytes(b"# Cafe\n\nnotes from the cafe")
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    expected = {"path": f"{corpus.resolve()}/caf\\xe9.md", "reason": documents.NAME_NOT_UTF8}
+    assert report.skipped == [expected]
+    assert [{k: e[k] for k in expected} for e in _events(logs, "sync.file_skipped")] == [expected]
+    assert report.documents.new == 3
+    assert store.stats()["documents"] == 3
+    # The report travels as UTF-8 JSON (HTTP, the CLI, /status): it must encode.
+    served = json.loads(json.dumps(report.as_dict(), ensure_ascii=False).encode("utf-8"))
+    assert (served["skipped"], served["skipped_count"]) == ([expected], 1)
+    assert runner.state.consecutive_failures == 0
+    store.close()
+
+
+def test_report_json_lists_the_first_skips_and_counts_all():
+    """The report's JSON lists at most SKIPPED_LISTED_MAX skips and counts every one."""
+    skips = [{"path": f"/n/{i}.md", "reason": "binary file"} for i in range(SKIPPED_LISTED_MAX + 5)]
+    shape = SyncReport(skipped=skips).as_dict()
+    assert shape["skipped"] == skips[:SKIPPED_LISTED_MAX]
+    assert shape["skipped_count"] == SKIPPED_LISTED_MAX + 5
+
+
+def test_unchanged_resync_leaves_commit_seq_alone(tmp_path, corpus):
+    """A sync that writes nothing does not bump commit_seq; one that writes does."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    runner.run(trigger="test")
+    seq = store.commit_seq()
+    assert runner.run(trigger="test").documents.unchanged == 3
+    assert store.commit_seq() == seq
+    (corpus / "b.md").write_text("# Beta\n\nedited text about swap files")
+    runner.run(trigger="test")
+    assert store.commit_seq() > seq
+    store.close()
+
+
+class FlakyEmbedder(FakeEmbedder):
+    """Raises BackendUnavailable while `down` is set, like an Ollama that is not running."""
+
+    down = True
+
+    def embed(self, texts):
+        if self.down:
+            raise BackendUnavailable("cannot connect to the embedder")
+        return super().embed(texts)
+
+
+def test_failed_syncs_are_counted_until_one_succeeds(tmp_path, corpus):
+    """Each sync that fails as a whole adds to the streak readiness reports; a success ends it."""
+    embedder = FlakyEmbedder()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    for failures in (1, 2):
+        with capture_logs() as logs, pytest.raises(BackendUnavailable):
+            runner.run(trigger="test")
+        assert _events(logs, "sync.failed")[0]["consecutive_failures"] == failures
+    check = runner.state.readiness_check()
+    assert {k: check[k] for k in ("ok", "required", "consecutive_failures", "error")} == {
+        "ok": False,
+        "required": False,
+        "consecutive_failures": 2,
+        "error": "BackendUnavailable: cannot connect to the embedder",
+    }
+    state = runner.state.as_dict()
+    assert state["consecutive_failures"] == 2
+    assert state["last_failure_at"] is not None
+    embedder.down = False
+    runner.run(trigger="test")
+    check = runner.state.readiness_check()
+    assert (check["ok"], check["consecutive_failures"], "error" in check) == (True, 0, False)
+    assert runner.state.last_error is None
+    store.close()
+
+
+def test_unusable_sync_lock_is_a_recorded_failure(tmp_path, corpus):
+    """A sync lock that cannot be opened fails the sync with StoreError, counted like any."""
+    runner, store = make_runner(tmp_path, corpus, FakeEmbedder())
+    (tmp_path / "data" / "sync.lock").mkdir()  # EISDIR, even for root
+    with capture_logs() as logs, pytest.raises(StoreError, match="cannot take the sync lock"):
+        runner.run(trigger="test")
+    assert _events(logs, "sync.failed")[0]["consecutive_failures"] == 1
+    assert runner.state.consecutive_failures == 1
+    assert not runner.running  # the in-process lock was given back
+    store.close()

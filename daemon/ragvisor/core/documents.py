@@ -4,9 +4,10 @@ This is the only place that turns folders into :class:`SourceDocument` values. I
 corpus root deterministically, applies include/exclude globs to paths relative to the root,
 follows symlinks only while they stay inside the root, and reads every file exactly once so the
 content hash and the text that gets chunked always describe the same bytes. Files it cannot use
-(binary, not UTF-8, too large, unreadable, vanished) are reported as skips with a short reason,
-never silently dropped and never fatal. Roots that do not exist are reported separately, so a
-caller can never mistake an unmounted folder for "every document was deleted".
+(binary, not UTF-8, too large, unreadable, vanished, a name that is not UTF-8) are reported as
+skips with a short reason, never silently dropped and never fatal. Roots that do not exist are
+reported separately, so a caller can never mistake an unmounted folder for "every document was
+deleted".
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ BINARY_SNIFF_BYTES = 8192
 # Guards against pathological fan-out through symlinks; no real knowledge base nests this deep.
 MAX_DIR_DEPTH = 64
 
-# Receives (path, reason); a directory's path ends with "/".
+# Receives (path, reason); a directory's path ends with "/". The path is as the file system
+# gave it (an undecodable name included): pass it through `display_path` before showing it.
 SkipCallback = Callable[[str, str], None]
+NAME_NOT_UTF8 = "name is not valid UTF-8 (rename it, e.g. with convmv)"
+FOLDER_NAME_NOT_UTF8 = "a folder name in its path is not valid UTF-8 (rename the folder)"
 
 
 class DocumentSkipped(InputError):
@@ -39,7 +43,34 @@ class DocumentSkipped(InputError):
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{display_path(self.path)}: {reason}")
+
+
+def is_utf8(path: str) -> bool:
+    """Whether a path, as Python decoded it from the file system, is valid UTF-8.
+
+    Linux file names are bytes; Python carries bytes that are not UTF-8 as lone surrogates
+    (``b"\\xff"`` becomes ``"\\udcff"``), which no UTF-8 encoder accepts — not the id hash, not
+    SQLite, not a JSON response. Such a file can be reported, never indexed.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_path(path: str) -> str:
+    """``path`` safe to log, print and serve: bytes that are not UTF-8 shown as ``\\xff``.
+
+    A valid path comes back unchanged; ``bad\\udcff.md`` (from the bytes ``bad\\xff.md``) comes
+    back as the ten characters ``bad\\xff.md``.
+    """
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file system produced: show its code point
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -140,6 +171,23 @@ def _target_mode(entry: os.DirEntry[str]) -> int | None:
         return None
 
 
+def _file_problem(name: str, rel: str, mode: int | None) -> str | None:
+    """Why a file matching the globs is no document, or None (``mode`` None: read it to know)."""
+    if not is_utf8(rel):
+        return NAME_NOT_UTF8 if not is_utf8(name) else FOLDER_NAME_NOT_UTF8
+    if mode is not None and not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def _is_symlink(entry: os.DirEntry[str]) -> bool:
+    """``entry.is_symlink()``, False when the entry vanished meanwhile (the read reports it)."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
 def discover(
     root: Path, spec: CorpusSpec, *, on_skip: SkipCallback | None = None
 ) -> Iterator[Path]:
@@ -148,7 +196,9 @@ def discover(
     Paths are yielded below the resolved root, keeping symlinked names as they appear (a file
     reached through ``docs/link`` keeps that path). Symlinks whose target resolves outside the
     root, symlinked directories that loop back to an ancestor, non-regular files (FIFOs,
-    sockets) and unlistable directories are reported through ``on_skip`` and not yielded.
+    sockets), files whose path below the root is not valid UTF-8 and unlistable directories are
+    reported through ``on_skip`` and not yielded. A folder with an undecodable name is still
+    walked, so each document below it is reported (and nothing that is not a document).
     Dangling symlinks that match ``include`` are yielded so :func:`read_document` reports them.
     """
     root_resolved = root.resolve()
@@ -175,7 +225,7 @@ def discover(
                     continue
             elif not glob_matches(entry_rel, spec.include) or glob_matches(entry_rel, spec.exclude):
                 continue
-            is_link = entry.is_symlink()
+            is_link = _is_symlink(entry)
             if is_link and not _inside(root_real, os.path.realpath(path)):
                 skip(f"{path}/" if is_dir else str(path), "symlink points outside the corpus root")
             elif is_dir:
@@ -186,10 +236,10 @@ def discover(
                     skip(f"{path}/", f"directory nested deeper than {MAX_DIR_DEPTH} levels")
                 else:
                     yield from walk(path, entry_rel + "/", (*ancestors, real))
-            elif mode is None or stat.S_ISREG(mode):
-                yield path  # dangling/looping links too: read_document says why they fail
+            elif (problem := _file_problem(entry.name, entry_rel, mode)) is not None:
+                skip(str(path), problem)
             else:
-                skip(str(path), "not a regular file")
+                yield path  # dangling/looping links too: read_document says why they fail
 
     yield from walk(root_resolved, "", (root_real,))
 
@@ -203,11 +253,14 @@ def read_document(root: Path, path: Path, *, max_file_bytes: int) -> SourceDocum
 
     Raises:
         DocumentSkipped: the file is binary, not UTF-8, larger than ``max_file_bytes``, not a
-            regular file, unreadable, vanished, or a symlink leading outside the root.
+            regular file, unreadable, vanished, a symlink leading outside the root, or its path
+            is not valid UTF-8.
     """
     root_resolved = root.resolve()
     rel_posix = _relative_posix(root, root_resolved, path)
     full = root_resolved / rel_posix
+    if not is_utf8(str(full)):  # its id, its stored path and every log line need UTF-8
+        raise DocumentSkipped(full, NAME_NOT_UTF8)
     if not _inside(str(root_resolved), os.path.realpath(full)):
         raise DocumentSkipped(full, "symlink points outside the corpus root")
     data, info = _read_bytes_once(full, max_file_bytes)
@@ -310,7 +363,7 @@ _NOT_SETEXT_TEXT = re.compile(r"^\s*(?:[-*+>|]|\d+[.)])")
 
 
 def split_front_matter(text: str) -> tuple[str, str]:
-    """Return ``(title, body)``: the front matter's ``title:`` (unquoted) and the text after it.
+    """Return ``(title, body)``: the front matter's one-line ``title:`` and the text after it.
 
     Front matter is a block between a first line ``---`` and a closing ``---`` or ``...``;
     without a closing line the text is returned unchanged. A line parser, not YAML: only a
@@ -325,7 +378,7 @@ def split_front_matter(text: str) -> tuple[str, str]:
             for line in lines[1:index]:
                 key, sep, value = line.partition(":")
                 if sep and key.strip().lower() == "title" and not line[:1].isspace():
-                    title = _unquote(value.strip())
+                    title = _one_line(_unquote(value.strip()))
                     break
             return title, "\n".join(lines[index + 1 :])
     return "", text
@@ -337,8 +390,17 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _one_line(title: str) -> str:
+    """Whitespace runs as one space: a title is one line in results, the CLI and the prompt.
+
+    ``\\n`` never reaches a title, but vertical tab, form feed, NEL and U+2028 can (and would
+    break a terminal line or the prompt's source header); tabs and double spaces read badly.
+    """
+    return " ".join(title.split())
+
+
 def markdown_title(text: str) -> str:
-    """The first ATX (``# Title``) or setext (``Title`` over ``===``) heading outside code."""
+    """The first heading outside code, on one line: ATX (``# T``) or setext (``T`` over ``===``)."""
     lines = text.split("\n")
     previous = ""
     for line, in_fence in zip(lines, fence_flags(lines), strict=True):
@@ -347,13 +409,13 @@ def markdown_title(text: str) -> str:
             continue
         heading = atx_heading(line)
         if heading is not None:
-            return heading[1]
+            return _one_line(heading[1])
         if (
             previous.strip()
             and _SETEXT_UNDERLINE.match(line)
             and not _NOT_SETEXT_TEXT.match(previous)
         ):
-            return previous.strip()
+            return _one_line(previous)
         previous = line
     return ""
 
@@ -367,7 +429,8 @@ def scan_corpus(spec: CorpusSpec, known_stamps: Mapping[str, str] | None = None)
 
     A root that does not exist, is not a directory or cannot be listed goes to
     ``missing_roots`` and contributes nothing — the caller must keep what it stored for it.
-    Roots that resolve to the same directory are scanned once.
+    A root whose resolved path is not valid UTF-8 is a skipped folder (nothing below it could
+    ever be stored). Roots that resolve to the same directory are scanned once.
 
     ``known_stamps`` maps document ids to the stamp their stored version was read with; a file
     whose current stamp is equal is not read again and lands in ``unchanged_ids`` (the quick
@@ -388,8 +451,11 @@ def scan_corpus(spec: CorpusSpec, known_stamps: Mapping[str, str] | None = None)
             continue
         if str(resolved) in result.scanned_roots:
             continue
-        result.scanned_roots.append(str(resolved))
         root_str = str(resolved)
+        if not is_utf8(root_str):
+            on_skip(f"{root_str}/", "corpus folder path is not valid UTF-8")
+            continue
+        result.scanned_roots.append(root_str)
         for path in discover(resolved, spec, on_skip=on_skip):
             if known_stamps:
                 doc_id = document_id(root_str, str(path)[len(root_str) :].lstrip("/"))

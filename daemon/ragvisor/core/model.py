@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# How many skipped files a sync report's JSON lists (all are counted, and each is logged).
+SKIPPED_LISTED_MAX = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
@@ -92,6 +95,8 @@ class ScoredChunk:
 
     chunk_id: str
     score: float
+    # Keyword search: the chunk contains a name of the query (``sync.lock``) as written.
+    exact_name: bool = False
 
 
 @dataclass(slots=True)
@@ -115,7 +120,14 @@ class Counts:
 
 @dataclass(slots=True)
 class SyncReport:
-    """What one sync did; printed by `ragvisor sync --json` and logged as `sync.finished`."""
+    """What one sync did; printed by `ragvisor sync --json` and logged as `sync.finished`.
+
+    ``skipped`` holds every file that could not be indexed (``path``, shown with ``\\xff`` for
+    bytes that are not UTF-8, and ``reason``). The JSON shape lists the first
+    ``SKIPPED_LISTED_MAX`` of them and counts all in ``skipped_count``: the report is served in
+    every `/status` answer, and a folder of 5,000 Latin-1 files must not make that megabytes
+    (each skip is also logged as ``sync.file_skipped``).
+    """
 
     documents: Counts = field(default_factory=Counts)
     chunks: Counts = field(default_factory=Counts)
@@ -134,7 +146,8 @@ class SyncReport:
             "embeddings_computed": self.embeddings_computed,
             "embeddings_reused": self.embeddings_reused,
             "changed_because": dict(self.changed_because),
-            "skipped": list(self.skipped),
+            "skipped": self.skipped[:SKIPPED_LISTED_MAX],
+            "skipped_count": len(self.skipped),
             "seconds": round(self.seconds, 3),
             "fingerprint": self.fingerprint,
         }

@@ -94,7 +94,11 @@ class Store(Protocol):
         ...
 
     def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
-        """Top-k chunks by full-text (BM25) relevance."""
+        """Top-k chunks by full-text (BM25) relevance, any query word matching.
+
+        Chunks containing a name of the query as written (``sync.lock``, ``kill-9``: its parts
+        adjacent, in order) come first, marked ``exact_name``; hybrid search counts them twice.
+        """
         ...
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:

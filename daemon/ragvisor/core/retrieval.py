@@ -70,10 +70,17 @@ class SearchResult:
     degraded: str | None = None
 
 
+# What `str.strip()` trims (every character `str.isspace()` accepts), spelled out: the `\s` of
+# Python, of JSON Schema's ECMA-262 and of the Rust regex engine a validator may use differ
+# (Rust's lacks U+001C-U+001F, ECMA's adds U+FEFF), so `text_pattern` must not say `\s`.
+WHITESPACE_CLASS = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 def validate_query(query: str | None, k: int, limits: QueryLimits, what: str = "query") -> str:
     """Return the stripped query; raises InputError for empty, oversized or bad-k requests.
 
-    ``what`` names the text in messages ("query" for search, "question" for ask).
+    ``what`` names the text in messages ("query" for search, "question" for ask). The same rule,
+    written as a regular expression for the OpenAPI document, is `text_pattern`.
     """
     if query is None or not query.strip():
         raise InputError(f"{what} must not be empty")
@@ -82,11 +89,43 @@ def validate_query(query: str | None, k: int, limits: QueryLimits, what: str = "
         raise InputError(
             f"{what} is {len(query)} characters; the limit is {limits.max_query_chars}"
         )
-    if "\x00" in query:
-        raise InputError(f"{what} must not contain NUL characters")
+    problem = text_problem(query)
+    if problem is not None:
+        raise InputError(f"{what} {problem}")
     if not 1 <= k <= limits.max_k:
         raise InputError(f"k must be between 1 and {limits.max_k}, got {k}")
     return query
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be searched or embedded, worded to follow its name ("question must
+    not contain NUL characters"), or None when it can. The web layer applies the same rule to
+    every string of a JSON body."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    if not text.isascii() and not _encodable(text):
+        # JSON may spell a lone surrogate ("\ud800"); the tokenizer would fail on it (a 500).
+        return "is not valid Unicode: it contains a lone surrogate"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_pattern(max_chars: int) -> str:
+    """`validate_query`'s rule for the text as a regular expression, for the OpenAPI document:
+    some character that is not whitespace, at most `max_chars` once the surrounding whitespace
+    is trimmed, and no NUL. (Lone surrogates, also refused, cannot be written in a pattern every
+    dialect accepts; a JSON Schema validator refuses them anyway.)
+    """
+    solid = rf"[^{WHITESPACE_CLASS}\x00]"
+    rest = "" if max_chars < 2 else rf"(?:[^\x00]{{0,{max_chars - 2}}}{solid})?"
+    return rf"^[{WHITESPACE_CLASS}]*{solid}{rest}[{WHITESPACE_CLASS}]*$"
 
 
 _SPACE = re.compile(r"\s+")
@@ -181,8 +220,16 @@ class Retriever:
                 timings["retrieve"] = _ms_since(started)
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             started = time.perf_counter()
-            rankings.append(self._store.keyword_search(query, depth))
+            keyword = self._store.keyword_search(query, depth)
+            rankings.append(keyword)
             timings["keyword"] = _ms_since(started)
+            exact = [scored for scored in keyword if scored.exact_name]
+            if mode is SearchMode.HYBRID and exact:
+                # Chunks containing a name of the query as written (`sync.lock`) vote a second
+                # time, so the best of them (2/61) outranks every chunk that merely shares words
+                # with the query (at most 1/61 + 1/62), whatever the dense side thought: for a
+                # name, the exact words are what the user means.
+                rankings.append(exact)
         ranked = rankings[0][:k] if len(rankings) == 1 else fuse(rankings, k)
         return ranked, timings, degraded
 

@@ -121,9 +121,12 @@ def plan_sync(
 
     ``keep_doc_ids`` are documents that could not be read this time (skipped files) and
     ``keep_roots`` corpus roots that are missing right now (an unmounted disk): their stored
-    documents are left alone rather than deleted.
+    documents are left alone rather than deleted. A document that ``chunk`` raises on is a
+    skip too (in ``SyncPlan.skipped``, its stored version kept): one odd file must not stop
+    the rest of the corpus from being indexed.
     """
     planned: list[PlannedDocument] = []
+    skipped: list[dict[str, str]] = []
     seen: set[str] = set()
     for doc_id in unchanged_ids:  # passed the quick check: not even read
         checked = stored[doc_id]
@@ -157,7 +160,13 @@ def plan_sync(
                     )
                 )
                 continue
-        chunks = tuple(chunk(source))
+        try:
+            chunks = tuple(chunk(source))
+        except Exception as exc:  # noqa: BLE001 - a chunker bug on one file skips that file
+            path = f"{source.corpus_root.rstrip('/')}/{source.path}"
+            reason = f"could not be chunked ({type(exc).__name__}: {exc})"
+            skipped.append({"path": path, "reason": reason})
+            continue
         hashes = [c.text_sha256 for c in chunks]
         old_hashes = previous.chunk_hashes if previous is not None else ()
         planned.append(
@@ -182,7 +191,7 @@ def plan_sync(
                 chunk_counts=Counts(deleted=len(previous.chunk_hashes)),
             )
         )
-    return SyncPlan(planned, chunker_version, fingerprint_key)
+    return SyncPlan(planned, chunker_version, fingerprint_key, skipped)
 
 
 def quick_check_stamps(

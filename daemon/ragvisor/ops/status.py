@@ -225,12 +225,17 @@ def _pairs(rows: Iterable[tuple[str, str]]) -> list[str]:
     return [f"  {key.ljust(width)}  {value}" for key, value in items]
 
 
+def _verdict(check: Any) -> str:
+    """ok, FAILED, or "failing" for a check the daemon stays ready without (the sync's)."""
+    if dig(check, "ok"):
+        return "ok"
+    return "failing" if dig(check, "required") is False else "FAILED"
+
+
 def _daemon_section(reply: DaemonReply) -> list[str]:
     s = reply.status or {}
     checks = dig(reply.readyz, "checks") or {}
-    verdicts = ", ".join(
-        f"{name} {'ok' if dig(check, 'ok') else 'FAILED'}" for name, check in checks.items()
-    )
+    verdicts = ", ".join(f"{name} {_verdict(check)}" for name, check in checks.items())
     ready = dig(reply.readyz, "ready")
     failed = [
         f"{name}: {dig(check, 'error') or 'not ok'}"
@@ -369,6 +374,13 @@ def _report_text(report: Mapping[str, Any]) -> str:
     )
 
 
+def _last_error(sync: Mapping[str, Any]) -> str:
+    """The last sync's error, with how many syncs in a row have failed when more than one."""
+    failures = number(sync.get("consecutive_failures"))
+    text = _show(sync.get("last_error"))
+    return f"{text} ({failures:.0f} syncs in a row)" if failures and failures > 1 else text
+
+
 def _sync_section(status: Mapping[str, Any]) -> list[str]:
     sync = status.get("sync")
     if not isinstance(sync, Mapping):
@@ -379,7 +391,7 @@ def _sync_section(status: Mapping[str, Any]) -> list[str]:
     rows = [
         ("state", f"{state} (last trigger: {sync.get('trigger') or '-'})"),
         ("last success", "never since start" if age is None else f"{duration(age)} ago"),
-        ("last error", _show(sync.get("last_error"))),
+        ("last error", _last_error(sync)),
         ("interval", "off (no scheduled sync)" if interval == 0 else duration(interval)),
     ]
     report = sync.get("last_report")

@@ -7,8 +7,8 @@ Layout (schema version 1):
 - ``vectors``: one float32 blob per (chunk text hash, model fingerprint) — identical text is
   embedded once, and a new model simply adds a new generation of rows beside the old one;
 - ``chunks_fts``: the keyword index, its rowids equal to the chunks' rowids;
-- ``meta``: schema version and ``commit_seq``, bumped by every write transaction so a reader
-  can tell, with one point lookup, whether its in-memory matrix is behind.
+- ``meta``: schema version and ``commit_seq``, bumped by every write transaction that changed a
+  row so a reader can tell, with one point lookup, whether its in-memory matrix is behind.
 
 A document commit is one ``BEGIN IMMEDIATE`` transaction: new chunks and vectors are written,
 then the chunks the new version no longer has are retired. A ``kill -9`` at any instant leaves
@@ -17,12 +17,14 @@ either the old or the new version.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -35,13 +37,15 @@ from ragvisor.core.model import (
     StoredDocument,
 )
 from ragvisor.core.protocols import Vector
+from ragvisor.datadir import make_private_dir, touch_private
 from ragvisor.errors import StoreError
 from ragvisor.store.dense_index import DenseIndex
+from ragvisor.store.keyword_query import FTS_TOKENIZER, fts_query
 
 SCHEMA_VERSION = "1"
 DB_FILENAME = "ragvisor.sqlite3"
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
@@ -75,7 +79,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     PRIMARY KEY (text_sha256, fingerprint)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, title, heading, tokenize = 'porter unicode61'
+    text, title, heading, tokenize = '{FTS_TOKENIZER}'
 );
 """
 
@@ -88,10 +92,29 @@ def _vector(blob: bytes) -> Vector:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
-def fts_query(text: str) -> str:
-    """Turn free text into a safe FTS5 query: each word quoted, any word may match."""
-    words = ["".join(ch for ch in word if ch.isalnum()) for word in text.split()]
-    return " OR ".join(f'"{word}"' for word in words if word)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(
+    method: Callable[Concatenate[SqliteStore, P], R],
+) -> Callable[Concatenate[SqliteStore, P], R]:
+    """SQLite's own errors leave the store as :class:`StoreError`, naming the operation and file.
+
+    A locked database past ``store.busy_timeout_s``, a full disk or an I/O error is then one of
+    our errors: a sync records it as failed and answers 503 (``store_unavailable``), where a raw
+    ``sqlite3.OperationalError`` was a 500 and a traceback. The transaction is already rolled
+    back by :meth:`SqliteStore._write`, so the store is as it was.
+    """
+
+    @functools.wraps(method)
+    def translated(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{method.__name__} on {self.path} failed: {exc}") from exc
+
+    return translated
 
 
 class SqliteStore:
@@ -103,11 +126,16 @@ class SqliteStore:
         Raises StoreError when the directory cannot be created or the file is not a ragvisor
         database of a schema this version understands.
         """
+        self.path = data_dir / DB_FILENAME
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(data_dir)
         except OSError as exc:
             raise StoreError(f"cannot create data directory {data_dir}: {exc}") from exc
-        self.path = data_dir / DB_FILENAME
+        try:
+            # SQLite gives -wal, -shm and -journal the mode of this file: 0600 before it opens.
+            touch_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path}: {exc}") from exc
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -144,23 +172,33 @@ class SqliteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that also bumps ``commit_seq``; rolled back on any error.
+        """One write transaction that bumps ``commit_seq`` if it changed a row; rolled back on
+        any error.
 
-        The sequence number it committed is left in ``self._local.committed_seq``.
+        The sequence number it committed is left in ``self._local.committed_seq``, None when
+        the body changed nothing (a prune with nothing to prune, as every unchanged re-sync
+        ends with): then no reader has anything to reload, and the number says so.
         """
         with self._write_lock:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # The connection is this thread's and writes are serialised by the lock, so
+                # the difference is exactly this transaction's rows.
+                changes_before = conn.total_changes
                 yield conn
-                conn.execute(
-                    "INSERT INTO meta(key, value) VALUES('commit_seq', '1') "
-                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                )
-                self._local.committed_seq = self.commit_seq()
+                if conn.total_changes == changes_before:
+                    self._local.committed_seq = None
+                else:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES('commit_seq', '1') "
+                        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                    )
+                    self._local.committed_seq = self.commit_seq()
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
@@ -187,10 +225,10 @@ class SqliteStore:
         """Mark the index current if it was current just before our own commit.
 
         If another process committed in between, the index stays behind and the next search
-        reloads it — exactly once.
+        reloads it — exactly once. A transaction that changed nothing leaves it as it was.
         """
-        committed: int = self._local.committed_seq
-        if index.seq == committed - 1:
+        committed: int | None = self._local.committed_seq
+        if committed is not None and index.seq == committed - 1:
             index.seq = committed
 
     def _init_schema(self) -> None:
@@ -212,6 +250,7 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
 
+    @_store_errors
     def commit_seq(self) -> int:
         """Sequence number of the last write transaction (0 for an empty store)."""
         row = self._conn().execute("SELECT value FROM meta WHERE key='commit_seq'").fetchone()
@@ -219,6 +258,7 @@ class SqliteStore:
 
     # -- planning ----------------------------------------------------------------------------
 
+    @_store_errors
     def stored_documents(self) -> dict[str, StoredDocument]:
         """Every stored document with its chunk hashes in position order."""
         rows = self._conn().execute(
@@ -238,6 +278,7 @@ class SqliteStore:
             for doc_id, root, path, content, chunker, stamp, hashes in rows
         }
 
+    @_store_errors
     def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
         """Text hashes that already have a vector under this fingerprint."""
         rows = self._conn().execute(
@@ -247,6 +288,7 @@ class SqliteStore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_store_errors
     def commit_document(
         self,
         document: SourceDocument,
@@ -355,6 +397,7 @@ class SqliteStore:
                 found[text_hash] = _vector(blob)
         return found
 
+    @_store_errors
     def delete_document(self, doc_id: str) -> None:
         """Remove a document and its chunks; unused vectors go at the next prune."""
         with self._commit() as (conn, index):
@@ -367,6 +410,7 @@ class SqliteStore:
                 for chunk_id, _ in retired:
                     index.remove(chunk_id)
 
+    @_store_errors
     def prune_vectors(self, keep: Fingerprint) -> int:
         """Drop vectors of other fingerprints and of hashes no chunk has any more."""
         with self._commit() as (conn, _):
@@ -408,27 +452,46 @@ class SqliteStore:
                     conn.execute("COMMIT")
         return index
 
+    @_store_errors
     def load_index(self, fingerprint: Fingerprint) -> int:
         """Build the in-memory matrix now (at start-up) instead of at the first search."""
         return len(self._current_index(fingerprint))
 
+    @_store_errors
     def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
         """Exact cosine top-k over the in-memory matrix of this fingerprint."""
         return self._current_index(fingerprint).search(query, k)
 
+    @_store_errors
     def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
-        """BM25 top-k from the FTS5 index; the score is the negated bm25 (higher is better)."""
-        match = fts_query(query)
-        if not match:
-            return []
-        rows = self._conn().execute(
-            "SELECT c.chunk_id, bm25(chunks_fts) AS rank FROM chunks_fts "
-            "JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            "WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
-            (match, k),
-        )
-        return [ScoredChunk(chunk_id, -float(rank)) for chunk_id, rank in rows]
+        """BM25 top-k from the FTS5 index; the score is the negated bm25 (higher is better).
 
+        Any word, or part of a name, may match. Chunks that contain a name of the query as
+        written (``sync.lock``: its parts adjacent) come first and are marked ``exact_name``;
+        the rest follow by BM25 (the query language is in :mod:`ragvisor.store.keyword_query`).
+        """
+        parsed = fts_query(query)
+        if not parsed.match:
+            return []
+        if parsed.names:
+            exact_sql = (
+                "chunks_fts.rowid IN (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?)"
+            )
+            params: tuple[str | int, ...] = (parsed.names, parsed.match, k)
+        else:
+            exact_sql, params = "0", (parsed.match, k)
+        rows = self._conn().execute(
+            f"SELECT c.chunk_id, bm25(chunks_fts) AS rank, {exact_sql} AS exact FROM chunks_fts "
+            "JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            "WHERE chunks_fts MATCH ? ORDER BY exact DESC, rank LIMIT ?",
+            params,
+        )
+        return [
+            ScoredChunk(chunk_id, -float(rank), exact_name=bool(exact))
+            for chunk_id, rank, exact in rows
+        ]
+
+    @_store_errors
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         """Chunks joined with their documents, in the order asked."""
         if not chunk_ids:
@@ -443,6 +506,7 @@ class SqliteStore:
         by_id = {row[0]: ChunkRecord(*row) for row in rows}
         return [by_id[cid] for cid in chunk_ids if cid in by_id]
 
+    @_store_errors
     def stats(self) -> dict[str, int]:
         """Counts for status pages and readiness."""
         conn = self._conn()

@@ -8,8 +8,6 @@ pool by declaring handlers with plain ``def``.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -20,10 +18,10 @@ from urllib.parse import parse_qs
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,8 +35,29 @@ from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
 from ragvisor.supervise.admission import Ticket
 from ragvisor.supervise.calls import request_deadline
 from ragvisor.supervise.memory import schedule_memory_guard
+from ragvisor.web.auth import admin_guard
 from ragvisor.web.errors import error_body, install_error_handlers, status_for
-from ragvisor.web.schemas import AskRequest, AskResponse, ErrorResponse, SearchResponse
+from ragvisor.web.json_body import load_json
+from ragvisor.web.limits import BodyLimitMiddleware, BodyLimits
+from ragvisor.web.methods import OptionsMiddleware
+from ragvisor.web.openapi import (
+    ADMIN_SECURITY,
+    ask_request_body,
+    ask_stream_content,
+    error_responses,
+    install_openapi,
+    k_schema,
+    text_schema,
+)
+from ragvisor.web.schemas import (
+    AskRequest,
+    AskResponse,
+    HealthResponse,
+    ReadinessResponse,
+    SearchResponse,
+    SyncFinished,
+    SyncStarted,
+)
 from ragvisor.web.streaming import ClientGone, NdjsonStream, until_disconnect
 
 if TYPE_CHECKING:
@@ -144,38 +163,51 @@ def create_app(services: Services, notifier: SystemdNotifier | None = None) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app, log)
+    install_openapi(app)
+    app.add_middleware(OptionsMiddleware, routes=app.router.routes)
+    # Outside the routes and the error table's handlers: an oversized body is refused before
+    # any handler runs; one cut short mid-way raises inside the handler and meets the table.
+    app.add_middleware(
+        BodyLimitMiddleware, limits=BodyLimits.from_settings(services.settings.server)
+    )
 
-    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        expected = services.admin_token
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
-            raise HTTPException(
-                status_code=401,
-                detail=(
-                    "missing or wrong bearer token (server.admin_token, or the generated "
-                    "<data_dir>/admin_token file)"
-                ),
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    require_admin = admin_guard(services.admin_token)
 
     _add_search_route(app, services)
 
-    @app.get("/healthz", summary="The process is alive")
+    @app.get("/healthz", summary="The process is alive", response_model=HealthResponse)
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", summary="The embedder is loaded, the store is open, the generator answers")
+    @app.get(
+        "/readyz",
+        summary="The embedder is loaded, the store is open, the generator answers",
+        response_model=ReadinessResponse,
+        responses={503: {"model": ReadinessResponse, "description": "A check is not ok"}},
+    )
     async def readyz() -> JSONResponse:
         checks = await run_in_threadpool(services.readiness)
         if services.generator is not None:
             checks["generator"] = await _generator_check(services)
-        ready = all(check["ok"] for check in checks.values())
+        # `required: false` checks (the sync's) inform; they never take a replica out of rotation.
+        ready = all(check["ok"] for check in checks.values() if check.get("required", True))
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     _add_ask_route(app, services, log)
     _add_observability_routes(app, services)
 
-    @app.post("/admin/sync", summary="Start a sync now", dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/sync",
+        summary="Start a sync now",
+        dependencies=[Depends(require_admin)],
+        response_model=SyncFinished,
+        responses={
+            200: {"description": "wait=true: the sync ran, here is its report"},
+            202: {"model": SyncStarted, "description": "The sync started in the background"},
+            **error_responses(401, 409, 422, 502, 503, 504),
+        },
+        openapi_extra=ADMIN_SECURITY,
+    )
     async def admin_sync(
         wait: Annotated[bool, Query(description="run now and return the report")] = False,
     ) -> JSONResponse:
@@ -188,7 +220,13 @@ def create_app(services: Services, notifier: SystemdNotifier | None = None) -> F
             {"status": "started", "sync": services.sync_runner.state.as_dict()}, status_code=202
         )
 
-    @app.get("/admin/sync", summary="State of the last sync", dependencies=[Depends(require_admin)])
+    @app.get(
+        "/admin/sync",
+        summary="State of the last sync",
+        dependencies=[Depends(require_admin)],
+        responses=error_responses(401),
+        openapi_extra=ADMIN_SECURITY,
+    )
     def admin_sync_state() -> dict[str, Any]:
         return services.sync_runner.state.as_dict()
 
@@ -197,24 +235,28 @@ def create_app(services: Services, notifier: SystemdNotifier | None = None) -> F
 
 def _add_search_route(app: FastAPI, services: Services) -> None:
     """`GET /search`: admitted through the search lane, bounded by embedder.deadlines.request_s."""
+    server = services.settings.server
+    query_schema = text_schema(server.max_query_chars, "server.max_query_chars")
+    k_bounds = k_schema(server.max_k, "server.default_k", "server.max_k")
 
     @app.get(
         "/search",
         summary="Semantic search over the synced knowledge base",
         response_model=SearchResponse,
-        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses=error_responses(400, 422, 503),
     )
     async def search(
         request: Request,
-        q: Annotated[str | None, Query(description="The query text")] = None,
-        k: Annotated[
-            int, Query(description="How many results")
-        ] = services.settings.server.default_k,
+        # Bounds from the settings are published here and checked by validate_query (400).
+        # Defaults, not Annotated: annotations are strings here, which FastAPI resolves in the
+        # module's globals, where this function's locals do not exist.
+        q: str = Query(json_schema_extra=query_schema),
+        k: int = Query(server.default_k, json_schema_extra=k_bounds),
         mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
             SearchMode.DENSE
         ),
     ) -> JSONResponse:
-        if q and "\ufffd" in q:
+        if "\ufffd" in q:
             _require_utf8_query(request.scope.get("query_string", b""))
         limit_s = services.settings.embedder.deadlines.request_s
         deadline = time.monotonic() + limit_s
@@ -230,12 +272,12 @@ def _add_search_route(app: FastAPI, services: Services) -> None:
         waited_s = ticket.waited_s
         try:
             with request_deadline(deadline):  # the thread pool carries it to the embedder
-                result = await run_in_threadpool(services.retriever.search, q or "", k, mode)
+                result = await run_in_threadpool(services.retriever.search, q, k, mode)
         finally:
             ticket.release()
         request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
         body: dict[str, Any] = {
-            "query": (q or "").strip(),
+            "query": q.strip(),
             "mode": result.mode.value,
             "results": [hit.as_dict() for hit in result.hits],
             "timings_ms": result.timings_ms,
@@ -254,34 +296,30 @@ def _add_observability_routes(app: FastAPI, services: Services) -> None:
     def status() -> dict[str, Any]:
         return services.status()
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 def _add_ask_route(app: FastAPI, services: Services, log: Any) -> None:
     """`POST /ask`: retrieve, pack, generate; JSON or an NDJSON stream."""
+    ask_settings = services.settings.ask
 
     @app.post(
         "/ask",
         summary="Answer a question from the knowledge base, citing the passages used",
         response_model=AskResponse,
         responses={
-            400: {"model": ErrorResponse},
-            422: {"model": ErrorResponse},
-            502: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
-            504: {"model": ErrorResponse},
+            200: {
+                "description": "The answer as one object, or an NDJSON stream of events",
+                "content": ask_stream_content(),
+            },
+            **error_responses(400, 413, 422, 502, 503, 504),
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": AskRequest.model_json_schema()}},
-            }
-        },
+        openapi_extra=ask_request_body(ask_settings.max_question_chars, ask_settings.max_k),
     )
     async def ask(request: Request) -> Response:
-        body = await _ask_body(request)
+        body = await _ask_body(request, services.settings.server.max_json_depth)
         answerer = services.answerer
         if answerer is None:
             raise NotReadyError('/ask is off: generator.backend is "none"')
@@ -397,15 +435,18 @@ class _Ask:
         return JSONResponse(result)
 
 
-async def _ask_body(request: Request) -> AskRequest:
+async def _ask_body(request: Request, max_depth: int) -> AskRequest:
     """The JSON body, whatever Content-Type says: `curl -d '{"question": …}'` sends a form type.
 
-    Raises RequestValidationError (422) for a body that is not JSON or not a valid request.
+    Raises RequestValidationError (422) for a body that is not JSON or not a valid request;
+    InputError (400) for one nested deeper than `max_depth` or with a NUL or a lone surrogate in
+    a string (ragvisor.web.json_body); BodyTooLarge (413) and BodyTimeout (408) from the body
+    limits (ragvisor.web.limits); ClientDisconnect (logged 499) when the client leaves.
     """
     raw = await request.body()
     try:
-        data = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = load_json(raw, max_depth)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"body is not valid JSON: {exc}", "type": "json_invalid"}]
         ) from exc

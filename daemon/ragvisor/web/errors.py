@@ -12,8 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ragvisor.errors import (
     BackendError,
@@ -21,15 +22,21 @@ from ragvisor.errors import (
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
+    BodyTimeout,
+    BodyTooLarge,
     BusyError,
     ConfigError,
     InputError,
     NotReadyError,
     Overloaded,
     RagvisorError,
+    StoreError,
 )
+from ragvisor.web.methods import allowed_methods
 
 STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
+    (BodyTooLarge, 413, "body_too_large"),
+    (BodyTimeout, 408, "body_timeout"),
     (InputError, 400, "bad_request"),
     (BusyError, 409, "busy"),
     (NotReadyError, 503, "not_ready"),
@@ -39,6 +46,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
     (BackendTimeout, 504, "backend_timeout"),
     (BackendRejected, 502, "backend_rejected"),
     (BackendError, 502, "backend_error"),
+    (StoreError, 503, "store_unavailable"),  # locked past store.busy_timeout_s, disk full, I/O
     (ConfigError, 500, "config"),
     (RagvisorError, 500, "internal"),
 )
@@ -101,13 +109,24 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
             exc.status_code, "http_error"
         )
         message = str(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404 and message == "Not Found":  # the router's own 404
             message = f"no route {request.url.path}"
+        elif exc.status_code == 405:  # the router's Allow names only one route's methods
+            allowed = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+            headers["Allow"] = allowed
+            message = f"{request.method} is not allowed on {request.url.path}; it answers {allowed}"
         return JSONResponse(
-            error_body(message, code),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(message, code), status_code=exc.status_code, headers=headers or None
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left while its body was being read. Nobody reads this answer: the status
+        # is for the `http.request` line (nginx's 499, "client closed request"), not a 500.
+        fields = getattr(request.state, "log_fields", None) or {}
+        request.state.log_fields = {**fields, "client_gone": True}
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,9 @@ validate and re-encode each field; these models keep the published schema exact 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class SearchHitModel(BaseModel):
@@ -45,23 +47,33 @@ class SearchResponse(BaseModel):
 class ErrorResponse(BaseModel):
     """Every error: a message for people and a code for programs."""
 
-    error: str
-    code: str
+    error: str = Field(description="What went wrong, for a person")
+    code: str = Field(description="A stable slug for a program: bad_request, overloaded, …")
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 15.0 as an integer, so the daemon does too (strict mode would not)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class AskRequest(BaseModel):
     """Body of `POST /ask`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"k": "3"` or `"stream": "yes"` is a 422, as the published schema says, rather
+    # than being coerced. The text rules and k's range are checked by `validate_query` (400);
+    # `ragvisor.web.openapi` publishes them with the bounds in force.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str | None = Field(None, description="The question, in plain words")
-    k: int | None = Field(None, description="How many passages to retrieve (default ask.default_k)")
+    k: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        None, description="How many passages to retrieve (default ask.default_k)"
+    )
     stream: bool = Field(
         False, description="Stream NDJSON events: citations, deltas, then done (or error)"
     )
 
 
-class CitationModel(BaseModel):
+class PassageModel(BaseModel):
     """A passage the model was given, numbered as in the prompt."""
 
     n: int = Field(description="The passage's number; the answer cites it as [n]")
@@ -70,13 +82,17 @@ class CitationModel(BaseModel):
     chunk_id: str
     heading: str
     score: float = Field(description="Retrieval score (cosine similarity)")
+
+
+class CitationModel(PassageModel):
+    """A passage of the answer, and whether the answer cites it."""
+
     cited: bool | None = Field(description="Whether the answer mentions [n]")
 
 
-class AskResponse(BaseModel):
-    """Answer of `POST /ask` (and the `done` event of a stream, plus `"type": "done"`)."""
+class AnswerModel(BaseModel):
+    """What `POST /ask` answers, in both forms (the JSON object, the stream's `done` event)."""
 
-    question: str
     answer: str
     citations: list[CitationModel]
     model: str | None = Field(description="The generator's model; null for an extractive answer")
@@ -97,3 +113,82 @@ class AskResponse(BaseModel):
         description="embed, retrieve, fetch, pack, first_token, load, prompt_eval, generation, "
         "generate, total"
     )
+
+
+class AskResponse(AnswerModel):
+    """Answer of `POST /ask` as one JSON object."""
+
+    question: str = Field(description="The question as answered (spaces trimmed)")
+
+
+class CitationsEvent(BaseModel):
+    """First line of a stream: the passages, before the answer that may cite them."""
+
+    type: Literal["citations"]
+    citations: list[PassageModel]
+    dropped: int = Field(description="Passages retrieved but left out: they did not fit")
+
+
+class DeltaEvent(BaseModel):
+    """A piece of the answer's text, as it is generated."""
+
+    type: Literal["delta"]
+    text: str
+
+
+class RetryEvent(BaseModel):
+    """The backend failed mid-answer: discard the text so far, the answer starts again."""
+
+    type: Literal["retry"]
+    attempt: int
+    reason: str
+
+
+class DoneEvent(AnswerModel):
+    """Last line of a complete stream: the whole answer, as the JSON form has it."""
+
+    type: Literal["done"]
+
+
+class ErrorEvent(ErrorResponse):
+    """Last line of a stream that failed after it began (its HTTP status was already sent)."""
+
+    type: Literal["error"]
+    status: int = Field(description="The HTTP status this error has as a response")
+
+
+AskEvent = Annotated[
+    CitationsEvent | DeltaEvent | RetryEvent | DoneEvent | ErrorEvent, Field(discriminator="type")
+]
+
+
+class HealthResponse(BaseModel):
+    """Answer of `GET /healthz`."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class ReadinessResponse(BaseModel):
+    """Answer of `GET /readyz`, ready (200) or not (503)."""
+
+    ready: bool = Field(description="Every check without required: false has ok: true")
+    checks: dict[str, dict[str, Any]] = Field(
+        description="embedder, store, sync and (unless generator.backend is none) generator; "
+        "each with ok and what it found. sync has required: false: a failing sync is reported "
+        "(error, consecutive_failures) but search still answers, so the daemon stays ready"
+    )
+
+
+class SyncStarted(BaseModel):
+    """Answer of `POST /admin/sync` (202): the sync runs in the background."""
+
+    status: Literal["started"]
+    sync: dict[str, Any] = Field(description="The state, as GET /admin/sync answers it")
+
+
+class SyncFinished(BaseModel):
+    """Answer of `POST /admin/sync?wait=true` (200): the sync ran within the request."""
+
+    status: Literal["finished"]
+    report: dict[str, Any] = Field(description="The report, as `ragvisor sync --json` prints it")

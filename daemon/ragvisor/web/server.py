@@ -1,4 +1,5 @@
-"""Running the ASGI app under uvicorn, with signals handled the daemon's way.
+"""Running the ASGI app under uvicorn, with signals handled the daemon's way and connections
+that cannot pin it (ragvisor.web.connections).
 
 uvicorn re-raises SIGTERM/SIGINT after its own graceful shutdown, which kills the process
 before the daemon's remaining stages (stop the scheduler, cancel a running sync, close the
@@ -12,9 +13,13 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from ragvisor.metrics import Metrics
+from ragvisor.web.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -36,8 +41,31 @@ class DaemonServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run_server(app: ASGIApp, *, host: str, port: int, graceful_s: float = 10.0) -> None:
-    """Serve until the first SIGTERM/SIGINT, then return after draining requests."""
+def run_server(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    graceful_s: float = 10.0,
+    connections: ConnectionLimits | None = None,
+    metrics: Metrics | None = None,
+) -> None:
+    """Serve until the first SIGTERM/SIGINT, then return after draining requests.
+
+    With `connections`, request heads have a deadline and open connections a bound
+    (ragvisor.web.connections), counted in `metrics`; without (the worker, whose one client is
+    the daemon on loopback), uvicorn's defaults apply.
+    """
+    guarded: dict[str, Any] = {}
+    if connections is not None:
+        guard = ConnectionGuard(connections, metrics)
+        guarded = {
+            "http": guarded_protocol(guard),
+            "timeout_keep_alive": connections.keep_alive_s,
+            # No WebSocket routes: an upgrade would hand the socket to a protocol outside the
+            # connection table, where no bound or deadline applies.
+            "ws": "none",
+        }
     config = uvicorn.Config(
         app,
         host=host,
@@ -45,5 +73,6 @@ def run_server(app: ASGIApp, *, host: str, port: int, graceful_s: float = 10.0) 
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_s),
+        **guarded,
     )
     DaemonServer(config).run()
