@@ -15,6 +15,7 @@ PIP := $(BIN)/python -m pip install -q -c requirements/constraints.txt
 
 HOST ?= 127.0.0.1
 PORT ?= 8321
+SOAK_MINUTES ?= 30
 DATA_DIR ?= .ragvisor
 CORPUS ?= docs
 
@@ -28,7 +29,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: install llama-wheel run sync test lint bench bench-faults nspawn clean
+.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn clean
 
 install: $(STAMP)
 
@@ -93,6 +94,11 @@ bench: install
 # /ask while 40 % of backend calls hang and 10 % fail (the supervision's acceptance figure).
 bench-faults: install
 	$(BIN)/python bench/fault_bench.py
+
+# 30 minutes of mixed load (search, ask plain and streamed, syncs with edits); RSS of daemon and
+# worker every minute. Not part of `make bench`: it takes half an hour. See docs/performance.md.
+soak: install
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache .mypy_cache

@@ -315,6 +315,8 @@ class LlamaEngine:
                     done_reason = "stop"
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(f"llama.cpp failed during generation: {exc}") from exc
+        finally:
+            _free_sampler(llm)
         ended_ns = time.perf_counter_ns()
         first_ns = counter.first_token_ns or ended_ns
         return GenerationStats(
@@ -374,6 +376,25 @@ def _prefill(llm: llama_cpp.Llama, tokens: Sequence[int], cancel: threading.Even
             return False
         llm.eval(tokens[start : start + llm.n_batch])
     return True
+
+
+def _free_sampler(llm: llama_cpp.Llama) -> None:
+    """Free the sampler chain of the last generation now, not whenever the garbage collector runs.
+
+    `Llama.generate` builds a new `LlamaSampler` for every completion and keeps it until the
+    next one replaces it. The replaced chain is freed by its finalizer, which closes over the
+    object itself: a reference cycle, so only Python's cyclic collector frees it, and that runs
+    rarely in a process with few allocations. Each chain holds 3.1 MB of C memory at Gemma 3's
+    262,144-token vocabulary (one `llama_token_data` per token). Measured on the pinned model,
+    40 generations in a row: the heap in use grew 91 -> 211 MB, 3.1 MB per generation, until a
+    full collection freed it; glibc kept the freed pages, so RSS stayed at the peak. The 10-minute
+    soak showed the same as a worker RSS rising in steps (501 -> 542 MB). Closed here, the heap
+    in use stays flat (see docs/performance.md, "Soak").
+    """
+    sampler = getattr(llm, "_sampler", None)
+    if sampler is not None:
+        setattr(llm, "_sampler", None)  # noqa: B010 - a private attribute of llama-cpp-python
+        sampler.close()
 
 
 def _facts_from(metadata: dict[str, str], model: Any) -> ModelFacts:
