@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +207,27 @@ def test_a_locked_database_is_a_store_error_and_changes_nothing(tmp_path):
     commit(store, make_document("b.md", "gamma three"))
     assert len(store.stored_documents()) == 2
     store.close()
+
+
+def _open_files(path) -> int:
+    """How many of this process's file descriptors are open on `path` (the database file)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path):
+    """Each thread reads through its own connection; once the thread has ended, its connection
+    is closed when the next one opens, so short-lived threads (a sync each) do not pile up
+    connections and their page caches."""
+    store = SqliteStore(tmp_path / "data")
+    commit(store, make_document("a.md", "alpha one\n\nbeta two"))
+    for _ in range(30):
+        reader = threading.Thread(target=store.stored_documents)
+        reader.start()
+        reader.join()
+    # This thread's connection and the last reader's, plus one descriptor SQLite's unix VFS
+    # keeps after a close while other connections of the process hold locks on the file.
+    # Before: 31, one per thread that ever read.
+    assert _open_files(store.path) <= 3
+    store.close()
+    assert _open_files(store.path) == 0
