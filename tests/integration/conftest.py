@@ -20,6 +20,7 @@ import pytest
 from ragvisor.embed.model_files import assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
+from tests.integration.corpus import write_corpus
 
 RAGVISOR = [sys.executable, "-m", "ragvisor.cli"]
 
@@ -123,6 +124,25 @@ def start_daemon(corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, 
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"daemon not ready in 60 s:\n{log_path.read_text()}")
+
+
+# A daemon over a corpus synced beforehand: no start-up sync, no scheduled one.
+QUIET = {"RAGVISOR_SYNC__ON_START": "false", "RAGVISOR_SYNC__INTERVAL_S": "0"}
+
+
+def synced_daemon(
+    base: Path, model_dir: Path, extra_files: dict[str, str] | None = None, **env: str
+) -> Daemon:
+    """The small notes corpus (plus `extra_files`) under `base`, synced by `ragvisor sync`, and
+    a daemon started on it, quiet (`QUIET`) unless `env` says otherwise."""
+    corpus = write_corpus(base / "notes")
+    for name, text in (extra_files or {}).items():
+        (corpus / name).write_text(text)
+    sync = run_cli(
+        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
+    )
+    assert sync.returncode == 0, sync.stderr
+    return start_daemon(corpus, base / "data", model_dir, base / "daemon.log", **{**QUIET, **env})
 
 
 def stop_daemon(daemon: Daemon) -> None:

@@ -29,8 +29,7 @@ import httpx
 import pytest
 
 from ragvisor.core.retrieval import text_pattern
-from tests.integration.conftest import Daemon, run_cli, start_daemon, stop_daemon
-from tests.integration.corpus import write_corpus
+from tests.integration.conftest import Daemon, stop_daemon, synced_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +49,9 @@ RUN_TIMEOUT_S = 600
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, model_dir):
     """One synced daemon with non-default bounds, its scheduler quiet, answers of 8 tokens."""
-    base = tmp_path_factory.mktemp("fuzz")
-    corpus = write_corpus(base / "notes")
-    sync = run_cli(
-        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
-    )
-    assert sync.returncode == 0, sync.stderr
-    d = start_daemon(
-        corpus,
-        base / "data",
+    d = synced_daemon(
+        tmp_path_factory.mktemp("fuzz"),
         model_dir,
-        base / "daemon.log",
-        RAGVISOR_SYNC__ON_START="false",
-        RAGVISOR_SYNC__INTERVAL_S="0",
         RAGVISOR_GENERATOR__NUM_PREDICT="8",
         RAGVISOR_SERVER__MAX_QUERY_CHARS=str(MAX_QUERY_CHARS),
         RAGVISOR_SERVER__MAX_K=str(SEARCH_MAX_K),

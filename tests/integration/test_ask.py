@@ -12,22 +12,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import Daemon, run_cli, start_daemon, stop_daemon
+from tests.integration.conftest import Daemon, run_cli, stop_daemon, synced_daemon
 from tests.integration.corpus import write_corpus
 
 QUESTION = "what should vm.swappiness be on a small droplet?"
-QUIET = {"RAGVISOR_SYNC__ON_START": "false", "RAGVISOR_SYNC__INTERVAL_S": "0"}
-
-
-def synced_daemon(base, model_dir, extra_files: dict[str, str] | None = None, **env: str) -> Daemon:
-    corpus = write_corpus(base / "notes")
-    for name, text in (extra_files or {}).items():
-        (corpus / name).write_text(text)
-    sync = run_cli(
-        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
-    )
-    assert sync.returncode == 0, sync.stderr
-    return start_daemon(corpus, base / "data", model_dir, base / "daemon.log", **QUIET, **env)
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,13 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import run_cli, start_daemon, stop_daemon
-from tests.integration.corpus import write_corpus
+from tests.integration.conftest import stop_daemon, synced_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, model_dir):
     """One synced daemon over the small notes corpus, shared by this module's tests."""
-    base = tmp_path_factory.mktemp("search")
-    corpus = write_corpus(base / "notes")
-    sync = run_cli(
-        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
-    )
-    assert sync.returncode == 0, sync.stderr
-    d = start_daemon(
-        corpus,
-        base / "data",
-        model_dir,
-        base / "daemon.log",
-        RAGVISOR_SYNC__ON_START="false",
-        RAGVISOR_SYNC__INTERVAL_S="0",
-    )
+    d = synced_daemon(tmp_path_factory.mktemp("search"), model_dir)
     yield d
     stop_daemon(d)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.conftest import stop_daemon
+from tests.integration.conftest import stop_daemon, synced_daemon
 from tests.integration.scripted_ollama import scripted_ollama
-from tests.integration.test_ask import synced_daemon
 
 NUM_CTX = 1024
 
