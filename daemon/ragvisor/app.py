@@ -41,7 +41,7 @@ from ragvisor.errors import ConfigError
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
-from ragvisor.memory import release_free_memory
+from ragvisor.memory import release_free_memory, tune_allocator
 from ragvisor.metrics import Metrics
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.supervise.admission import Lane
@@ -261,6 +261,9 @@ def build_services(settings: Settings) -> Services:
     Raises ConfigError, ModelFileError or StoreError with a message an operator can act on.
     """
     log = structlog.get_logger(component="app")
+    tuned = tune_allocator()  # before the model's and the server's threads exist
+    if tuned:
+        log.debug("memory.allocator_tuned", **tuned)
     check_corpus_roots(settings)
     started = time.perf_counter()
     metrics = Metrics()
