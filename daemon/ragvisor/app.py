@@ -10,13 +10,11 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ragvisor import __version__
 from ragvisor.admin_token import load_admin_token
 from ragvisor.answering import Answerer
 from ragvisor.config import (
@@ -43,6 +41,7 @@ from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
 from ragvisor.memory import release_free_memory, tune_allocator
 from ragvisor.metrics import Metrics
+from ragvisor.runtime.services import Services
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.breaker import CircuitBreaker
@@ -50,116 +49,9 @@ from ragvisor.supervise.calls import SupervisedEmbedder, SupervisedGenerator, Su
 from ragvisor.supervise.controls import EmbedderControl, OllamaControl, WorkerControl
 from ragvisor.supervise.ladder import BackendControl, EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard, probe_from_env
-from ragvisor.supervise.preload import GeneratorMemory, GuardActionsImpl
+from ragvisor.supervise.preload import GeneratorMemory, IdleModelUnloader
 from ragvisor.supervise.retry import RetryPolicy
 from ragvisor.syncing import SyncRunner
-
-
-@dataclass
-class Services:
-    """Everything the daemon and the CLI work with, built from one Settings value."""
-
-    settings: Settings
-    store: SqliteStore
-    embedder: Embedder
-    retriever: Retriever
-    sync_runner: SyncRunner
-    admin_token: str
-    metrics: Metrics
-    lanes: dict[str, Lane]
-    started_at: float = field(default_factory=time.time)
-    generator: SupervisedGenerator | None = None
-    worker: WorkerProcess | None = None
-    answerer: Answerer | None = None
-    supervisors: dict[str, Supervisor] = field(default_factory=dict)
-    memory_guard: MemoryGuard | None = None
-    remote_embedder: OllamaEmbedder | None = None
-
-    def readiness(self) -> dict[str, dict[str, Any]]:
-        """Cheap checks for `/readyz`: the model answers, the store can be read, and how the
-        last sync went.
-
-        A check with ``required: false`` (the sync's) is reported but does not make the daemon
-        unready: see `SyncState.readiness_check`.
-        """
-        checks: dict[str, dict[str, Any]] = {}
-        fingerprint = self.embedder.fingerprint
-        checks["embedder"] = {"ok": True, "model": fingerprint.name, "fingerprint": fingerprint.key}
-        try:
-            stats = self.store.stats()
-            checks["store"] = {"ok": True, **stats}
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            checks["store"] = {"ok": False, "error": str(exc)}
-        checks["sync"] = self.sync_runner.state.readiness_check()
-        return checks
-
-    def ladders(self) -> list[EscalationLadder]:
-        """The escalation ladders of the supervised backends."""
-        return [s.ladder for s in self.supervisors.values() if s.ladder is not None]
-
-    def status(self) -> dict[str, Any]:
-        """The whole picture for `GET /status` and `ragvisor status` (cheap: no backend call)."""
-        sync = self.sync_runner.state.as_dict()
-        last = self.sync_runner.state.last_success_at
-        sync["last_sync_age_s"] = None if last is None else round(time.time() - last, 1)
-        sync["interval_s"] = self.settings.sync.interval_s
-        try:
-            store: dict[str, Any] = {"ok": True, **self.store.stats()}
-        except Exception as exc:  # noqa: BLE001 - a status page reports, it does not fail
-            store = {"ok": False, "error": str(exc)}
-        guard = self.memory_guard
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "lanes": {name: lane.snapshot() for name, lane in self.lanes.items()},
-            "backends": {
-                "generator": self._generator_status(),
-                "embedder": self._embedder_status(),
-            },
-            "memory": guard.snapshot() if guard is not None else {"level": "unknown"},
-            "sync": sync,
-            "store": store,
-        }
-
-    def _generator_status(self) -> dict[str, Any] | None:
-        g = self.settings.generator
-        if self.generator is None:
-            return {"kind": "none", "url": None, "model": None, "breaker": None, "ladder": None}
-        status: dict[str, Any] = {
-            "kind": g.backend,
-            "url": self.generator.client.base_url,
-            "model": g.model,
-            "num_ctx": g.num_ctx,
-            "num_predict": g.num_predict,
-            **self.supervisors["generator"].snapshot(),
-        }
-        if self.worker is not None:
-            status["worker"] = self.worker.describe()
-        return status
-
-    def _embedder_status(self) -> dict[str, Any]:
-        fingerprint = self.embedder.fingerprint
-        status: dict[str, Any] = {
-            "kind": self.settings.embedder.backend,
-            "model": fingerprint.name,
-            "fingerprint": fingerprint.key,
-            "url": None,
-            "breaker": None,
-            "ladder": None,
-        }
-        if self.remote_embedder is not None:
-            status["url"] = self.remote_embedder.base_url
-            status.update(self.supervisors["embedder"].snapshot())
-        return status
-
-    def close(self) -> None:
-        """Stop the worker (if we started one) and release the store."""
-        if self.worker is not None:
-            self.worker.stop()
-        if self.remote_embedder is not None:
-            self.remote_embedder.close()
-        self.store.close()
 
 
 def corpus_spec(settings: Settings) -> CorpusSpec:
@@ -357,7 +249,12 @@ def build_memory_guard(services: Services) -> MemoryGuard:
     return MemoryGuard(
         probe_from_env(settings, extra_pids=extra_pids),
         settings,
-        actions=GuardActionsImpl(services),
+        actions=IdleModelUnloader(
+            services.lanes,
+            generator=lambda: services.generator,
+            remote_embedder=services.remote_embedder,
+            sync_running=lambda: services.sync_runner.running,
+        ),
         metrics=services.metrics,
         log=structlog.get_logger(component="memory"),
     )

@@ -89,6 +89,11 @@ class Store(Protocol):
         """Drop vectors of other fingerprints and unreferenced hashes; returns how many."""
         ...
 
+    def load_index(self, fingerprint: Fingerprint) -> int:
+        """Build the dense index of this fingerprint now (at start-up) rather than at the first
+        search; returns how many chunks it holds."""
+        ...
+
     def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
         """Top-k chunks by cosine similarity among vectors of this fingerprint."""
         ...

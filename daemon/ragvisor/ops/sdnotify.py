@@ -35,7 +35,7 @@ import structlog
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
-    from ragvisor.app import Services
+    from ragvisor.runtime.services import Services
 
 T = TypeVar("T")
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from ragvisor.errors import RagvisorError
 from ragvisor.llm.ollama_client import OllamaClient
+from ragvisor.supervise.admission import Lane
+from ragvisor.supervise.calls import SupervisedGenerator
 from ragvisor.supervise.ladder import same_model
 from ragvisor.supervise.memory import MemoryGuard
-
-if TYPE_CHECKING:
-    from ragvisor.app import Services
 
 MB = 1024 * 1024
 # How long a `/api/ps` answer is trusted: one call per second at most, whatever the traffic.
@@ -111,21 +111,31 @@ class GeneratorMemory:
         return await unload_if_loaded(self._embedder)
 
 
-class GuardActionsImpl:
+class IdleModelUnloader:
     """Unload idle models on the guard's request: the generator first, then the embedder.
 
     "Idle" means no request of that model's lane is running (nor a sync, for the embedder):
-    unloading mid-answer would only make the answer fail and the model load again.
+    unloading mid-answer would only make the answer fail and the model load again. The
+    generator is asked for when needed: it is attached after the guard is built.
     """
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(
+        self,
+        lanes: Mapping[str, Lane],
+        *,
+        generator: Callable[[], SupervisedGenerator | None],
+        remote_embedder: Any,
+        sync_running: Callable[[], bool],
+    ) -> None:
+        self._lanes = lanes
+        self._generator = generator
+        self._remote_embedder = remote_embedder
+        self._sync_running = sync_running
 
     async def unload_idle_generator(self) -> bool:
         """Unload the chat model when no answer is being generated and it is resident."""
-        services = self._services
-        generator = services.generator
-        if generator is None or services.lanes["ask"].active > 0:
+        generator = self._generator()
+        if generator is None or self._lanes["ask"].active > 0:
             return False
         client = generator.client
         models = await client.ps(timeout=5.0)
@@ -136,11 +146,9 @@ class GuardActionsImpl:
 
     async def unload_idle_embedder(self) -> bool:
         """Unload a remote embedding model when no search or sync is using it."""
-        services = self._services
-        embedder = services.remote_embedder
-        if services.lanes["search"].active > 0 or services.sync_runner.running:
+        if self._lanes["search"].active > 0 or self._sync_running():
             return False
-        return await unload_if_loaded(embedder)
+        return await unload_if_loaded(self._remote_embedder)
 
 
 async def unload_if_loaded(embedder: Any) -> bool:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -32,6 +32,8 @@ from ragvisor.errors import BackendTimeout, InputError, NotReadyError, Overloade
 from ragvisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ragvisor.metrics import Metrics
 from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
+from ragvisor.runtime import reports
+from ragvisor.runtime.services import Services
 from ragvisor.supervise.admission import Ticket
 from ragvisor.supervise.calls import request_deadline
 from ragvisor.supervise.memory import schedule_memory_guard
@@ -59,10 +61,6 @@ from ragvisor.web.schemas import (
     SyncStarted,
 )
 from ragvisor.web.streaming import ClientGone, NdjsonStream, until_disconnect
-
-if TYPE_CHECKING:
-    from ragvisor.app import Services
-
 
 # Seconds kept for retrieval and packing when a request waits in the ask lane.
 LANE_PREPARE_S = 1.0
@@ -186,7 +184,7 @@ def create_app(services: Services, notifier: SystemdNotifier | None = None) -> F
         responses={503: {"model": ReadinessResponse, "description": "A check is not ok"}},
     )
     async def readyz() -> JSONResponse:
-        checks = await run_in_threadpool(services.readiness)
+        checks = await run_in_threadpool(reports.readiness, services)
         if services.generator is not None:
             checks["generator"] = await _generator_check(services)
         # `required: false` checks (the sync's) inform; they never take a replica out of rotation.
@@ -294,7 +292,7 @@ def _add_observability_routes(app: FastAPI, services: Services) -> None:
 
     @app.get("/status", summary="Lanes, backends, breakers, memory, sync: the whole picture")
     def status() -> dict[str, Any]:
-        return services.status()
+        return reports.status(services)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
