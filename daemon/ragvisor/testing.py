@@ -17,6 +17,21 @@ from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
 
 
+class FakeClock:
+    """A monotonic clock (``core.protocols.Clock``) that moves only when the test moves it, so
+    a test of timeouts, pauses or averages runs in microseconds and never sleeps."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.now += seconds
+
+
 class FakeEmbedder:
     """Deterministic pseudo-embeddings: the same text always gives the same unit vector.
 

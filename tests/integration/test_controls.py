@@ -94,9 +94,12 @@ async def closing(c: OllamaClient) -> AsyncIterator[OllamaClient]:
 # -- the restart command --
 
 
-def test_a_restart_command_that_succeeds_returns():
-    """Exit status 0 is success; output is not an error."""
-    run(run_restart_command([sys.executable, "-c", "print('restarted')"], 10))
+def test_a_restart_command_that_succeeds_returns(tmp_path):
+    """Exit status 0 is success, after the command has run to its end; output is no error."""
+    marker = tmp_path / "restarted"
+    script = f"import pathlib; print('restarted'); pathlib.Path({str(marker)!r}).write_text('ok')"
+    assert run(run_restart_command([sys.executable, "-c", script], 10)) is None
+    assert marker.read_text() == "ok"
 
 
 def test_a_failing_restart_command_raises_with_its_output_tail():

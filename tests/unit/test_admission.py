@@ -12,6 +12,7 @@ from ragvisor.config import LaneSettings
 from ragvisor.errors import Overloaded
 from ragvisor.metrics import Metrics
 from ragvisor.supervise.admission import Lane, Ticket
+from ragvisor.testing import FakeClock
 
 WAIT_S = 5.0  # bound on every wait in these tests
 
@@ -49,7 +50,7 @@ def test_no_more_than_max_concurrent_run_at_once():
                 inside += 1
                 peak = max(peak, inside)
                 await go.wait()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)  # let the others run
                 inside -= 1
             done += 1
 
@@ -109,16 +110,17 @@ def test_retry_after_follows_the_measured_service_time():
     """A lane whose requests turn out slow advertises a longer Retry-After."""
 
     async def scenario() -> None:
-        lane_ = lane(1, 20, initial_service_s=0.01)
+        clock = FakeClock()
+        lane_ = lane(1, 20, initial_service_s=0.01, clock=clock)
         async with lane_.slot():
-            await asyncio.sleep(0.25)
-        assert lane_.service_time_s >= 0.25
+            clock.advance(0.25)
+        assert lane_.service_time_s == 0.25
         held = await lane_.acquire()
         waiters = [asyncio.create_task(lane_.acquire()) for _ in range(20)]
         await until(lambda: lane_.waiting == 20)
         with pytest.raises(Overloaded) as caught:
             await lane_.acquire()
-        assert caught.value.retry_after_s >= 6  # 22 turns of at least 0.25 s
+        assert caught.value.retry_after_s == 6  # 22 turns of 0.25 s = 5.5 s, rounded up
         for task in waiters:
             task.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
@@ -131,14 +133,14 @@ def test_service_time_is_a_moving_average():
     """The first measurement replaces the initial guess; later ones move the average."""
 
     async def scenario() -> None:
-        lane_ = lane(1, 0, initial_service_s=10.0)
+        clock = FakeClock()
+        lane_ = lane(1, 0, initial_service_s=10.0, clock=clock)
         async with lane_.slot():
-            pass
-        first = lane_.service_time_s
-        assert first < 1.0
+            clock.advance(0.1)
+        assert lane_.service_time_s == pytest.approx(0.1)
         async with lane_.slot():
-            await asyncio.sleep(0.2)
-        assert first < lane_.service_time_s < 0.2
+            clock.advance(0.6)
+        assert lane_.service_time_s == pytest.approx(0.1 + 0.2 * (0.6 - 0.1))
 
     run(scenario())
 
@@ -147,8 +149,8 @@ def test_a_cancelled_waiter_leaves_the_queue_and_leaks_no_slot():
     """A client that goes away while queued frees its place; the lane's capacity is unchanged."""
 
     async def scenario() -> None:
-        metrics = Metrics()
-        lane_ = lane(1, 4, metrics=metrics)
+        metrics, clock = Metrics(), FakeClock()
+        lane_ = lane(1, 4, metrics=metrics, clock=clock)
         held = await lane_.acquire()
         waiter = asyncio.create_task(lane_.acquire())
         await until(lambda: lane_.waiting == 1)
@@ -251,22 +253,22 @@ def test_gauges_and_wait_histogram_follow_the_lane():
     """Queue depth, active count and queue wait are exported per lane."""
 
     async def scenario() -> None:
-        metrics = Metrics()
-        lane_ = lane(1, 4, metrics=metrics)
+        metrics, clock = Metrics(), FakeClock()
+        lane_ = lane(1, 4, metrics=metrics, clock=clock)
         held = await lane_.acquire()
         assert sample(metrics, "ragvisor_lane_active") == 1
         waiter = asyncio.create_task(lane_.acquire())
         await until(lambda: lane_.waiting == 1)
         assert sample(metrics, "ragvisor_lane_queue_depth") == 1
-        await asyncio.sleep(0.05)
+        clock.advance(0.05)
         held.release()
         async with asyncio.timeout(WAIT_S):
             ticket = await waiter
-        assert ticket.waited_s >= 0.05
+        assert ticket.waited_s == pytest.approx(0.05)
         assert sample(metrics, "ragvisor_lane_queue_depth") == 0
         assert sample(metrics, "ragvisor_lane_active") == 1
         assert sample(metrics, "ragvisor_lane_wait_seconds_count") == 2
-        assert sample(metrics, "ragvisor_lane_wait_seconds_sum") >= 0.05
+        assert sample(metrics, "ragvisor_lane_wait_seconds_sum") == pytest.approx(0.05)
         ticket.release()
         assert sample(metrics, "ragvisor_lane_active") == 0
 

@@ -13,28 +13,15 @@ from ragvisor.config import BreakerSettings
 from ragvisor.errors import BackendUnavailable
 from ragvisor.metrics import Metrics
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
-
-
-class Clock:
-    """A hand-moved monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
+from ragvisor.testing import FakeClock
 
 SETTINGS = BreakerSettings(failure_threshold=3, open_s=10.0, open_max_s=35.0)
 
 
 def make(
     settings: BreakerSettings = SETTINGS, metrics: Metrics | None = None, log: object = None
-) -> tuple[CircuitBreaker, Clock]:
-    clock = Clock()
+) -> tuple[CircuitBreaker, FakeClock]:
+    clock = FakeClock()
     return CircuitBreaker("x", settings, metrics=metrics, log=log, clock=clock), clock
 
 

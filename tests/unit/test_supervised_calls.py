@@ -42,19 +42,10 @@ from ragvisor.supervise.calls import (
 )
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.retry import RetryPolicy
+from ragvisor.testing import FakeClock
 from tests.unit.test_ladder import RecordingControl
 
 POLICY = RetryPolicy(attempts=3, backoff_base_s=0.01, backoff_max_s=0.05)
-
-
-class Clock:
-    """A hand-moved clock for the breaker's pause."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def supervisor(
@@ -63,14 +54,14 @@ def supervisor(
     threshold: int = 5,
     metrics: Metrics | None = None,
     log: Any = None,
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     ladder: Callable[[CircuitBreaker], EscalationLadder] | None = None,
 ) -> Supervisor:
     breaker = CircuitBreaker(
         "gen",
         BreakerSettings(failure_threshold=threshold, open_s=10.0),
         metrics=metrics,
-        clock=clock or Clock(),
+        clock=clock or FakeClock(0.0),
     )
     return Supervisor(
         "gen",
@@ -264,7 +255,7 @@ def test_a_call_that_began_before_the_breaker_opened_does_not_reopen_a_half_open
     """Only the trial's verdict moves a half-open breaker, not a straggler failing late."""
 
     async def scenario() -> None:
-        clock = Clock()
+        clock = FakeClock(0.0)
         sup = supervisor(RetryPolicy(attempts=1), threshold=1, clock=clock)
         release = asyncio.Event()
 
@@ -306,7 +297,7 @@ def open_breaker(sup: Supervisor) -> None:
 
 def test_a_half_open_trial_that_is_rejected_does_not_wedge_the_breaker():
     """A trial ending in a 4xx tells nothing about the backend; the next caller may try."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     sup = supervisor(threshold=1, clock=clock)
     open_breaker(sup)
     clock.now += 10
@@ -319,7 +310,7 @@ def test_a_half_open_trial_that_is_rejected_does_not_wedge_the_breaker():
 @pytest.mark.parametrize("error", [ValueError("a bug"), asyncio.CancelledError()])
 def test_a_half_open_trial_that_breaks_off_does_not_wedge_the_breaker(error):
     """A trial ended by a bug or a cancellation leaves no verdict; the next caller may try."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     sup = supervisor(threshold=1, clock=clock)
     open_breaker(sup)
     clock.now += 10
@@ -468,7 +459,7 @@ def token_backend() -> tuple[OllamaClient, list[httpx.Request]]:
     return client, seen
 
 
-def generator(client: OllamaClient, clock: Clock | None = None) -> SupervisedGenerator:
+def generator(client: OllamaClient, clock: FakeClock | None = None) -> SupervisedGenerator:
     return SupervisedGenerator(client, supervisor(threshold=1, clock=clock))
 
 
@@ -491,7 +482,7 @@ def test_count_tokens_asks_the_backend_while_the_breaker_is_closed(token_backend
 def test_count_tokens_is_none_without_a_call_while_the_breaker_is_open(token_backend):
     """An open (or half-open) breaker means "estimate": the backend is not asked."""
     client, seen = token_backend
-    clock = Clock()
+    clock = FakeClock(0.0)
     gen = generator(client, clock)
     with pytest.raises(BackendError):
         asyncio.run(gen.supervisor.call("chat", forever(BackendError("500"))))

@@ -29,6 +29,15 @@ Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
 
 
+class Clock(Protocol):
+    """Monotonic seconds: ``time.monotonic`` (or ``perf_counter``) in the daemon,
+    ``ragvisor.testing.FakeClock`` in tests, which moves only when the test moves it."""
+
+    def __call__(self) -> float:
+        """Seconds since an arbitrary start; never goes back."""
+        ...
+
+
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
 

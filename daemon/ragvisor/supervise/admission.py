@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ragvisor.config import LaneSettings
+from ragvisor.core.protocols import Clock
 from ragvisor.errors import Overloaded
 from ragvisor.metrics import Metrics
 
@@ -35,8 +36,10 @@ class Lane:
         *,
         initial_service_s: float = 1.0,
         metrics: Metrics | None = None,
+        clock: Clock = time.perf_counter,
     ) -> None:
         self.name = name
+        self._clock = clock
         self.max_concurrent = settings.max_concurrent
         self.max_queue = settings.max_queue
         self._semaphore = asyncio.Semaphore(settings.max_concurrent)
@@ -74,7 +77,7 @@ class Lane:
                 f"try again in {self.retry_after_s():.0f} s",
                 retry_after_s=self.retry_after_s(),
             )
-        queued = time.perf_counter()
+        queued = self._clock()
         self.waiting += 1
         self._gauges()
         try:
@@ -82,7 +85,7 @@ class Lane:
         finally:
             self.waiting -= 1
             self._gauges()
-        wait_s = time.perf_counter() - queued
+        wait_s = self._clock() - queued
         self.active += 1
         self.admitted += 1
         self._gauges()
@@ -135,10 +138,10 @@ class Ticket:
     def __init__(self, lane: Lane, waited_s: float) -> None:
         self._lane: Lane | None = lane
         self.waited_s = waited_s
-        self._started = time.perf_counter()
+        self._started = lane._clock()
 
     def release(self) -> None:
         """Free the slot and feed the lane's service-time average."""
         lane, self._lane = self._lane, None
         if lane is not None:
-            lane._release(time.perf_counter() - self._started)
+            lane._release(lane._clock() - self._started)
