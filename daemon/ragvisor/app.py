@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from ragvisor.admin_token import load_admin_token
+from ragvisor.allocator import release_free_memory, tune_allocator
 from ragvisor.answering import Answerer
 from ragvisor.config import (
     ENV_PREFIX,
@@ -39,7 +40,6 @@ from ragvisor.errors import ConfigError
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
-from ragvisor.memory import release_free_memory, tune_allocator
 from ragvisor.metrics import Metrics
 from ragvisor.runtime.services import Services
 from ragvisor.store.sqlite import SqliteStore

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragvisor.allocator import release_free_memory
 from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
@@ -25,7 +26,6 @@ from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
 from ragvisor.datadir import open_private
 from ragvisor.errors import BusyError, StoreError, SyncCancelled
-from ragvisor.memory import release_free_memory
 from ragvisor.metrics import Metrics
 
 ProgressCallback = Callable[[int, int], None]

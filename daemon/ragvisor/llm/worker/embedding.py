@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from ragvisor.allocator import release_free_memory
 from ragvisor.core.protocols import Matrix
 from ragvisor.embed.model_files import DEFAULT_MODEL, file_sha256
 from ragvisor.embed.onnx import MODEL_FILE, TOKENIZER_FILE, OnnxEmbedder
 from ragvisor.errors import InputError, ModelFileError
 from ragvisor.llm.worker.catalog import EmbedderFacts
 from ragvisor.llm.worker.slot import ModelSlot, finish_blocking
-from ragvisor.memory import release_free_memory
 
 # all-MiniLM-L6-v2's parameter count (sentence-transformers' figure; the ONNX file does not say).
 _DEFAULT_MODEL_PARAMS = 22_713_216

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 from llama_cpp import _internals as llama_internals
 
+from ragvisor.allocator import release_free_memory
 from ragvisor.errors import ModelFileError, NotReadyError, RagvisorError
-from ragvisor.memory import release_free_memory
 
 DoneReason = Literal["stop", "length"]
 # `enum ggml_log_level` of the bundled llama.cpp: 1 debug, 2 info, 3 warn, 4 error, 5 continued.

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
+from ragvisor.allocator import release_free_memory
 from ragvisor.llm.worker.catalog import normalize_name
 from ragvisor.llm.worker.keepalive import expiry
-from ragvisor.memory import release_free_memory
 
 R = TypeVar("R")  # the loaded resource
 S = TypeVar("S")  # what a load depends on (the context size for llama.cpp)

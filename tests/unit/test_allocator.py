@@ -11,7 +11,7 @@ import sys
 import psutil
 import pytest
 
-from ragvisor.memory import ARENA_MAX, MMAP_THRESHOLD_BYTES, release_free_memory
+from ragvisor.allocator import ARENA_MAX, MMAP_THRESHOLD_BYTES, release_free_memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -20,7 +20,7 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 # mallinfo2 whether it was mapped on its own (hblks) or carved from an arena.
 PROBE = """
 import ctypes, json, sys
-from ragvisor.memory import tune_allocator
+from ragvisor.allocator import tune_allocator
 applied = tune_allocator(json.loads(sys.argv[1]))
 libc = ctypes.CDLL(None)
 class MallInfo2(ctypes.Structure):

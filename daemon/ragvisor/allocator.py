@@ -1,4 +1,5 @@
-"""Giving freed heap memory back to the operating system.
+"""The C allocator (glibc): giving freed heap memory back to the OS, and keeping it from being
+held in the first place.
 
 ONNX Runtime (with its arena disabled, as we run it) allocates and frees large activation
 buffers through malloc on every batch. glibc keeps freed blocks in its arenas, so after a sync
