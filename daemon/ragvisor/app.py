@@ -6,17 +6,17 @@ calls the functions here. Importing this module has no side effects.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from ragvisor.admin_token import load_admin_token
-from ragvisor.allocator import release_free_memory, tune_allocator
+from ragvisor.allocator import tune_allocator
 from ragvisor.answering import Answerer
 from ragvisor.config import (
     ENV_PREFIX,
@@ -351,95 +351,43 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
     )
 
 
-def build_scheduler(services: Services) -> Any:
-    """APScheduler running the sync every `sync.interval_s` (and once at start if asked).
-
-    One job, one instance at a time (`max_instances=1`, `coalesce=True`); the runner's locks
-    also stop it from overlapping an admin-triggered or CLI sync.
-    """
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    scheduler = BackgroundScheduler(timezone="UTC")
-    sync = services.settings.sync
-
-    def job() -> None:
-        services.sync_runner.run_quietly(trigger="schedule")
-
-    if sync.interval_s > 0 or sync.on_start:
-        from datetime import UTC, datetime
-
-        first = datetime.now(UTC) if sync.on_start else None
-        if sync.interval_s > 0:
-            scheduler.add_job(
-                job,
-                "interval",
-                seconds=sync.interval_s,
-                id="sync",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=first,
-            )
-        else:
-            scheduler.add_job(job, "date", run_date=first, id="sync")
-    return scheduler
+def build_daemon(settings: Settings) -> Services:
+    """The services with the generator attached; the embedded worker is spawned and comes up
+    while the daemon loads its index (`runtime.lifecycle.run`)."""
+    services = build_services(settings)
+    try:
+        attach_generator(services)
+    except BaseException:
+        services.close()
+        raise
+    return services
 
 
 def serve(settings: Settings) -> None:
-    """Run the daemon until SIGTERM/SIGINT: load, warm the index, schedule syncs, serve HTTP."""
+    """Run the daemon until SIGTERM/SIGINT (`runtime.lifecycle` holds the start and stop)."""
+    # Imported here: the web stack, the scheduler and systemd are the daemon's alone, and the
+    # CLI's other commands start faster without them.
     from ragvisor.ops.sdnotify import SystemdNotifier
+    from ragvisor.runtime import lifecycle
     from ragvisor.web.app import create_app, with_request_log
     from ragvisor.web.connections import ConnectionLimits
     from ragvisor.web.server import run_server
 
-    log = structlog.get_logger(component="app")
-    process_started = time.perf_counter()
+    started = time.perf_counter()
     notifier = SystemdNotifier.from_environ(os.environ)  # a no-op when not under systemd
     notifier.status("starting: opening the store, loading the embedder")
-    services = build_services(settings)
-    try:
-        attach_generator(services)  # the worker comes up while the index loads below
-    except BaseException:
-        services.close()
-        raise
-    notifier.status("starting: loading the index, warming up the embedder")
-    indexed = services.store.load_index(services.embedder.fingerprint)
-    services.embedder.embed(["warm-up"])  # first ONNX run allocates; pay it before traffic
-    if services.worker is not None:
-        notifier.status("starting: waiting for the generator worker")
-        try:
-            services.worker.wait_ready()
-        except BaseException:
-            services.close()
-            raise
-    release_free_memory()
-    log.info(
-        "app.ready",
-        chunks_indexed=indexed,
-        warmup_ms=round((time.perf_counter() - process_started) * 1000, 1),
+    services = build_daemon(settings)
+    app = create_app(services, lifespan=lifecycle.lifespan(services, notifier))
+    serve_http = functools.partial(
+        run_server,
+        with_request_log(app, services.metrics),
+        host=settings.server.host,
+        port=settings.server.port,
+        graceful_s=settings.server.shutdown_grace_s,
+        connections=ConnectionLimits.from_settings(settings.server),
+        metrics=services.metrics,
     )
-    scheduler = build_scheduler(services)
-    scheduler.start()
-    app = with_request_log(create_app(services, notifier), services.metrics)
-    try:
-        run_server(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            graceful_s=settings.server.shutdown_grace_s,
-            connections=ConnectionLimits.from_settings(settings.server),
-            metrics=services.metrics,
-        )
-    finally:
-        notifier.status("stopping: scheduler, running sync, store")
-        log.info("app.stopping", stage="scheduler")
-        scheduler.shutdown(wait=False)
-        services.sync_runner.cancel()
-        deadline = time.monotonic() + settings.sync.stop_timeout_s
-        while services.sync_runner.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        log.info("app.stopping", stage="store")
-        services.close()
-        log.info("app.stopped")
+    lifecycle.run(services, serve_http, notifier, started=started)
 
 
 def install_sigterm_as_interrupt() -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -31,12 +30,10 @@ from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import BackendTimeout, InputError, NotReadyError, Overloaded, RagvisorError
 from ragvisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ragvisor.metrics import Metrics
-from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
 from ragvisor.runtime import reports
 from ragvisor.runtime.services import Services
 from ragvisor.supervise.admission import Ticket
 from ragvisor.supervise.calls import request_deadline
-from ragvisor.supervise.memory import schedule_memory_guard
 from ragvisor.web.auth import admin_guard
 from ragvisor.web.errors import error_body, install_error_handlers, status_for
 from ragvisor.web.json_body import load_json
@@ -123,35 +120,16 @@ class RequestLogMiddleware:
             )
 
 
-def create_app(services: Services, notifier: SystemdNotifier | None = None) -> FastAPI:
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     """Build the web application around already-constructed services.
 
-    With a `notifier` (the daemon under systemd) the lifespan sends READY=1 once the port
-    accepts, watchdog pings after each self-check, and STOPPING=1 (ragvisor.ops.sdnotify).
+    `lifespan` is what runs on the event loop from start to stop — the daemon passes
+    `runtime.lifecycle.lifespan` (scheduler, systemd session, staged stop); tests may pass none.
     """
     log = structlog.get_logger(component="web")
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        for ladder in services.ladders():
-            ladder.bind(loop)
-        scheduler = AsyncIOScheduler(timezone="UTC")
-        if services.memory_guard is not None:
-            interval = services.settings.memory.interval_s
-            schedule_memory_guard(scheduler, services.memory_guard, interval)
-        scheduler.start()
-        systemd = daemon_session(notifier, services, scheduler)
-        systemd.start()
-        try:
-            yield
-        finally:
-            await systemd.stop()  # STOPPING=1 first, and no watchdog ping after it
-            scheduler.shutdown(wait=False)
-            for ladder in services.ladders():
-                await ladder.aclose()
-            if services.generator is not None:
-                await services.generator.aclose()
 
     app = FastAPI(
         title="ragvisor",

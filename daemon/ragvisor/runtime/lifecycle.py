@@ -1,0 +1,150 @@
+"""The daemon's life, in one place: its start order, its one scheduler, its staged stop.
+
+Start (`run`):
+
+1. the store is open and the embedder loaded, the worker spawned (the composition root did that);
+2. the dense index is loaded and the embedder warmed up, while the worker loads its model;
+3. the worker answers (`worker.start_timeout_s`), freed heap goes back to the OS, `app.ready`;
+4. the HTTP server starts; its lifespan (`lifespan`) binds the escalation ladders to the event
+   loop, starts the scheduler — the periodic sync and the memory guard, both on the loop — and
+   the systemd session, which sends READY=1 once the port accepts.
+
+Stop, on the first SIGTERM or SIGINT (a second one forces exit): the server stops accepting and
+drains requests (`server.shutdown_grace_s`); then the lifespan sends STOPPING=1, stops the
+scheduler, cancels a running sync and waits for it (`sync.stop_timeout_s`), and closes the
+ladders and the generator's client; last, the worker is stopped and the store closed. Each stage
+is logged as `app.stopping` with its `stage`, the end as `app.stopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from ragvisor.allocator import release_free_memory
+from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
+from ragvisor.runtime.services import Services
+from ragvisor.supervise.memory import schedule_memory_guard
+
+# How often the stop sequence looks whether a cancelled sync has finished.
+SYNC_STOP_POLL_S = 0.05
+
+
+def build_scheduler(services: Services) -> AsyncIOScheduler:
+    """The daemon's one scheduler, on the event loop: the sync every `sync.interval_s` (and once
+    at start if `sync.on_start`), and the memory guard every `memory.interval_s`.
+
+    The sync runs in a thread (it embeds and writes) and one at a time (`max_instances=1`,
+    `coalesce=True`); the runner's locks also keep it from overlapping an admin or CLI sync.
+    """
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    sync = services.settings.sync
+
+    async def scheduled_sync() -> None:
+        await asyncio.to_thread(services.sync_runner.run_quietly, trigger="schedule")
+
+    now = datetime.now(UTC)
+    if sync.interval_s > 0:
+        # Only a first run at start is given: APScheduler adds a job whose next_run_time is
+        # None as paused, which once kept every periodic sync from running without on_start.
+        first = {"next_run_time": now} if sync.on_start else {}
+        scheduler.add_job(
+            scheduled_sync,
+            "interval",
+            seconds=sync.interval_s,
+            id="sync",
+            max_instances=1,
+            coalesce=True,
+            **first,
+        )
+    elif sync.on_start:
+        scheduler.add_job(scheduled_sync, "date", run_date=now, id="sync")
+    if services.memory_guard is not None:
+        schedule_memory_guard(scheduler, services.memory_guard, services.settings.memory.interval_s)
+    return scheduler
+
+
+def lifespan(
+    services: Services, notifier: SystemdNotifier | None = None
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """The HTTP server's lifespan: what runs on the event loop from start to stop (see above)."""
+    log = structlog.get_logger(component="app")
+
+    @asynccontextmanager
+    async def running(_app: Any) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        for ladder in services.ladders():
+            ladder.bind(loop)
+        scheduler = build_scheduler(services)
+        scheduler.start()
+        systemd = daemon_session(notifier, services, scheduler)
+        systemd.start()
+        try:
+            yield
+        finally:
+            await systemd.stop()  # STOPPING=1 first, and no watchdog ping after it
+            if notifier is not None:
+                notifier.status("stopping: scheduler, running sync, store")
+            log.info("app.stopping", stage="scheduler")
+            scheduler.shutdown(wait=False)
+            await stop_sync(services)
+            for ladder in services.ladders():
+                await ladder.aclose()
+            if services.generator is not None:
+                await services.generator.aclose()
+
+    return running
+
+
+async def stop_sync(services: Services) -> None:
+    """Cancel a running sync and wait for it to stop, at most `sync.stop_timeout_s`: it stops
+    between documents, so what it committed stays and the rest is done by the next sync."""
+    runner = services.sync_runner
+    runner.cancel()
+    deadline = time.monotonic() + services.settings.sync.stop_timeout_s
+    while runner.running and time.monotonic() < deadline:
+        await asyncio.sleep(SYNC_STOP_POLL_S)
+
+
+def run(
+    services: Services,
+    serve_http: Callable[[], None],
+    notifier: SystemdNotifier | None = None,
+    *,
+    started: float | None = None,
+) -> None:
+    """Start the daemon on built services, serve until a signal, then stop it (see above).
+
+    `serve_http` runs the HTTP server, whose lifespan is `lifespan(services, notifier)`, until
+    the first signal. `started` (a `time.perf_counter()` reading) is when the start began, for
+    `app.ready`'s `warmup_ms`. The services are closed whatever happens.
+    """
+    log = structlog.get_logger(component="app")
+    started = time.perf_counter() if started is None else started
+    try:
+        if notifier is not None:
+            notifier.status("starting: loading the index, warming up the embedder")
+        indexed = services.store.load_index(services.embedder.fingerprint)
+        services.embedder.embed(["warm-up"])  # the first ONNX run allocates; pay it before traffic
+        if services.worker is not None:
+            if notifier is not None:
+                notifier.status("starting: waiting for the generator worker")
+            services.worker.wait_ready()
+        release_free_memory()
+        log.info(
+            "app.ready",
+            chunks_indexed=indexed,
+            warmup_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        serve_http()
+    finally:
+        log.info("app.stopping", stage="store")
+        services.close()
+        log.info("app.stopped")
