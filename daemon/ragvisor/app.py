@@ -367,8 +367,8 @@ def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM/SIGINT (`runtime.lifecycle` holds the start and stop)."""
     # Imported here: the web stack, the scheduler and systemd are the daemon's alone, and the
     # CLI's other commands start faster without them.
-    from ragvisor.ops.sdnotify import SystemdNotifier
     from ragvisor.runtime import lifecycle
+    from ragvisor.runtime.sdnotify import SystemdNotifier
     from ragvisor.web.app import create_app, with_request_log
     from ragvisor.web.connections import ConnectionLimits
     from ragvisor.web.server import run_server

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragvisor.ops.sdnotify import SystemdNotifier, notify_address, watchdog_interval_s
+from ragvisor.runtime.sdnotify import SystemdNotifier, notify_address, watchdog_interval_s
 from tests.integration.conftest import RAGVISOR, cli_env, free_port
 from tests.integration.corpus import write_corpus
 

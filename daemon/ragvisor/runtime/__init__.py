@@ -1,6 +1,6 @@
-"""The daemon's runtime: the object graph it runs on, and the reports it gives about itself."""
+"""The daemon's runtime: the services it runs on (`services`), its start and staged stop with
+the one scheduler (`lifecycle`), what it reports about itself (`reports`), and its side of
+systemd (`sdnotify`, `watchdog`). Nothing is imported here, so a light module can take one
+part without loading the rest."""
 
-from ragvisor.runtime.reports import readiness, status
-from ragvisor.runtime.services import Services
-
-__all__ = ["Services", "readiness", "status"]
+__all__ = ["lifecycle", "reports", "sdnotify", "services", "watchdog"]

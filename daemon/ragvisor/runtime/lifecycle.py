@@ -29,8 +29,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ragvisor.allocator import release_free_memory
-from ragvisor.ops.sdnotify import SystemdNotifier, daemon_session
+from ragvisor.runtime.sdnotify import SystemdNotifier
 from ragvisor.runtime.services import Services
+from ragvisor.runtime.watchdog import daemon_session
 from ragvisor.supervise.memory import schedule_memory_guard
 
 # How often the stop sequence looks whether a cancelled sync has finished.
