@@ -30,9 +30,9 @@ import psutil
 
 # bench/ is the script's folder, so its sibling modules import directly (as in ask_bench).
 from ask_bench import QUESTIONS, TreeLoadMeter
+from ragvisor.faultproxy import Fault, FaultPlan, running_proxy
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
 from ragvisor.logs import configure_logging
-from ragvisor.ops.faultproxy import Fault, FaultPlan, running_proxy
 from search_bench import (
     REPO,
     SERVE_ENV,

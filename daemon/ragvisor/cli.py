@@ -103,12 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit when this process goes away (set by the daemon that starts the worker)",
     )
     _add_ops_commands(sub)
+    for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
+        command.add_argument(
+            "--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error"
+        )
     return parser
 
 
 def _add_ops_commands(sub: Any) -> None:
     """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
-    from ragvisor.ops import doctor, faultproxy, health, status
+    from ragvisor import faultproxy
+    from ragvisor.ops import doctor, health, status
 
     check = sub.add_parser(
         "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
@@ -419,7 +424,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_ops(args: argparse.Namespace) -> int:
     """`ragvisor health | doctor | status | faultproxy`: run by their modules in `ragvisor.ops`."""
-    from ragvisor.ops import doctor, faultproxy, health, status
+    from ragvisor import faultproxy
+    from ragvisor.ops import doctor, health, status
 
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
         "health": health.run_health,

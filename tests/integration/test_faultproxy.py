@@ -33,8 +33,8 @@ from ragvisor.errors import (
     BackendUnavailable,
     RagvisorError,
 )
+from ragvisor.faultproxy import Fault, FaultPlan, FaultProxy, cut_after_lines, running_proxy
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
-from ragvisor.ops.faultproxy import Fault, FaultPlan, FaultProxy, cut_after_lines, running_proxy
 from tests.integration.conftest import free_port
 from tests.integration.scripted_ollama import scripted_ollama
 
@@ -386,7 +386,7 @@ def test_plans_are_validated_on_construction():
 
 # --- the command line, as a process -----------------------------------------------------------
 
-PROXY_MODULE = [sys.executable, "-m", "ragvisor.ops.faultproxy"]
+PROXY_MODULE = [sys.executable, "-m", "ragvisor.faultproxy"]
 
 
 def read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
@@ -399,14 +399,20 @@ def read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     return process.stdout.readline().strip()
 
 
-def test_the_cli_proxies_and_exits_0_on_sigterm(upstream, tmp_path):
-    """`python -m ragvisor.ops.faultproxy` prints its URL, injects its plan, stops on SIGTERM."""
+@pytest.mark.parametrize("module", ["ragvisor.faultproxy", "ragvisor.ops.faultproxy"])
+def test_the_cli_proxies_and_exits_0_on_sigterm(upstream, tmp_path, module):
+    """`python -m ragvisor.faultproxy` (and its former name, `ragvisor.ops.faultproxy`) prints
+    its URL, injects its plan, stops on SIGTERM."""
     url, script = upstream
     script_file = tmp_path / "faults.txt"
     script_file.write_text("# first call fails, then the odds apply\n\nbusy_503\n")
     process = subprocess.Popen(
         [
-            *PROXY_MODULE,
+            sys.executable,
+            "-m",
+            module,
+            "--log-level",
+            "info",
             "--listen",
             "127.0.0.1:0",
             "--upstream",

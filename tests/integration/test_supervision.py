@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragvisor.ops.faultproxy import Fault, FaultPlan, FaultProxy, running_proxy
+from ragvisor.faultproxy import Fault, FaultPlan, FaultProxy, running_proxy
 from tests.integration.conftest import Daemon, free_port, gguf_file, stop_daemon, synced_daemon
 from tests.integration.test_ask import wait_for_log, worker_pid
 from tests.integration.worker_fixtures import start_worker, stop_worker
