@@ -18,6 +18,9 @@ from ragvisor import __version__
 from ragvisor.errors import BackendTimeout, BusyError, ConfigError, InputError, RagvisorError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
+# `search --url`: how long the daemon may take to answer (`ask --url` streams: only connecting is
+# bounded there, and the daemon bounds the answer itself).
+SEARCH_TIMEOUT_S = 30.0
 EXIT_BY_ERROR: tuple[tuple[type[RagvisorError], int], ...] = (
     (ConfigError, EXIT_USAGE),
     (InputError, EXIT_USAGE),
@@ -113,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_ops_commands(sub: Any) -> None:
     """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
     from ragvisor import faultproxy
-    from ragvisor.ops import doctor, health, status
+    from ragvisor.oncall import health, status
+    from ragvisor.ops import doctor
 
     check = sub.add_parser(
         "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
@@ -251,25 +255,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search_http(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
+    import asyncio
 
-    params: dict[str, Any] = {"q": args.query, "mode": args.mode}
-    if args.k is not None:
-        params["k"] = args.k
-    try:
-        response = httpx.get(args.url.rstrip("/") + "/search", params=params, timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise RagvisorError(f"cannot reach the daemon at {args.url}: {exc}") from exc
-    if response.status_code >= 400:
-        _raise_http_error(args.url, response)
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError as exc:
-        raise RagvisorError(
-            f"{args.url} answered {response.status_code} with something that is not JSON; "
-            "is it a ragvisor daemon?"
-        ) from exc
-    return body
+    from ragvisor.oncall.daemon_client import DaemonClient
+
+    daemon = DaemonClient(args.url, SEARCH_TIMEOUT_S)
+    return asyncio.run(daemon.search(args.query, mode=args.mode, k=args.k))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -379,39 +370,10 @@ async def _ask_local(args: argparse.Namespace) -> Any:
 
 async def _ask_http(args: argparse.Namespace) -> Any:
     """Stream the answer from a running daemon's `/ask`."""
-    import httpx
+    from ragvisor.oncall.daemon_client import DaemonClient
 
-    body: dict[str, Any] = {"question": args.question, "stream": True}
-    if args.k is not None:
-        body["k"] = args.k
-    url = args.url.rstrip("/") + "/ask"
-    try:
-        async with (
-            httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client,
-            client.stream("POST", url, json=body) as response,
-        ):
-            if response.status_code >= 400:
-                await response.aread()
-                _raise_http_error(args.url, response)
-            async for line in response.aiter_lines():
-                if line.strip():
-                    yield json.loads(line)
-    except httpx.HTTPError as exc:
-        raise RagvisorError(f"cannot reach the daemon at {args.url}: {exc}") from exc
-
-
-def _raise_http_error(url: str, response: Any) -> None:
-    """Turn a daemon's error response into our exception (4xx: usage, 5xx: failure)."""
-    try:
-        error = response.json().get("error", response.text)
-    except ValueError as exc:
-        raise RagvisorError(
-            f"{url} answered {response.status_code} with something that is not JSON; "
-            "is it a ragvisor daemon?"
-        ) from exc
-    if response.status_code < 500:
-        raise InputError(error)
-    raise RagvisorError(f"daemon answered {response.status_code}: {error}")
+    async for event in DaemonClient(args.url, SEARCH_TIMEOUT_S).ask_stream(args.question, k=args.k):
+        yield event
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -425,7 +387,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_ops(args: argparse.Namespace) -> int:
     """`ragvisor health | doctor | status | faultproxy`: run by their modules in `ragvisor.ops`."""
     from ragvisor import faultproxy
-    from ragvisor.ops import doctor, health, status
+    from ragvisor.oncall import health, status
+    from ragvisor.ops import doctor
 
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
         "health": health.run_health,
@@ -455,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
-            from ragvisor.ops.health import usage_error
+            from ragvisor.oncall.health import usage_error
 
             return usage_error("unrecognized arguments: " + " ".join(extra))
         parser.error("unrecognized arguments: " + " ".join(extra))

@@ -102,7 +102,7 @@ def test_search_with_url_talks_to_the_daemon(tmp_path, notes, model_dir, daemon_
     assert "k must be between" in bad.stderr
     down = run_cli(["search", "--url", "http://127.0.0.1:9", "x"], model_dir)
     assert down.returncode == 1
-    assert "cannot reach the daemon" in down.stderr
+    assert "daemon unreachable at http://127.0.0.1:9" in down.stderr
 
 
 @pytest.mark.parametrize("command", ["sync", "serve", "search"])

@@ -33,8 +33,8 @@ from tests.integration.corpus import write_corpus
 
 pytestmark = pytest.mark.slow
 
-HEALTH = [sys.executable, "-m", "ragvisor.ops.health"]
-STATUS = [sys.executable, "-m", "ragvisor.ops.status"]
+HEALTH = [sys.executable, "-m", "ragvisor", "health"]
+STATUS = [sys.executable, "-m", "ragvisor", "status"]
 PERFDATA = re.compile(r"'([^']+)'=([-0-9.]+|U)([a-zA-Z%]*)((;[^; ]*){0,4})")
 
 

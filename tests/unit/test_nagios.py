@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from ragvisor.cli import main as cli_main
 from ragvisor.config import parse_settings
 from ragvisor.errors import InputError
-from ragvisor.ops.health import (
+from ragvisor.oncall.health import (
     BackendProbe,
     DeepProbe,
     Observation,
@@ -22,10 +23,9 @@ from ragvisor.ops.health import (
     assess,
     default_thresholds,
     generator_target,
-    main,
     verdict,
 )
-from ragvisor.ops.nagios import (
+from ragvisor.oncall.nagios import (
     Finding,
     PerfDatum,
     Range,
@@ -36,7 +36,7 @@ from ragvisor.ops.nagios import (
     status_line,
     worst,
 )
-from ragvisor.ops.status import DaemonReply, default_url, render_status
+from ragvisor.oncall.status import DaemonReply, default_url, render_status
 
 INF = math.inf
 NAMES = ("sync_age", "queue", "mem_available")
@@ -630,7 +630,7 @@ def test_assess_returns_findings_and_perfdata_separately():
 def test_bad_arguments_exit_unknown(argv, message, capsys):
     """Usage mistakes exit 3 (UNKNOWN) with a status line on stdout, never argparse's 2."""
     try:
-        code = main(["--url", "http://127.0.0.1:9", *argv])
+        code = cli_main(["health", "--url", "http://127.0.0.1:9", *argv])
     except SystemExit as exc:
         code = exc.code
     assert code == 3
@@ -643,7 +643,7 @@ def test_bad_config_is_unknown(tmp_path, capsys):
     """An invalid configuration file is the plugin's own failure: UNKNOWN, naming the key."""
     config = tmp_path / "bad.toml"
     config.write_text("[sync]\ninterval_s = -1\n")
-    assert main(["--config", str(config), "--url", "http://127.0.0.1:9"]) == 3
+    assert cli_main(["health", "--config", str(config), "--url", "http://127.0.0.1:9"]) == 3
     assert "sync.interval_s" in capsys.readouterr().out
 
 

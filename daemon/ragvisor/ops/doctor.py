@@ -36,7 +36,7 @@ import httpx
 
 from ragvisor.datadir import OpenPath, find_open_paths, is_open
 from ragvisor.errors import ModelFileError
-from ragvisor.ops.status import add_config_argument
+from ragvisor.oncall.status import add_config_argument
 
 if TYPE_CHECKING:
     from ragvisor.config import Settings

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 
 from ragvisor.errors import RagvisorError
+from ragvisor.oncall.daemon_client import DaemonClient, DaemonTimeout, DaemonUnreachable
 
 DEFAULT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_UNREACHABLE = 0, 1
@@ -96,68 +96,40 @@ def url_from_config(config: Path | None) -> str:
     return default_url(server.host, server.port)
 
 
-async def _get_json(
-    client: httpx.AsyncClient, url: str, path: str, ok: tuple[int, ...]
-) -> dict[str, Any] | None:
-    """GET a JSON object; None for a 404 (an older daemon without the route).
-
-    Raises httpx errors for transport failures and RagvisorError for any other status or a body
-    that is not a JSON object.
-    """
-    response = await client.get(url + path)
-    if response.status_code == 404:
-        return None
-    if response.status_code not in ok:
-        raise RagvisorError(f"{path} answered HTTP {response.status_code}")
-    try:
-        body = response.json()
-    except ValueError:
-        raise RagvisorError(
-            f"{path} answered HTTP {response.status_code} with something that is not JSON; "
-            "is it a ragvisor daemon?"
-        ) from None
-    if not isinstance(body, dict):
-        raise RagvisorError(f"{path} answered with JSON that is not an object")
-    return body
-
-
 async def fetch_daemon(url: str, timeout_s: float) -> DaemonReply:
     """Ask `/readyz` and `/status` at once, each bounded by `timeout_s`. Never raises: every
     failure becomes `DaemonReply.error`."""
-    url = url.rstrip("/")
+    daemon = DaemonClient(url, timeout_s)
     log = structlog.get_logger(component="ops")
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)) as client:
-            async with asyncio.timeout(timeout_s):
-                # /readyz answers 503 with its checks when not ready: that is an answer too.
-                readyz, status = await asyncio.gather(
-                    _get_json(client, url, "/readyz", (200, 503)),
-                    _get_json(client, url, "/status", (200,)),
-                )
-    except (TimeoutError, httpx.TimeoutException):
+        async with daemon.session() as pool, asyncio.timeout(timeout_s):
+            # /readyz answers 503 with its checks when not ready: that is an answer too.
+            readyz, status = await asyncio.gather(
+                daemon.get_json("/readyz", ok=(200, 503), client=pool),
+                daemon.get_json("/status", client=pool),
+            )
+    except (TimeoutError, DaemonTimeout):
         return DaemonReply(
-            url, error=f"daemon at {url} did not answer within {timeout_s:g} s", timed_out=True
+            daemon.url,
+            error=f"daemon at {daemon.url} did not answer within {timeout_s:g} s",
+            timed_out=True,
         )
-    except httpx.HTTPError as exc:
-        return DaemonReply(url, error=f"daemon unreachable at {url}: {_reason(exc)}")
+    except DaemonUnreachable as exc:
+        return DaemonReply(daemon.url, error=str(exc))
     except RagvisorError as exc:
-        return DaemonReply(url, error=f"daemon at {url}: {exc}")
+        return DaemonReply(daemon.url, error=f"daemon at {daemon.url}: {exc}")
     notes = []
     if readyz is None:
         notes.append("daemon has no /readyz: is it a ragvisor daemon?")
     if status is None:
         notes.append("daemon has no /status (older than this command): showing readiness only")
     log.debug(
-        "ops.daemon_fetched", url=url, duration_ms=round((time.perf_counter() - started) * 1000, 1)
+        "ops.daemon_fetched",
+        url=daemon.url,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    return DaemonReply(url, readyz=readyz, status=status, notes=tuple(notes))
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    return str(exc) or type(exc).__name__
+    return DaemonReply(daemon.url, readyz=readyz, status=status, notes=tuple(notes))
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -473,22 +445,3 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"ragvisor status: {reply.error}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ragvisor.ops.status`: the same command without the `ragvisor` wrapper."""
-    from ragvisor.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="ragvisor status", description=__doc__.split("\n")[0])
-    add_status_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(level="warning")  # stdout is the table or the JSON; logs go to stderr
-    try:
-        return run_status(args)
-    except RagvisorError as exc:
-        print(f"ragvisor status: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

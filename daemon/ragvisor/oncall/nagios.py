@@ -7,7 +7,7 @@ written as ranges (``10``, ``10:``, ``~:10``, ``10:20``, ``@10:20``) whose meani
 Nagios plugin development guidelines; getting one of them backwards pages someone for nothing or,
 worse, stays silent, so the semantics live here, apart from any I/O, and are unit-tested.
 
-Nothing in this module knows about ragvisor: `ragvisor.ops.health` measures, this formats.
+Nothing in this module knows about ragvisor: `ragvisor.oncall.health` measures, this formats.
 """
 
 from __future__ import annotations

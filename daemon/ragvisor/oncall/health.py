@@ -20,17 +20,17 @@ import math
 import os
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 import structlog
 
 from ragvisor.core.model import ChatMessage
 from ragvisor.errors import RagvisorError
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
-from ragvisor.ops.nagios import (
+from ragvisor.oncall.daemon_client import DaemonClient
+from ragvisor.oncall.nagios import (
     Finding,
     PerfDatum,
     Range,
@@ -40,7 +40,7 @@ from ragvisor.ops.nagios import (
     parse_threshold_option,
     status_line,
 )
-from ragvisor.ops.status import (
+from ragvisor.oncall.status import (
     DEFAULT_TIMEOUT_S,
     DaemonReply,
     add_config_argument,
@@ -545,19 +545,11 @@ async def _deep_search(
     daemon_url: str, budget: _Budget
 ) -> tuple[float | None, int | None, str | None]:
     started = time.perf_counter()
+    daemon = DaemonClient(daemon_url, _step_s(budget))
     try:
-        async with httpx.AsyncClient(timeout=_step_s(budget)) as client:
-            response = await client.get(
-                daemon_url.rstrip("/") + "/search", params={"q": DEEP_QUERY, "k": 1}
-            )
-    except httpx.HTTPError as exc:
+        body = await daemon.search(DEEP_QUERY, k=1)
+    except RagvisorError as exc:
         return None, None, f"{type(exc).__name__}: {exc}"
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": response.text[:200]}
-    if response.status_code != 200:
-        return None, None, f"HTTP {response.status_code}: {dig(body, 'error')}"
     hits = dig(body, "results")
     return time.perf_counter() - started, len(hits) if isinstance(hits, list) else 0, None
 
@@ -740,18 +732,3 @@ def run_health(args: argparse.Namespace) -> int:
         duration_ms=round(obs.elapsed_s * 1000, 1),
     )  # fmt: skip
     return _print(state, line)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ragvisor.ops.health`: the plugin without the `ragvisor` wrapper."""
-    from ragvisor.logs import configure_logging  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog="ragvisor health", description=__doc__.split("\n")[0])
-    add_health_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(level="warning")  # stdout is the status line; logs go to stderr
-    return run_health(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
