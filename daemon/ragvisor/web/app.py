@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -22,10 +21,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from ragvisor import __version__
 from ragvisor.answering import FALLBACK_RESERVE_S, Answerer, AskTrace
+from ragvisor.asgi.request_log import RequestLog, attach, note, request_id
 from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import BackendTimeout, InputError, NotReadyError, Overloaded, RagvisorError
 from ragvisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -68,56 +68,6 @@ BACKSTOP_GRACE_S = 0.5
 METERED_PATHS = frozenset(
     {"/search", "/ask", "/healthz", "/readyz", "/status", "/metrics", "/admin/sync"}
 )
-
-
-class RequestLogMiddleware:
-    """One `http.request` event per request, with a request id and per-phase durations.
-
-    A plain ASGI middleware (no per-request task like `BaseHTTPMiddleware`) so it adds
-    microseconds, not milliseconds, to a search.
-    """
-
-    def __init__(self, app: ASGIApp, log: Any, metrics: Metrics | None = None) -> None:
-        self.app = app
-        self.log = log
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers", ()))
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            phases = scope["state"].get("timings_ms", {})
-            extra = scope["state"].get("log_fields", {})
-            seconds = time.perf_counter() - started
-            if self.metrics is not None:
-                endpoint = scope["path"] if scope["path"] in METERED_PATHS else "other"
-                self.metrics.request_seconds.labels(endpoint, str(status)).observe(seconds)
-            self.log.info(
-                "http.request",
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(seconds * 1000, 3),
-                **{f"{name}_ms": value for name, value in phases.items()},
-                **{key: value for key, value in extra.items() if value is not None},
-            )
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -251,7 +201,8 @@ def _add_search_route(app: FastAPI, services: Services) -> None:
                 result = await run_in_threadpool(services.retriever.search, q, k, mode)
         finally:
             ticket.release()
-        request.state.timings_ms = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
+        timings = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
+        note(request.scope, **{f"{phase}_ms": ms for phase, ms in timings.items()})
         body: dict[str, Any] = {
             "query": q.strip(),
             "mode": result.mode.value,
@@ -260,7 +211,7 @@ def _add_search_route(app: FastAPI, services: Services) -> None:
         }
         if result.degraded is not None:
             body["degraded"] = {"reason": result.degraded}
-            request.state.log_fields = {"degraded": result.degraded}
+            note(request.scope, degraded=result.degraded)
             services.metrics.degraded_total.labels("search", "embedder").inc()
         return JSONResponse(body)
 
@@ -306,8 +257,8 @@ def _add_ask_route(app: FastAPI, services: Services, log: Any) -> None:
                 retry_after_s=guard.shed_retry_after_s,
             )
         trace = AskTrace()
-        request.state.timings_ms = trace.timings_ms
-        request.state.log_fields = trace.fields
+        attach(request.scope, trace.timings_ms, suffix="_ms")
+        attach(request.scope, trace.fields)
         k = body.k if body.k is not None else services.settings.ask.default_k
         limit_s = services.settings.generator.deadlines.request_s
         deadline = time.monotonic() + limit_s
@@ -358,7 +309,7 @@ class _Ask:
 
     def _gone(self) -> Response:
         self.trace.fields["client_gone"] = True
-        self.log.info("ask.client_gone", request_id=self.request.state.request_id)
+        self.log.info("ask.client_gone", request_id=request_id(self.request.scope))
         return Response(status_code=499)
 
     async def respond(
@@ -506,5 +457,18 @@ def _require_utf8_query(raw: bytes) -> None:
 
 
 def with_request_log(app: FastAPI, metrics: Metrics | None = None) -> ASGIApp:
-    """Wrap the app in the request-log middleware (outermost, so it times everything)."""
-    return RequestLogMiddleware(app, structlog.get_logger(component="web"), metrics)
+    """Wrap the app in the request log (outermost, so it times everything): one `http.request`
+    event per request, with its request id, per-phase durations and what the route noted."""
+
+    def observe(path: str, status: int, seconds: float) -> None:
+        if metrics is not None:
+            endpoint = path if path in METERED_PATHS else "other"
+            metrics.request_seconds.labels(endpoint, str(status)).observe(seconds)
+
+    return RequestLog(
+        app,
+        structlog.get_logger(component="web"),
+        event="http.request",
+        request_ids=True,
+        observe=observe,
+    )

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ragvisor.asgi.request_log import note
 from ragvisor.errors import (
     BackendError,
     BackendOutOfMemory,
@@ -124,8 +125,7 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
         # The client left while its body was being read. Nobody reads this answer: the status
         # is for the `http.request` line (nginx's 499, "client closed request"), not a 500.
-        fields = getattr(request.state, "log_fields", None) or {}
-        request.state.log_fields = {**fields, "client_gone": True}
+        note(request.scope, client_gone=True)
         return Response(status_code=499)
 
     @app.exception_handler(Exception)

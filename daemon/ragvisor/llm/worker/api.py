@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.background import BackgroundTask
 
 from ragvisor import __version__
+from ragvisor.asgi.request_log import RequestLog
 from ragvisor.config import Settings
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.errors import NotReadyError
@@ -36,7 +37,7 @@ from ragvisor.llm.worker.generation import (
 )
 from ragvisor.llm.worker.http import (
     CLIENT_CLOSED,
-    RequestLog,
+    QUIET_PATHS,
     error_message,
     error_response,
     install_error_handlers,
@@ -65,11 +66,12 @@ def _ndjson(body: dict[str, Any]) -> bytes:
 
 def _note_finished(request: Request, finished: Finished) -> None:
     stats = finished.stats
+    seconds = stats.eval_duration_ns / 1e9 if stats.eval_duration_ns else 0.0
     note(
         request,
         prompt_eval_count=stats.prompt_eval_count,
         eval_count=stats.eval_count,
-        eval_duration_ns=stats.eval_duration_ns,
+        tokens_per_s=round(stats.eval_count / seconds, 1) if stats.eval_count and seconds else None,
         done_reason=stats.done_reason,
         cancelled=stats.cancelled,
     )
@@ -172,7 +174,14 @@ def create_worker_app(
     install_error_handlers(app, log)
     _add_generation_routes(app, worker)
     _add_model_routes(app, worker)
-    app.add_middleware(RequestLog, log=log)
+    app.add_middleware(
+        RequestLog,
+        log=log,
+        event="worker.request",
+        path_field="endpoint",
+        duration_digits=1,
+        quiet_paths=QUIET_PATHS,
+    )
     return app
 
 

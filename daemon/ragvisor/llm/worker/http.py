@@ -1,4 +1,4 @@
-"""HTTP plumbing of the worker: Ollama's error shape, the request log, disconnect detection.
+"""HTTP plumbing of the worker: Ollama's error shape, request-log fields, disconnect detection.
 
 Every error is ``{"error": "<message>"}`` with the status from the one table below, as Ollama
 answers; an unexpected exception becomes a 500 with a generic message and its traceback goes
@@ -9,7 +9,6 @@ token counts the handler noted on the way (health probes at debug level: the dae
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -18,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragvisor.asgi.request_log import note as note_fields
 from ragvisor.errors import InputError, NotReadyError, RagvisorError
 from ragvisor.llm.worker.catalog import UnknownModelError
 
@@ -32,8 +31,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int], ...] = (
     (NotReadyError, 503),
     (RagvisorError, 500),
 )
-_QUIET_PATHS = frozenset({"/", "/api/version"})
-_LOG_KEY = "worker_log"
+QUIET_PATHS = frozenset({"/", "/api/version"})  # the daemon polls them: debug level
 CLIENT_CLOSED = 499  # nginx's "client closed request"; only ever seen in our log
 
 
@@ -57,7 +55,7 @@ def error_response(exc: BaseException) -> JSONResponse:
 
 def note(request: Request, **fields: Any) -> None:
     """Add fields (model, token counts, ...) to this request's `worker.request` event."""
-    request.scope.setdefault("state", {}).setdefault(_LOG_KEY, {}).update(fields)
+    note_fields(request.scope, **fields)
 
 
 def _describe(errors: Sequence[Any]) -> str:
@@ -105,47 +103,6 @@ def install_error_handlers(app: FastAPI, log: Any) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("worker.error", path=request.url.path, error=repr(exc))
         return JSONResponse({"error": "internal error"}, status_code=500)
-
-
-class RequestLog:
-    """ASGI middleware writing one `worker.request` event per request, after its last byte."""
-
-    def __init__(self, app: ASGIApp, log: Any) -> None:
-        self.app = app
-        self.log = log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        record: dict[str, Any] = {}
-        scope.setdefault("state", {})[_LOG_KEY] = record
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            status = record.pop("status", status)
-            eval_count = record.get("eval_count")
-            eval_ns = record.pop("eval_duration_ns", None)
-            if eval_count and eval_ns:
-                record["tokens_per_s"] = round(eval_count / (eval_ns / 1e9), 1)
-            level = "debug" if scope["path"] in _QUIET_PATHS and status == 200 else "info"
-            getattr(self.log, level)(
-                "worker.request",
-                endpoint=scope["path"],
-                method=scope["method"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                **record,
-            )
 
 
 async def _disconnected(request: Request) -> None:
