@@ -26,10 +26,10 @@ from ragvisor.oncall.health import (
     verdict,
 )
 from ragvisor.oncall.nagios import (
-    Finding,
     PerfDatum,
     Range,
     State,
+    StatusNote,
     Threshold,
     merge_thresholds,
     parse_threshold_option,
@@ -185,11 +185,11 @@ def test_worst_state_ranks_unknown_below_warning():
 def test_status_line_orders_worst_first_and_dedupes_by_subject():
     """Problems come before notes, worst first; a subject appears once, at its worst."""
     findings = [
-        Finding(State.OK, "generator", "generator g (loaded)"),
-        Finding(State.WARNING, "sync", "sync old"),
-        Finding(State.CRITICAL, "generator", "generator backend down"),
-        Finding(State.CRITICAL, "generator", "a second critical for the same thing"),
-        Finding(State.OK, "store", "3 chunks"),
+        StatusNote(State.OK, "generator", "generator g (loaded)"),
+        StatusNote(State.WARNING, "sync", "sync old"),
+        StatusNote(State.CRITICAL, "generator", "generator backend down"),
+        StatusNote(State.CRITICAL, "generator", "a second critical for the same thing"),
+        StatusNote(State.OK, "store", "3 chunks"),
     ]
     state, line = status_line("SVC", findings, [PerfDatum("a", 1), PerfDatum("b", 2, "s")])
     assert state is State.CRITICAL
@@ -198,7 +198,7 @@ def test_status_line_orders_worst_first_and_dedupes_by_subject():
 
 def test_status_line_is_one_line_without_stray_pipes():
     """Newlines and '|' in a message cannot break the output format."""
-    state, line = status_line("SVC", [Finding(State.WARNING, "x", "a | b\nc")])
+    state, line = status_line("SVC", [StatusNote(State.WARNING, "x", "a | b\nc")])
     assert state is State.WARNING
     assert line == "SVC WARNING - a / b c"
     assert status_line("SVC", [])[1] == "SVC OK - no findings"

@@ -31,10 +31,10 @@ from ragvisor.errors import RagvisorError
 from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.oncall.daemon_client import DaemonClient
 from ragvisor.oncall.nagios import (
-    Finding,
     PerfDatum,
     Range,
     State,
+    StatusNote,
     Threshold,
     merge_thresholds,
     parse_threshold_option,
@@ -197,14 +197,14 @@ def measurements(status: Mapping[str, Any] | None) -> dict[str, _Measure]:
 # --- judgement (pure) -----------------------------------------------------------------------
 
 
-def _backend_findings(backend: BackendProbe | None, has_generator: bool) -> list[Finding]:
+def _backend_findings(backend: BackendProbe | None, has_generator: bool) -> list[StatusNote]:
     if not has_generator:
-        return [Finding(State.OK, "generator", "generator off")]
+        return [StatusNote(State.OK, "generator", "generator off")]
     if backend is None:
         return []  # not probed: --timeout was spent (reported as such)
     if backend.error is not None:
         return [
-            Finding(
+            StatusNote(
                 State.CRITICAL,
                 "generator",
                 f"generator backend down ({backend.url}: {backend.error})",
@@ -214,10 +214,10 @@ def _backend_findings(backend: BackendProbe | None, has_generator: bool) -> list
         what = f"up, /api/ps failed: {backend.ps_error}"
     else:
         what = "loaded" if backend.loaded else "not loaded"
-    return [Finding(State.OK, "generator", f"generator {backend.model} ({what})")]
+    return [StatusNote(State.OK, "generator", f"generator {backend.model} ({what})")]
 
 
-def _readiness_findings(readyz: Mapping[str, Any] | None) -> list[Finding]:
+def _readiness_findings(readyz: Mapping[str, Any] | None) -> list[StatusNote]:
     if readyz is None:
         return []
     checks = readyz.get("checks")
@@ -231,20 +231,20 @@ def _readiness_findings(readyz: Mapping[str, Any] | None) -> list[Finding]:
                 text = _sync_failed_text(dig(check, "error"), dig(check, "consecutive_failures"))
             else:
                 text = f"{name} failing ({dig(check, 'error') or 'check failed'})"
-            found.append(Finding(State.WARNING, name, text))
+            found.append(StatusNote(State.WARNING, name, text))
             continue
         error = dig(check, "error") or "check failed"
         text = {
             "generator": f"generator backend down ({error})",
             "store": f"store not reachable ({error})",
         }.get(name, f"{name} not ready ({error})")
-        found.append(Finding(State.CRITICAL, name, text))
+        found.append(StatusNote(State.CRITICAL, name, text))
     if readyz.get("ready") is False and not found:
-        found.append(Finding(State.CRITICAL, "daemon", "daemon not ready"))
+        found.append(StatusNote(State.CRITICAL, "daemon", "daemon not ready"))
     return found
 
 
-def _supervision_findings(status: Mapping[str, Any] | None) -> list[Finding]:
+def _supervision_findings(status: Mapping[str, Any] | None) -> list[StatusNote]:
     """Open breakers and running or exhausted restart ladders: the daemon is coping, degraded."""
     backends = dig(status, "backends")
     found = []
@@ -253,18 +253,20 @@ def _supervision_findings(status: Mapping[str, Any] | None) -> list[Finding]:
         if state in ("open", "half_open"):
             retry = number(dig(backend, "breaker", "retry_in_s"))
             when = f", retry in {retry:.0f} s" if retry is not None else ", trial call running"
-            found.append(Finding(State.WARNING, f"{name}.breaker", f"{name} breaker {state}{when}"))
+            found.append(
+                StatusNote(State.WARNING, f"{name}.breaker", f"{name} breaker {state}{when}")
+            )
         ladder = dig(backend, "ladder")
         if dig(ladder, "running"):
             step = dig(ladder, "last_step", "step") or "starting"
             found.append(
-                Finding(State.WARNING, f"{name}.ladder", f"{name} recovery ladder at {step}")
+                StatusNote(State.WARNING, f"{name}.ladder", f"{name} recovery ladder at {step}")
             )
         restarts = number(dig(ladder, "restarts_last_hour"))
         budget = number(dig(ladder, "restart_budget_per_hour"))
         if restarts is not None and budget and restarts >= budget:
             found.append(
-                Finding(
+                StatusNote(
                     State.WARNING,
                     f"{name}.budget",
                     f"{name} restart budget spent ({restarts:.0f}/{budget:.0f} this hour)",
@@ -273,33 +275,33 @@ def _supervision_findings(status: Mapping[str, Any] | None) -> list[Finding]:
     return found
 
 
-def _memory_findings(status: Mapping[str, Any] | None) -> list[Finding]:
+def _memory_findings(status: Mapping[str, Any] | None) -> list[StatusNote]:
     level = dig(status, "memory", "level")
     reasons = dig(status, "memory", "reasons")
     why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else ""
     if level in MEMORY_STATES:
         text = f"memory {level}" + (f" ({why})" if why else "")
-        return [Finding(MEMORY_STATES[level], "memory", text)]
+        return [StatusNote(MEMORY_STATES[level], "memory", text)]
     if level == "disabled":
-        return [Finding(State.OK, "memory", "memory guard off")]
+        return [StatusNote(State.OK, "memory", "memory guard off")]
     if level == "unknown":
         error = dig(status, "memory", "probe_error")
         text = f"memory not measured ({error})" if error else "memory not measured yet"
-        return [Finding(State.OK, "memory", text)]
+        return [StatusNote(State.OK, "memory", text)]
     return []
 
 
-def _store_findings(status: Mapping[str, Any] | None) -> list[Finding]:
+def _store_findings(status: Mapping[str, Any] | None) -> list[StatusNote]:
     store = dig(status, "store")
     if not isinstance(store, Mapping):
         return []
     if store.get("ok") is False:
         error = store.get("error") or "unknown error"
-        return [Finding(State.CRITICAL, "store", f"store not reachable ({error})")]
+        return [StatusNote(State.CRITICAL, "store", f"store not reachable ({error})")]
     chunks, documents = store.get("chunks"), store.get("documents")
     if chunks is None:
         return []
-    return [Finding(State.OK, "store", f"{chunks} chunks in {documents} documents")]
+    return [StatusNote(State.OK, "store", f"{chunks} chunks in {documents} documents")]
 
 
 def _sync_failed_text(error: Any, consecutive: Any) -> str:
@@ -310,7 +312,7 @@ def _sync_failed_text(error: Any, consecutive: Any) -> str:
     return f"{what}: {error or 'unknown error'}"
 
 
-def _sync_findings(status: Mapping[str, Any] | None) -> list[Finding]:
+def _sync_findings(status: Mapping[str, Any] | None) -> list[StatusNote]:
     """A failed last sync warns, however fresh the data (search still answers from it).
 
     Not critical however long it lasts: the sync_age threshold (10 x the interval since the
@@ -320,9 +322,9 @@ def _sync_findings(status: Mapping[str, Any] | None) -> list[Finding]:
     failures = dig(status, "sync", "consecutive_failures")
     found = []
     if error and (failures is None or (number(failures) or 0) > 0):
-        found.append(Finding(State.WARNING, "sync", _sync_failed_text(error, failures)))
+        found.append(StatusNote(State.WARNING, "sync", _sync_failed_text(error, failures)))
     elif dig(status, "sync", "running"):
-        found.append(Finding(State.OK, "sync", "sync running"))
+        found.append(StatusNote(State.OK, "sync", "sync running"))
     return found
 
 
@@ -330,14 +332,14 @@ def _threshold_findings(
     status: Mapping[str, Any] | None,
     thresholds: Mapping[str, Threshold],
     explicit: Collection[str],
-) -> tuple[list[Finding], list[PerfDatum]]:
+) -> tuple[list[StatusNote], list[PerfDatum]]:
     found, perf = [], []
     for name, measure in measurements(status).items():
         threshold = thresholds.get(name, Threshold())
         if measure.value is None:
             if name in explicit:
                 found.append(
-                    Finding(
+                    StatusNote(
                         State.UNKNOWN, name, f"cannot check {name}: the daemon does not report it"
                     )
                 )
@@ -346,14 +348,14 @@ def _threshold_findings(
         if state is not State.OK:
             alert = threshold.crit if state is State.CRITICAL else threshold.warn
             found.append(
-                Finding(
+                StatusNote(
                     state,
                     SUBJECTS.get(name, name),
                     f"{measure.text} ({state.name.lower()} threshold {alert})",
                 )
             )
         elif name == "sync_age":
-            found.append(Finding(State.OK, name, measure.text))
+            found.append(StatusNote(State.OK, name, measure.text))
         perf.append(
             PerfDatum(
                 name,
@@ -371,15 +373,15 @@ def _hits(count: int | None) -> str:
     return "1 hit" if count == 1 else f"{count} hits"
 
 
-def _deep_findings(deep: DeepProbe | None) -> tuple[list[Finding], list[PerfDatum]]:
+def _deep_findings(deep: DeepProbe | None) -> tuple[list[StatusNote], list[PerfDatum]]:
     if deep is None:
         return [], []
     found, perf = [], []
     if deep.search_error is not None:
-        found.append(Finding(State.CRITICAL, "search", f"search failed ({deep.search_error})"))
+        found.append(StatusNote(State.CRITICAL, "search", f"search failed ({deep.search_error})"))
     elif deep.search_s is not None:
         found.append(
-            Finding(
+            StatusNote(
                 State.OK,
                 "search",
                 f"search ok ({_hits(deep.search_hits)} in {deep.search_s * 1000:.0f} ms)",
@@ -388,14 +390,18 @@ def _deep_findings(deep: DeepProbe | None) -> tuple[list[Finding], list[PerfDatu
         perf.append(PerfDatum("search_time", deep.search_s, "s", minimum=0))
     if deep.generate_error is not None:
         found.append(
-            Finding(
+            StatusNote(
                 State.CRITICAL, "generate", f"one-token generation failed ({deep.generate_error})"
             )
         )
     elif deep.generate_skipped is not None:
-        found.append(Finding(State.OK, "generate", f"generation skipped ({deep.generate_skipped})"))
+        found.append(
+            StatusNote(State.OK, "generate", f"generation skipped ({deep.generate_skipped})")
+        )
     elif deep.generate_s is not None:
-        found.append(Finding(State.OK, "generate", f"generated 1 token in {deep.generate_s:.2f} s"))
+        found.append(
+            StatusNote(State.OK, "generate", f"generated 1 token in {deep.generate_s:.2f} s")
+        )
         perf.append(PerfDatum("generate_time", deep.generate_s, "s", minimum=0))
     return found, perf
 
@@ -422,7 +428,7 @@ def assess(
     obs: Observation,
     thresholds: Mapping[str, Threshold],
     explicit: Collection[str] = (),
-) -> tuple[list[Finding], list[PerfDatum]]:
+) -> tuple[list[StatusNote], list[PerfDatum]]:
     """Judge one observation: every problem and note, and the perfdata.
 
     `explicit` names the thresholds given on the command line: a value that cannot be measured
@@ -431,7 +437,7 @@ def assess(
     timing = PerfDatum("time", obs.elapsed_s, "s", minimum=0)
     reply = obs.daemon
     if reply.error is not None:
-        return [Finding(State.CRITICAL, "daemon", reply.error)], [timing]
+        return [StatusNote(State.CRITICAL, "daemon", reply.error)], [timing]
     status = reply.status
     found = _backend_findings(obs.backend, obs.has_generator)
     found += _readiness_findings(reply.readyz)
@@ -444,10 +450,10 @@ def assess(
     deep_found, deep_perf = _deep_findings(obs.deep)
     found += deep_found
     found += [
-        Finding(State.UNKNOWN, f"time.{step}", f"{step} not checked: --timeout spent")
+        StatusNote(State.UNKNOWN, f"time.{step}", f"{step} not checked: --timeout spent")
         for step in obs.out_of_time
     ]
-    found += [Finding(State.OK, f"note.{note}", note) for note in reply.notes]
+    found += [StatusNote(State.OK, f"note.{note}", note) for note in reply.notes]
     return found, [*perf, *_context_perfdata(obs), *deep_perf, timing]
 
 

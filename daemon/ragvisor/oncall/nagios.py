@@ -193,7 +193,7 @@ class PerfDatum:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class StatusNote:
     """One thing the plugin has to say: a problem (state above OK) or a plain note (OK).
 
     `subject` names what it is about, so that two signals for the same cause (the daemon's
@@ -210,9 +210,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.replace("|", "/").split())
 
 
-def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+def dedupe(findings: Iterable[StatusNote]) -> list[StatusNote]:
     """One finding per subject: the worst, the first seen on a tie; order of first sight kept."""
-    chosen: dict[str, Finding] = {}
+    chosen: dict[str, StatusNote] = {}
     for finding in findings:
         old = chosen.get(finding.subject)
         if old is None or _SEVERITY[finding.state] > _SEVERITY[old.state]:
@@ -221,7 +221,7 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def status_line(
-    service: str, findings: Iterable[Finding], perfdata: Iterable[PerfDatum] = ()
+    service: str, findings: Iterable[StatusNote], perfdata: Iterable[PerfDatum] = ()
 ) -> tuple[State, str]:
     """The plugin's state and its one output line: worst problems first, then the notes.
 

@@ -64,8 +64,9 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationStats:
-    """What one generation did, in Ollama's terms (durations in nanoseconds)."""
+class EngineStats:
+    """What one generation did, as the engine counts it in Ollama's terms (durations in
+    nanoseconds); the daemon's side reads it as `core.model.GenerationStats`."""
 
     done_reason: DoneReason
     cancelled: bool
@@ -265,7 +266,7 @@ class LlamaEngine:
         *,
         cancel: threading.Event,
         on_piece: Callable[[str], None],
-    ) -> GenerationStats:
+    ) -> EngineStats:
         """Generate from `prompt_tokens`, calling `on_piece` with each piece of text.
 
         Setting `cancel` stops the generation at the next token. The prompt must leave room
@@ -284,7 +285,7 @@ class LlamaEngine:
         done_reason: DoneReason = "length"
         try:
             if not _prefill(llm, prompt_tokens, cancel):
-                return GenerationStats(
+                return EngineStats(
                     done_reason="stop",
                     cancelled=True,
                     prompt_eval_count=len(prompt_tokens),
@@ -319,7 +320,7 @@ class LlamaEngine:
             _free_sampler(llm)
         ended_ns = time.perf_counter_ns()
         first_ns = counter.first_token_ns or ended_ns
-        return GenerationStats(
+        return EngineStats(
             done_reason=done_reason,
             cancelled=cancel.is_set(),
             prompt_eval_count=len(prompt_tokens),

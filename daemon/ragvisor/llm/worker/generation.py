@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragvisor.errors import InputError, NotReadyError, RagvisorError
-from ragvisor.llm.worker.engine import GenerationStats, LlamaEngine
+from ragvisor.llm.worker.engine import EngineStats, LlamaEngine
 from ragvisor.llm.worker.prompting import (
     DEFAULT_NUM_KEEP,
     RenderedPrompt,
@@ -41,7 +41,7 @@ class Piece:
 class Finished:
     """The generation ended (normally, at a stop, at its cap, or cancelled)."""
 
-    stats: GenerationStats
+    stats: EngineStats
     load_duration_ns: int
     total_duration_ns: int
 
@@ -138,7 +138,7 @@ class Generator:
             ) as lease:
                 if job.cancel.is_set():  # the client left while queued or loading
                     self._log.info("worker.cancelled", model=spec.name, eval_count=0)
-                    stats = GenerationStats("stop", True, 0, 0, 0, 0)
+                    stats = EngineStats("stop", True, 0, 0, 0, 0)
                 else:
                     stats = await self._generate(job, lease.resource)
             job.events.put_nowait(
@@ -161,7 +161,7 @@ class Generator:
                 )
             job.events.put_nowait(Failed(exc))
 
-    async def _generate(self, job: GenerationJob, engine: LlamaEngine) -> GenerationStats:
+    async def _generate(self, job: GenerationJob, engine: LlamaEngine) -> EngineStats:
         spec = job.spec
         loop = asyncio.get_running_loop()
         tokens = await finish_blocking(
@@ -182,7 +182,7 @@ class Generator:
             )
             tokens = truncated
         if num_predict == 0:  # Ollama: nothing to generate
-            return GenerationStats("length", False, len(tokens), 0, 0, 0)
+            return EngineStats("length", False, len(tokens), 0, 0, 0)
         sampling = spec.options.sampling(
             max_tokens=num_predict if num_predict > 0 else 0, extra_stop=spec.prompt.stop
         )
