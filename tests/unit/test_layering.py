@@ -1,4 +1,6 @@
-"""Dependencies point one way: the core imports no web framework, CLI, backend or logger."""
+"""Dependencies point one way: the core imports no framework or backend, no module imports
+another that imports it back (no cycle), and each room of the package imports only the rooms
+its layer allows (ALLOWED, written once)."""
 
 from __future__ import annotations
 
@@ -125,3 +127,89 @@ def test_the_cycle_finder_finds_a_cycle():
     """The finder itself: a -> b -> c -> a is one cycle; d, which only imports a, is in none."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+# What each room of the package may import, written once. A room is a top-level module or
+# subpackage; the embedded worker (llm.worker) is a program of its own and a room apart.
+# Lower rooms first; nothing may import a room above it. Any room may read the package's
+# `__version__` (ragvisor/__init__.py).
+FOUNDATION = {"errors", "core", "datadir", "admin_token", "config", "logs", "metrics", "allocator"}
+BACKENDS = {"store", "embed", "llm", "asgi"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "core": {"errors"},
+    "allocator": set(),
+    "datadir": {"errors"},
+    "admin_token": {"errors", "datadir"},
+    "config": {"errors", "admin_token"},
+    "logs": {"errors"},
+    "metrics": {"errors"},
+    "testing": {"errors", "core"},
+    "store": {"errors", "core", "datadir"},
+    "embed": {"errors", "core", "datadir"},
+    "llm": {"errors", "core", "datadir"},
+    "asgi": {"errors"},
+    "llm.worker": FOUNDATION | {"embed", "llm", "asgi"},
+    "supervise": FOUNDATION | {"llm", "embed"},
+    "answering": FOUNDATION,
+    "syncing": FOUNDATION,
+    "runtime": FOUNDATION | BACKENDS | {"supervise", "answering", "syncing"},
+    "web": FOUNDATION | {"asgi", "supervise", "answering", "runtime"},
+    "oncall": FOUNDATION | {"llm"},
+    "ops": FOUNDATION | {"llm", "oncall", "faultproxy"},
+    "faultproxy": FOUNDATION,
+    "app": FOUNDATION | BACKENDS | {"supervise", "answering", "syncing", "runtime", "web"},
+    "cli": set(),  # filled below: the command line may import every room
+    "__init__": set(),
+    "__main__": {"cli"},
+}
+ALLOWED["cli"] = set(ALLOWED) - {"cli", "__main__"}
+# A program's `python -m` entry (and the fault proxy's former module) runs the one CLI.
+ENTRY_POINTS = {"ragvisor.faultproxy.__main__", "ragvisor.ops.faultproxy"}
+# Imports that break the layers today, each to be removed as the restructure of issue 11
+# reaches it; the test below fails when one is gone, so this list can only shrink.
+KNOWN_VIOLATIONS = {
+    ("ragvisor.embed.ollama", "ragvisor.llm.ollama_client"),
+    ("ragvisor.llm.gguf", "ragvisor.embed.model_files"),
+    ("ragvisor.llm.worker.serve", "ragvisor.app"),
+    ("ragvisor.llm.worker.serve", "ragvisor.web.server"),
+    ("ragvisor.oncall.health", "ragvisor.supervise.ladder"),
+}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    if parts[1:3] == ["llm", "worker"]:
+        return "llm.worker"
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def violations(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Every import from one room into another that ALLOWED does not list."""
+    found = set()
+    for module, targets in graph.items():
+        if module in ENTRY_POINTS:
+            continue
+        for target in targets:
+            here, there = room(module), room(target)
+            if here != there and there != "__init__" and there not in ALLOWED[here]:
+                found.add((module, target))
+    return found
+
+
+def test_every_room_of_the_package_is_placed_in_the_layers():
+    """A new top-level module or subpackage must say what it may import."""
+    rooms = {room(module) for module in import_graph()}
+    assert rooms <= set(ALLOWED), f"rooms with no place in ALLOWED: {sorted(rooms - set(ALLOWED))}"
+
+
+def test_no_room_imports_outside_what_its_layer_allows():
+    """An import from a room into one its layer may not use fails, naming both modules."""
+    new = violations(import_graph()) - KNOWN_VIOLATIONS
+    assert not new, "imports across the layers: " + ", ".join(f"{a} -> {b}" for a, b in sorted(new))
+
+
+def test_the_known_violations_are_all_still_there():
+    """A violation that was fixed must leave KNOWN_VIOLATIONS, so the list only shrinks."""
+    gone = KNOWN_VIOLATIONS - violations(import_graph())
+    assert not gone, f"fixed, remove from KNOWN_VIOLATIONS: {sorted(gone)}"
