@@ -49,7 +49,7 @@ from ragvisor.supervise.calls import SupervisedEmbedder, SupervisedGenerator, Su
 from ragvisor.supervise.controls import EmbedderControl, OllamaControl, WorkerControl
 from ragvisor.supervise.ladder import BackendControl, EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard, probe_from_env
-from ragvisor.supervise.preload import GeneratorMemory, IdleModelUnloader
+from ragvisor.supervise.memory.preload import GeneratorMemory, IdleModelUnloader
 from ragvisor.supervise.retry import RetryPolicy
 from ragvisor.syncing import SyncRunner
 

@@ -22,7 +22,7 @@ from ragvisor.llm.ollama_client import OllamaClient
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import SupervisedGenerator
 from ragvisor.supervise.ladder import same_model
-from ragvisor.supervise.memory import MemoryGuard
+from ragvisor.supervise.memory.guard import MemoryGuard
 
 MB = 1024 * 1024
 # How long a `/api/ps` answer is trusted: one call per second at most, whatever the traffic.
