@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragvisor import __version__
-from ragvisor.errors import BackendTimeout, BusyError, ConfigError, InputError, RagvisorError
+from ragvisor.errors import BusyError, ConfigError, InputError, RagvisorError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
 # `search --url`: how long the daemon may take to answer (`ask --url` streams: only connecting is
@@ -331,41 +331,11 @@ def _error_from_event(event: dict[str, Any]) -> RagvisorError:
 
 async def _ask_local(args: argparse.Namespace) -> Any:
     """Answer in this process: the local store, and a worker started for this one question."""
-    import asyncio
+    from ragvisor.app import build_daemon
+    from ragvisor.runtime.oneshot import ask_once
 
-    from ragvisor.answering import AskTrace
-    from ragvisor.app import attach_generator, build_services
-
-    settings = _settings(args)
-    services = build_services(settings)
-    try:
-        attach_generator(services)
-        if services.worker is not None:
-            services.worker.wait_ready()
-        if services.answerer is None:
-            raise ConfigError('generator.backend is "none": there is nothing to answer with')
-        k = args.k if args.k is not None else settings.ask.default_k
-        trace = AskTrace()
-        limit_s = settings.generator.deadlines.request_s
-        deadline = asyncio.get_running_loop().time() + limit_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                prepared = await services.answerer.prepare(args.question, k, trace)
-            events = services.answerer.events(prepared, trace)
-            while True:
-                async with asyncio.timeout_at(deadline):
-                    event = await anext(events, None)
-                if event is None:
-                    break
-                yield event
-        except TimeoutError as exc:
-            raise BackendTimeout(
-                f"no answer within generator.deadlines.request_s ({limit_s:g} s)"
-            ) from exc
-    finally:
-        if services.generator is not None:
-            await services.generator.aclose()
-        services.close()
+    async for event in ask_once(build_daemon(_settings(args)), args.question, args.k):
+        yield event
 
 
 async def _ask_http(args: argparse.Namespace) -> Any:
