@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+from wcmatch import glob as wcglob
+
 from ragvisor.core.chunking import MARKDOWN_SUFFIXES, atx_heading, fence_flags
 from ragvisor.core.hashing import document_id, sha256_bytes
 from ragvisor.core.model import SourceDocument
@@ -103,54 +105,20 @@ class ScanResult:
     unchanged_ids: list[str] = field(default_factory=list)  # passed the quick check, not read
 
 
-@lru_cache(maxsize=256)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Translate a path glob into a regex over POSIX relative paths.
-
-    ``*`` and ``?`` never cross ``/``; ``**/`` matches zero or more directories (so ``**/*.md``
-    matches ``a.md`` and ``x/y/a.md``); a trailing ``/**`` matches everything below a directory;
-    ``[...]`` is a character class (``[!...]`` negates). Python 3.11 has no
-    ``PurePosixPath.full_match`` and ``fnmatch`` lets ``*`` cross ``/``, hence this translator.
-    """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        if pattern.startswith("**", i):
-            at_segment_start = i == 0 or pattern[i - 1] == "/"
-            if at_segment_start and pattern.startswith("**/", i):
-                out.append("(?:.*/)?")
-                i += 3
-            else:
-                out.append(".*")
-                i += 2
-            continue
-        char = pattern[i]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1 : end]
-                negate = body.startswith("!")
-                members = "".join(c if c == "-" else re.escape(c) for c in body[negate:])
-                out.append(f"(?!/)[{'^' if negate else ''}{members}]")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
+# wcmatch's glob: `*` and `?` never cross `/`, `**` as a whole segment matches zero or more
+# directories (`**/*.md` matches `a.md` and `x/y/a.md`; `drafts/**` everything below drafts/),
+# `[...]` and `[!...]` are classes, and a leading dot is matched like any other character.
+GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTGLOB
 
 
 @lru_cache(maxsize=64)
 def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """All globs as one alternation, so a path is matched once per list, not once per glob."""
+    """All globs as one regex (wcmatch's translation of each, as one alternation), so a path is
+    matched once per list, not once per glob."""
     if not patterns:
         return None
-    return re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in patterns), re.DOTALL)
+    translated, _ = wcglob.translate(list(patterns), flags=GLOB_FLAGS)
+    return re.compile("|".join(f"(?:{regex})" for regex in translated))
 
 
 def glob_matches(rel_posix: str, patterns: tuple[str, ...]) -> bool:
