@@ -40,16 +40,12 @@ from typing import Any
 import httpx
 import psutil
 
-from ragvisor.answering import AskTrace
-from ragvisor.app import attach_generator, build_services
-from ragvisor.config import load_settings
-from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
-from ragvisor.llm.ollama_client import keep_alive_value
-from ragvisor.logs import configure_logging
-from search_bench import (
+# bench/ is the script's folder, so the shared library imports directly.
+from benchlib import (
+    QUESTIONS,
     REPO,
     SERVE_ENV,
-    LoadMeter,
+    TreeLoadMeter,
     clean_env,
     finish_report,
     free_port,
@@ -65,20 +61,12 @@ from search_bench import (
     serve_cmd,
     wait_ready,
 )
-
-# Realistic questions about the repo's docs; drawn round-robin.
-QUESTIONS = [
-    "How does sync decide what to re-embed?",
-    "What does /readyz check?",
-    "How do I override a setting with an environment variable?",
-    "What happens to a sync if the process is killed halfway through?",
-    "What is the model fingerprint and when does it change?",
-    "Which exit codes does the ragvisor command use?",
-    "How do I follow one request through the logs?",
-    "What does the keep_alive setting of the generator do?",
-    "How do I trigger a sync through the admin endpoint?",
-    "What is stored in the data directory and how do I back it up?",
-]
+from ragvisor.answering import AskTrace
+from ragvisor.app import attach_generator, build_services
+from ragvisor.config import load_settings
+from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
+from ragvisor.llm.ollama_client import keep_alive_value
+from ragvisor.logs import configure_logging
 
 # Words for the flush prompts: nothing to do with the docs, so no prompt prefix is shared.
 _FLUSH_TEXT = (
@@ -263,26 +251,6 @@ def prepare_prompts(
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-class TreeLoadMeter(LoadMeter):
-    """search_bench's noise meter, also counting the live daemon and worker as ours.
-
-    The base class counts only children that have exited; here the daemon and its worker run
-    through every timed phase, so their CPU time is read from them directly.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.watched: list[psutil.Process] = []
-
-    def _snapshot(self) -> tuple[float, float, float, float]:
-        now, busy, ours, steal = LoadMeter._snapshot()
-        for proc in self.watched:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                ours += times.user + times.system
-        return now, busy, ours, steal
 
 
 def worker_process(readyz: dict[str, Any], daemon_pid: int) -> psutil.Process | None:

@@ -28,14 +28,12 @@ from typing import Any
 import httpx
 import psutil
 
-# bench/ is the script's folder, so its sibling modules import directly (as in ask_bench).
-from ask_bench import QUESTIONS, TreeLoadMeter
-from ragvisor.faultproxy import Fault, FaultPlan, running_proxy
-from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
-from ragvisor.logs import configure_logging
-from search_bench import (
+# bench/ is the script's folder, so the shared library imports directly.
+from benchlib import (
+    QUESTIONS,
     REPO,
     SERVE_ENV,
+    TreeLoadMeter,
     clean_env,
     finish_report,
     free_port,
@@ -49,6 +47,9 @@ from search_bench import (
     serve_cmd,
     wait_ready,
 )
+from ragvisor.faultproxy import Fault, FaultPlan, running_proxy
+from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
+from ragvisor.logs import configure_logging
 
 # The failing 10 %: the ways a backend breaks other than by hanging, in equal shares.
 FAILURES = (Fault.HTTP_500, Fault.RESET, Fault.ERROR_LINE, Fault.BUSY_503)

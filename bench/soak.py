@@ -44,12 +44,12 @@ from typing import Any
 import httpx
 import psutil
 
-# bench/ is the script's folder, so its sibling modules import directly (as in fault_bench).
-from ask_bench import QUESTIONS, TreeLoadMeter
-from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
-from search_bench import (
+# bench/ is the script's folder, so the shared library imports directly.
+from benchlib import (
+    QUESTIONS,
     REPO,
     SERVE_ENV,
+    TreeLoadMeter,
     clean_env,
     finish_report,
     free_port,
@@ -64,6 +64,7 @@ from search_bench import (
     serve_cmd,
     wait_ready,
 )
+from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
 
 GROWTH_AFTER_WARMUP_PCT = 3.0  # issue 10: at most 3 % after the warm-up
 FLAT_LAST_10_PCT = 1.0  # "flat" over the last 10 minutes, read as at most 1 %
