@@ -9,7 +9,6 @@ answer, 5xx, out of memory) comes from a small scripted server in this file.
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import socket
@@ -27,7 +26,6 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from ragvisor import app as composition_root
 from ragvisor.embed.ollama import ModelChanged, OllamaEmbedder, model_key
 from ragvisor.embed.onnx import MODEL_FILE, OnnxEmbedder
 from ragvisor.errors import (
@@ -493,14 +491,6 @@ def test_error_statuses_are_classified_for_the_retry_policy(
 # 5. End to end: switching a corpus from the in-process model to Ollama ----------------------
 
 
-def _app_builds_ollama_embedder() -> bool:
-    """Whether the composition root constructs this embedder for `embedder.backend = "ollama"`."""
-    return "OllamaEmbedder(" in inspect.getsource(composition_root)
-
-
-@pytest.mark.skipif(
-    not _app_builds_ollama_embedder(), reason="waiting for app.build_embedder ollama branch"
-)
 def test_switching_to_the_ollama_embedder_re_embeds_once_and_search_works(
     tmp_path, worker, model_dir
 ):
