@@ -1,168 +1,28 @@
-"""The `ragvisor` command: thin wrappers that build settings and call the composition root.
-
-This is the only module that exits the process. Exit codes: 0 success, 1 failure,
-2 bad configuration or arguments, 75 busy (another sync is running; try again later).
-"""
+"""What each `ragvisor` subcommand does: build settings, call the composition root or the
+on-call logic, and print."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from ragvisor import __version__
-from ragvisor.errors import BusyError, ConfigError, InputError, RagvisorError
+from ragvisor.cli.exits import EXIT_OK
+from ragvisor.cli.parser import settings_from
+from ragvisor.errors import InputError, RagvisorError
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
 # `search --url`: how long the daemon may take to answer (`ask --url` streams: only connecting is
 # bounded there, and the daemon bounds the answer itself).
 SEARCH_TIMEOUT_S = 30.0
-EXIT_BY_ERROR: tuple[tuple[type[RagvisorError], int], ...] = (
-    (ConfigError, EXIT_USAGE),
-    (InputError, EXIT_USAGE),
-    (BusyError, EXIT_BUSY),
-    (RagvisorError, EXIT_FAILURE),
-)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("RAGVISOR_CONFIG") or None,
-        help="TOML configuration file (default: $RAGVISOR_CONFIG, else built-in defaults)",
-    )
-    parser.add_argument(
-        "--corpus",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        help="a knowledge-base folder (repeatable; replaces corpus.paths)",
-    )
-    parser.add_argument("--data-dir", type=Path, help="where the store lives (store.data_dir)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="ragvisor",
-        description="Semantic search and cited answers over your notes, supervised.",
-    )
-    parser.add_argument("--version", action="version", version=f"ragvisor {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        help="debug, info, warning, error (default: info; warning for search and ask, whose "
-        "results are the output)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the daemon (HTTP API + scheduled sync)")
-    _common(serve)
-    serve.add_argument("--host", help="listen address (server.host)")
-    serve.add_argument("--port", type=int, help="listen port (server.port)")
-
-    sync = sub.add_parser("sync", help="sync the knowledge base into the store now")
-    _common(sync)
-    sync.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    sync.add_argument(
-        "--full-check",
-        action="store_true",
-        help="read and hash every file, even those whose size and times are unchanged",
-    )
-
-    search = sub.add_parser("search", help="search the knowledge base")
-    _common(search)
-    search.add_argument("query", metavar="QUERY")
-    search.add_argument("-k", type=int, default=None, help="number of results")
-    search.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="dense")
-    search.add_argument("--json", action="store_true", help="print the response as JSON")
-    search.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
-
-    ask = sub.add_parser("ask", help="answer a question from the knowledge base, with citations")
-    _common(ask)
-    ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument("-k", type=int, default=None, help="number of passages to retrieve")
-    ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
-    ask.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
-
-    worker = sub.add_parser(
-        "worker", help="run the embedded generator: llama.cpp behind Ollama's HTTP API"
-    )
-    _common(worker)
-    worker.add_argument("--host", help="listen address (worker.host; default 127.0.0.1)")
-    worker.add_argument(
-        "--port", type=int, help="listen port (worker.port; 0 or unset: 11434 when run alone)"
-    )
-    worker.add_argument("--model-path", type=Path, help="GGUF file (worker.model_path)")
-    worker.add_argument(
-        "--parent-pid",
-        type=int,
-        default=None,
-        help="exit when this process goes away (set by the daemon that starts the worker)",
-    )
-    _add_ops_commands(sub)
-    for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
-        command.add_argument(
-            "--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error"
-        )
-    return parser
-
-
-def _add_ops_commands(sub: Any) -> None:
-    """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
-    from ragvisor import faultproxy
-    from ragvisor.oncall import health, status
-    from ragvisor.ops import doctor
-
-    check = sub.add_parser(
-        "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
-    )
-    health.add_health_arguments(check)
-    diagnose = sub.add_parser(
-        "doctor", help="compare the host (swap, Neo4j, Ollama, model) with the configuration"
-    )
-    doctor.add_doctor_arguments(diagnose)
-    show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
-    status.add_status_arguments(show)
-    proxy = sub.add_parser(
-        "faultproxy", help="a fault-injecting proxy in front of Ollama, to rehearse failures"
-    )
-    faultproxy.add_arguments(proxy)
-
-
-def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags that set configuration keys, as a nested mapping (highest precedence)."""
-    overrides: dict[str, dict[str, Any]] = {}
-    if getattr(args, "corpus", None):
-        overrides.setdefault("corpus", {})["paths"] = [str(p) for p in args.corpus]
-    if getattr(args, "data_dir", None):
-        overrides.setdefault("store", {})["data_dir"] = str(args.data_dir)
-    listener = "worker" if args.command == "worker" else "server"
-    if getattr(args, "host", None):
-        overrides.setdefault(listener, {})["host"] = args.host
-    if getattr(args, "port", None) is not None:
-        overrides.setdefault(listener, {})["port"] = args.port
-    if getattr(args, "model_path", None):
-        overrides.setdefault("worker", {})["model_path"] = str(args.model_path)
-    return overrides
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from ragvisor.config import load_settings
-
-    return load_settings(args.config, os.environ, cli_overrides(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`ragvisor serve`."""
     from ragvisor.app import serve
 
-    serve(_settings(args))
+    serve(settings_from(args))
     return EXIT_OK
 
 
@@ -174,7 +34,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from ragvisor.core.model import SKIPPED_LISTED_MAX
 
     install_sigterm_as_interrupt()
-    services = build_services(_settings(args))
+    services = build_services(settings_from(args))
     bar: Any = None
 
     def progress(done: int, total: int) -> None:
@@ -229,7 +89,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         from ragvisor.app import build_services
         from ragvisor.core.retrieval import SearchMode
 
-        settings = _settings(args)
+        settings = settings_from(args)
         services = build_services(settings)
         try:
             k = args.k if args.k is not None else settings.server.default_k
@@ -334,7 +194,7 @@ async def _ask_local(args: argparse.Namespace) -> Any:
     from ragvisor.app import build_daemon
     from ragvisor.runtime.oneshot import ask_once
 
-    async for event in ask_once(build_daemon(_settings(args)), args.question, args.k):
+    async for event in ask_once(build_daemon(settings_from(args)), args.question, args.k):
         yield event
 
 
@@ -350,7 +210,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """`ragvisor worker`: serve the embedded generator until SIGTERM."""
     from ragvisor.llm.worker.serve import run_worker
 
-    run_worker(_settings(args), parent_pid=args.parent_pid)
+    run_worker(settings_from(args), parent_pid=args.parent_pid)
     return EXIT_OK
 
 
@@ -380,34 +240,3 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_ops,
     "faultproxy": cmd_ops,
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
-            from ragvisor.oncall.health import usage_error
-
-            return usage_error("unrecognized arguments: " + " ".join(extra))
-        parser.error("unrecognized arguments: " + " ".join(extra))
-    from ragvisor.logs import configure_logging
-
-    # Commands whose output is the result log only warnings (to stderr).
-    quiet = ("search", "ask", "health", "status")
-    default_level = "warning" if args.command in quiet else "info"
-    configure_logging(level=args.log_level or default_level)
-    try:
-        return COMMANDS[args.command](args)
-    except RagvisorError as exc:
-        code = next(c for kind, c in EXIT_BY_ERROR if isinstance(exc, kind))
-        print(f"ragvisor {args.command}: {exc}", file=sys.stderr)
-        return code
-    except KeyboardInterrupt:
-        print(f"ragvisor {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

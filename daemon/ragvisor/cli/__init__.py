@@ -1,0 +1,46 @@
+"""The `ragvisor` command: thin wrappers that build settings and call the composition root.
+
+This package is the only place that exits the process (`parser`: the flags; `commands`: what
+each does; `exits`: the exit codes). Exit codes: 0 success, 1 failure,
+2 bad configuration or arguments, 75 busy (another sync is running; try again later).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ragvisor.cli.commands import COMMANDS
+from ragvisor.cli.exits import EXIT_BY_ERROR
+from ragvisor.cli.parser import build_parser
+from ragvisor.errors import RagvisorError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
+            from ragvisor.oncall.health import usage_error
+
+            return usage_error("unrecognized arguments: " + " ".join(extra))
+        parser.error("unrecognized arguments: " + " ".join(extra))
+    from ragvisor.logs import configure_logging
+
+    # Commands whose output is the result log only warnings (to stderr).
+    quiet = ("search", "ask", "health", "status")
+    default_level = "warning" if args.command in quiet else "info"
+    configure_logging(level=args.log_level or default_level)
+    try:
+        return COMMANDS[args.command](args)
+    except RagvisorError as exc:
+        code = next(c for kind, c in EXIT_BY_ERROR if isinstance(exc, kind))
+        print(f"ragvisor {args.command}: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print(f"ragvisor {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,140 @@
+"""The `ragvisor` command line: every subcommand, its flags, and the flags that set
+configuration keys (highest precedence)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ragvisor import __version__
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("RAGVISOR_CONFIG") or None,
+        help="TOML configuration file (default: $RAGVISOR_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a knowledge-base folder (repeatable; replaces corpus.paths)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="where the store lives (store.data_dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ragvisor",
+        description="Semantic search and cited answers over your notes, supervised.",
+    )
+    parser.add_argument("--version", action="version", version=f"ragvisor {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="debug, info, warning, error (default: info; warning for search and ask, whose "
+        "results are the output)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon (HTTP API + scheduled sync)")
+    _common(serve)
+    serve.add_argument("--host", help="listen address (server.host)")
+    serve.add_argument("--port", type=int, help="listen port (server.port)")
+
+    sync = sub.add_parser("sync", help="sync the knowledge base into the store now")
+    _common(sync)
+    sync.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    sync.add_argument(
+        "--full-check",
+        action="store_true",
+        help="read and hash every file, even those whose size and times are unchanged",
+    )
+
+    search = sub.add_parser("search", help="search the knowledge base")
+    _common(search)
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("-k", type=int, default=None, help="number of results")
+    search.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="dense")
+    search.add_argument("--json", action="store_true", help="print the response as JSON")
+    search.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
+
+    ask = sub.add_parser("ask", help="answer a question from the knowledge base, with citations")
+    _common(ask)
+    ask.add_argument("question", metavar="QUESTION")
+    ask.add_argument("-k", type=int, default=None, help="number of passages to retrieve")
+    ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    ask.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
+
+    worker = sub.add_parser(
+        "worker", help="run the embedded generator: llama.cpp behind Ollama's HTTP API"
+    )
+    _common(worker)
+    worker.add_argument("--host", help="listen address (worker.host; default 127.0.0.1)")
+    worker.add_argument(
+        "--port", type=int, help="listen port (worker.port; 0 or unset: 11434 when run alone)"
+    )
+    worker.add_argument("--model-path", type=Path, help="GGUF file (worker.model_path)")
+    worker.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit when this process goes away (set by the daemon that starts the worker)",
+    )
+    _add_ops_commands(sub)
+    for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
+        command.add_argument(
+            "--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error"
+        )
+    return parser
+
+
+def _add_ops_commands(sub: Any) -> None:
+    """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
+    from ragvisor import faultproxy
+    from ragvisor.oncall import health, status
+    from ragvisor.ops import doctor
+
+    check = sub.add_parser(
+        "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
+    )
+    health.add_health_arguments(check)
+    diagnose = sub.add_parser(
+        "doctor", help="compare the host (swap, Neo4j, Ollama, model) with the configuration"
+    )
+    doctor.add_doctor_arguments(diagnose)
+    show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
+    status.add_status_arguments(show)
+    proxy = sub.add_parser(
+        "faultproxy", help="a fault-injecting proxy in front of Ollama, to rehearse failures"
+    )
+    faultproxy.add_arguments(proxy)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags that set configuration keys, as a nested mapping (highest precedence)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "corpus", None):
+        overrides.setdefault("corpus", {})["paths"] = [str(p) for p in args.corpus]
+    if getattr(args, "data_dir", None):
+        overrides.setdefault("store", {})["data_dir"] = str(args.data_dir)
+    listener = "worker" if args.command == "worker" else "server"
+    if getattr(args, "host", None):
+        overrides.setdefault(listener, {})["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides.setdefault(listener, {})["port"] = args.port
+    if getattr(args, "model_path", None):
+        overrides.setdefault("worker", {})["model_path"] = str(args.model_path)
+    return overrides
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from ragvisor.config import load_settings
+
+    return load_settings(args.config, os.environ, cli_overrides(args))
