@@ -335,15 +335,7 @@ class MemoryGuard:
         return {
             "level": self.level.value,
             "reasons": list(assessment.reasons),
-            "available_mb": to_mb(sample.available_bytes),
-            "total_mb": to_mb(sample.total_bytes),
-            "swap_total_mb": to_mb(sample.swap_total_bytes),
-            "swap_used_mb": to_mb(sample.swap_used_bytes),
-            "swap_in_mb_s": to_mb(sample.swap_in_bytes_per_s),
-            "swap_out_mb_s": to_mb(sample.swap_out_bytes_per_s),
-            "psi_some_avg10": sample.psi_some_avg10,
-            "psi_full_avg10": sample.psi_full_avg10,
-            "rss_mb": {name: to_mb(value) for name, value in sample.rss_bytes.items()},
+            **_sample_fields(sample, with_swap_total=True),
             "sampled_at": datetime.fromtimestamp(state.sampled_at, UTC).isoformat(),
             "interval_s": self._settings.interval_s,
             "probe_error": state.probe_error,
@@ -353,10 +345,13 @@ class MemoryGuard:
         return round((self._clock() - started) * 1000, 1)
 
 
-def _sample_fields(sample: MemorySample) -> dict[str, Any]:
+def _sample_fields(sample: MemorySample, *, with_swap_total: bool = False) -> dict[str, Any]:
+    """A sample's readings in MB, as log events and `/status` show them."""
+    swap_total = {"swap_total_mb": to_mb(sample.swap_total_bytes)} if with_swap_total else {}
     return {
         "available_mb": to_mb(sample.available_bytes),
         "total_mb": to_mb(sample.total_bytes),
+        **swap_total,
         "swap_used_mb": to_mb(sample.swap_used_bytes),
         "swap_in_mb_s": to_mb(sample.swap_in_bytes_per_s),
         "swap_out_mb_s": to_mb(sample.swap_out_bytes_per_s),
