@@ -9,7 +9,6 @@ silently. With no file at all, the embedded defaults below apply.
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,8 @@ from pydantic import (
 )
 
 from ragvisor.admin_token import token_problem
-from ragvisor.errors import ConfigError
+from ragvisor.core.durations import parse_keep_alive_setting
+from ragvisor.errors import ConfigError, InputError
 
 ENV_PREFIX = "RAGVISOR_"
 # Variables with our prefix that are not settings: the config file path (read by the CLI), the
@@ -42,15 +42,19 @@ def _expand_user(path: Path) -> Path:
 # A path setting: `~` is expanded; relative paths stay relative to the working directory.
 UserPath = Annotated[Path, AfterValidator(_expand_user)]
 
-_KEEP_ALIVE = re.compile(r"-?\d+|(\d+(\.\d+)?(h|m|s|ms|us|ns))+")
-
 
 def _keep_alive(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if isinstance(value, str) and not _KEEP_ALIVE.fullmatch(value.strip()):
-        raise ValueError('expected a duration like "5m", "1h30m", "30s", or seconds ("0", "-1")')
-    return value.strip() if isinstance(value, str) else value
+    if isinstance(value, str):
+        try:
+            parse_keep_alive_setting(value)
+        except InputError:
+            raise ValueError(
+                'expected a duration like "5m", "1h30m", "30s", or whole seconds ("0", "-1")'
+            ) from None
+        return value.strip()
+    return value
 
 
 # Ollama's keep_alive: a Go duration ("5m"), whole seconds, 0 (unload at once), negative (never).

@@ -141,7 +141,7 @@ ALLOWED: dict[str, set[str]] = {
     "allocator": set(),
     "datadir": {"errors"},
     "admin_token": {"errors", "datadir"},
-    "config": {"errors", "admin_token"},
+    "config": {"errors", "core", "admin_token"},
     "logs": {"errors"},
     "metrics": {"errors"},
     "testing": {"errors", "core"},

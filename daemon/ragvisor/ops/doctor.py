@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import enum
 import json
-import math
 import re
 import shlex
 import stat
@@ -34,8 +33,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
+from ragvisor.core.durations import parse_keep_alive_setting
 from ragvisor.datadir import OpenPath, find_open_paths, is_open
-from ragvisor.errors import ModelFileError
+from ragvisor.errors import InputError, ModelFileError
 from ragvisor.oncall.status import add_config_argument
 
 if TYPE_CHECKING:
@@ -199,26 +199,14 @@ def parse_dropin(text: str) -> DropIn:
     return DropIn(environment, tuple(files))
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def keep_alive_s(value: str) -> float | None:
-    """A keep-alive as Ollama reads it — whole seconds or a Go duration — in seconds.
-
-    Negative means "forever" (`math.inf`); None when Ollama would ignore the value.
-    """
-    text = value.strip().strip("\"'")
-    if re.fullmatch(r"-?\d+", text):
-        seconds = float(int(text))
-        return math.inf if seconds < 0 else seconds
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    parts = _DURATION_PART.findall(body)
-    if not parts or "".join(n + u for n, u in parts) != body:
+    """A keep-alive as Ollama reads `OLLAMA_KEEP_ALIVE` — whole seconds or a Go duration — in
+    seconds (`math.inf` for negative: forever); None when Ollama would ignore the value. Quotes
+    around it (an env file's) are not part of it."""
+    try:
+        return parse_keep_alive_setting(value.strip().strip("\"'"))
+    except InputError:
         return None
-    seconds = sum(float(n) * _DURATION_S[u] for n, u in parts)
-    return math.inf if sign < 0 and seconds > 0 else seconds
 
 
 # --------------------------------------------------------------------------- GGUF header

@@ -1,0 +1,94 @@
+"""Durations as Ollama reads them: Go duration strings and `keep_alive` values. One parser for
+the daemon's settings, `ragvisor doctor`'s reading of `OLLAMA_KEEP_ALIVE`, and the worker's
+requests, so the three cannot disagree.
+
+Ollama decodes a request's `keep_alive` (`api/types.go`, `Duration.UnmarshalJSON`) as either a
+JSON number of seconds or a Go duration string (`"5m"`, `"1h30m"`, `"250ms"`, `"-1m"`, `".5s"`);
+anything negative means "keep it loaded forever" and zero "unload right after this response".
+Its `OLLAMA_KEEP_ALIVE` variable takes a Go duration or whole seconds (`"300"`, `"-1"`). A
+setting of ours is sent as Ollama reads it — whole seconds as a number, anything else as a
+duration string — so a setting must be one of those two (`parse_keep_alive_setting`); a
+request to the worker may also carry a fractional number of seconds (`parse_keep_alive`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ragvisor.errors import InputError
+
+FOREVER = math.inf
+"""A keep-alive that never expires (any negative value in Ollama's syntax)."""
+
+# Go's time.ParseDuration units, in seconds ("µs" with the micro sign and the Greek mu).
+_UNIT_S = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string such as `"1h30m"`, `"-1m"`, `"2.5s"` or `"0"`.
+
+    Raises InputError for text that Go's `time.ParseDuration` would reject.
+    """
+    body = text.strip()
+    sign = 1.0
+    if body.startswith(("+", "-")):
+        sign = -1.0 if body[0] == "-" else 1.0
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    if not body:
+        raise InputError(f"invalid duration {text!r}")
+    total = 0.0
+    position = 0
+    while position < len(body):
+        match = _TERM.match(body, position)
+        if match is None:
+            raise InputError(f"invalid duration {text!r}: expected a number and a unit (s, m, h)")
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        position = match.end()
+    return sign * total
+
+
+def parse_keep_alive(value: str | float | None, default_s: float) -> float:
+    """Seconds to keep a model loaded: `FOREVER` for negative values, 0 to unload at once.
+
+    `None` (the request named none) gives `default_s`. Numbers are seconds; strings are Go
+    durations or bare numbers of seconds. Booleans are refused, as Ollama refuses them.
+    Raises InputError for anything else.
+    """
+    if value is None:
+        return default_s
+    if isinstance(value, bool):
+        raise InputError(f"invalid keep_alive {value!r}: expected a duration or seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = float(value) if _NUMBER.fullmatch(value.strip()) else parse_go_duration(value)
+    else:
+        raise InputError(f"invalid keep_alive {value!r}: expected a duration or seconds")
+    if math.isnan(seconds):
+        raise InputError("invalid keep_alive: not a number")
+    return FOREVER if seconds < 0 else seconds
+
+
+_WHOLE_SECONDS = re.compile(r"[+-]?\d+")
+
+
+def parse_keep_alive_setting(text: str) -> float:
+    """Seconds in a keep-alive setting or `OLLAMA_KEEP_ALIVE`: whole seconds or a Go duration;
+    `FOREVER` for a negative value. Raises InputError for anything else (`"1.5"`, `"5 m"`)."""
+    body = text.strip()
+    seconds = float(int(body)) if _WHOLE_SECONDS.fullmatch(body) else parse_go_duration(body)
+    return FOREVER if seconds < 0 else seconds
