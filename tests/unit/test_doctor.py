@@ -12,6 +12,7 @@ import pytest
 from ragvisor.config import parse_settings
 from ragvisor.datadir import OpenPath
 from ragvisor.errors import ModelFileError
+from ragvisor.llm.gguf_header import gguf_context_length
 from ragvisor.ops.doctor import (
     DataDirModes,
     DropIn,
@@ -28,7 +29,6 @@ from ragvisor.ops.doctor import (
     check_swappiness,
     diagnose,
     exit_code,
-    gguf_context_length,
     keep_alive_s,
     parse_dropin,
     parse_meminfo_total_mb,
