@@ -50,8 +50,9 @@ def _keep_alive(value: Any) -> Any:
         try:
             parse_keep_alive_setting(value)
         except InputError:
+            # Word for word as before: docs/configuration.md quotes this message.
             raise ValueError(
-                'expected a duration like "5m", "1h30m", "30s", or whole seconds ("0", "-1")'
+                'expected a duration like "5m", "1h30m", "30s", or seconds ("0", "-1")'
             ) from None
         return value.strip()
     return value

@@ -111,12 +111,14 @@ def test_settings_env_round_trips_through_the_environment():
 
 @pytest.mark.parametrize("value", ["5m", "1h30m", "30s", "0", "-1", "250ms", 0, -1, 3600])
 def test_keep_alive_accepts_ollama_syntax(value):
+    """A keep-alive in Ollama's syntax, text or a whole number, is kept as its text."""
     settings = parse_settings({"generator": {"keep_alive": value}})
     assert settings.generator.keep_alive == str(value)
 
 
 @pytest.mark.parametrize("value", ["5 minutes", "forever", "", "m5"])
 def test_keep_alive_rejects_other_text(value):
+    """Text that is no keep-alive is a ConfigError naming the key."""
     with pytest.raises(ConfigError, match=r"generator\.keep_alive"):
         parse_settings({"generator": {"keep_alive": value}})
 

@@ -1,14 +1,24 @@
-"""Durations as Ollama reads them: Go duration strings and `keep_alive` values. One parser for
-the daemon's settings, `ragvisor doctor`'s reading of `OLLAMA_KEEP_ALIVE`, and the worker's
-requests, so the three cannot disagree.
+"""Durations as Ollama reads them — Go duration strings and `keep_alive` values — in one place,
+so the daemon's settings, `ragvisor doctor`'s reading of `OLLAMA_KEEP_ALIVE` and the embedded
+worker's requests cannot disagree. Pure: no clock, no I/O.
 
-Ollama decodes a request's `keep_alive` (`api/types.go`, `Duration.UnmarshalJSON`) as either a
-JSON number of seconds or a Go duration string (`"5m"`, `"1h30m"`, `"250ms"`, `"-1m"`, `".5s"`);
-anything negative means "keep it loaded forever" and zero "unload right after this response".
-Its `OLLAMA_KEEP_ALIVE` variable takes a Go duration or whole seconds (`"300"`, `"-1"`). A
-setting of ours is sent as Ollama reads it — whole seconds as a number, anything else as a
-duration string — so a setting must be one of those two (`parse_keep_alive_setting`); a
-request to the worker may also carry a fractional number of seconds (`parse_keep_alive`).
+A keep-alive is seconds as a float: 0 unloads the model right after the response and `FOREVER`
+(`math.inf`) keeps it loaded, which is what Ollama makes of any negative value (`api/types.go`
+`Duration.UnmarshalJSON` for requests, `envconfig.KeepAlive` for `OLLAMA_KEEP_ALIVE`).
+
+What each reader accepts, and why:
+
+- `parse_go_duration`: Go's `time.ParseDuration` — one or more terms of a number and a unit
+  (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), optionally signed (`"5m"`, `"1h30m"`, `"1.5h"`,
+  `".5s"`, `"-1m"`, `"+5m"`), or a bare `"0"`. Whitespace around it is ignored.
+- `parse_keep_alive_setting` (our `keep_alive` settings and `OLLAMA_KEEP_ALIVE`): a Go duration
+  or whole seconds (`"300"`, `"-1"`, `"+5"`), exactly what `OLLAMA_KEEP_ALIVE` takes. It is the
+  union of what the config loader (whole seconds, unsigned durations) and doctor (signed
+  durations, but not `".5s"`) took before. A setting is sent to Ollama as is — whole seconds as
+  a JSON number, anything else as text Ollama parses as a Go duration — so fractional text
+  (`"1.5"`) is refused: Ollama would answer 400.
+- `parse_keep_alive` (a request to the worker): also any JSON number and numeric text, fractional
+  included (`1.5`, `"1.5"`), as the worker always took; booleans, NaN and other types are refused.
 """
 
 from __future__ import annotations

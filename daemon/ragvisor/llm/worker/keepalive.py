@@ -1,6 +1,7 @@
 """When a model the worker loaded should unload: its keep-alive added to the time of its last
-use. Parsing keep-alive values is `core.durations` (one parser for settings, doctor and
-requests); it is re-exported here for the worker's modules. Pure: the caller supplies the clock.
+use. Parsing a request's keep-alive is `core.durations.parse_keep_alive` (one parser for
+settings, doctor and requests), re-exported here with `FOREVER` for the worker's modules. Pure:
+the caller supplies the clock.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from ragvisor.core.durations import FOREVER, parse_go_duration, parse_keep_alive
+from ragvisor.core.durations import FOREVER, parse_keep_alive
 
-__all__ = ["FOREVER", "expiry", "parse_go_duration", "parse_keep_alive"]
+__all__ = ["FOREVER", "expiry", "parse_keep_alive"]
 
 # Far enough for "forever" yet inside datetime's range once added to any realistic now.
 _FOREVER_SPAN = timedelta(days=365 * 100)
