@@ -33,14 +33,13 @@ from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.protocols import Embedder
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.datadir import tighten_data_dir
-from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
 from ragvisor.embed.ollama import OllamaEmbedder
-from ragvisor.embed.onnx import OnnxEmbedder
+from ragvisor.embed.onnx import build_onnx_embedder
 from ragvisor.errors import ConfigError
 from ragvisor.llm.gguf import resolve_gguf
-from ragvisor.llm.ollama_client import Deadlines, OllamaClient
-from ragvisor.llm.worker_process import WorkerProcess, free_loopback_port
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.wire import Deadlines
 from ragvisor.runtime.services import Services
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.supervise.admission import Lane
@@ -51,6 +50,7 @@ from ragvisor.supervise.ladder import BackendControl, EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard, probe_from_env
 from ragvisor.supervise.memory.preload import GeneratorMemory, IdleModelUnloader
 from ragvisor.supervise.retry import RetryPolicy
+from ragvisor.supervise.worker_process import WorkerProcess, free_loopback_port
 from ragvisor.syncing import SyncRunner
 
 
@@ -75,16 +75,6 @@ def check_corpus_roots(settings: Settings) -> None:
         full = Path(path).expanduser().absolute()
         if not full.is_dir():
             raise ConfigError(f"corpus.paths[{index}]: {full} does not exist or is not a folder")
-
-
-def resolve_model_dir(settings: Settings) -> Path:
-    """The embedder's model directory: the configured one, or the pinned default assembled
-    under the data directory on first use.
-    """
-    if settings.embedder.model_dir is not None:
-        return Path(settings.embedder.model_dir).expanduser()
-    target = Path(settings.store.data_dir) / "models" / DEFAULT_MODEL_NAME
-    return assemble_default_model(target)
 
 
 def deadlines(d: DeadlineSettings) -> Deadlines:
@@ -135,18 +125,6 @@ def build_remote_embedder(settings: Settings) -> OllamaEmbedder:
     return embedder
 
 
-def build_embedder(settings: Settings) -> OnnxEmbedder:
-    """The in-process embedder `[embedder]` describes, loaded and ready. Raises ModelFileError."""
-    e = settings.embedder
-    return OnnxEmbedder(
-        resolve_model_dir(settings),
-        name=e.model_name,
-        batch_size=e.batch_size,
-        threads=e.threads,
-        max_tokens=e.max_tokens,
-    )
-
-
 def build_services(settings: Settings) -> Services:
     """Open the store, load the model and wire the retriever and the sync runner.
 
@@ -181,7 +159,7 @@ def build_services(settings: Settings) -> Services:
             embedder = SupervisedEmbedder(remote, supervisors["embedder"])
             where = remote.base_url
         else:
-            onnx = build_embedder(settings)
+            onnx = build_onnx_embedder(settings.embedder, data_dir)
             embedder, where = onnx, str(onnx.model_dir)
     except BaseException:
         store.close()

@@ -30,12 +30,13 @@ from ragvisor.config import (
     WorkerSettings,
 )
 from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
-from ragvisor.llm.ollama_client import Deadlines, OllamaClient
-from ragvisor.llm.worker_process import WorkerProcess
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.wire import Deadlines
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.controls import OllamaControl, WorkerControl, run_restart_command
 from ragvisor.supervise.ladder import EscalationLadder
+from ragvisor.supervise.worker_process import WorkerProcess
 from tests.integration.conftest import free_port, gguf_file
 from tests.integration.worker_fixtures import (
     gguf_path,

@@ -34,7 +34,8 @@ from ragvisor.errors import (
     RagvisorError,
 )
 from ragvisor.faultproxy import Fault, FaultPlan, FaultProxy, cut_after_lines, running_proxy
-from ragvisor.llm.ollama_client import Deadlines, OllamaClient
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.wire import Deadlines
 from tests.integration.conftest import free_port
 from tests.integration.scripted_ollama import scripted_ollama
 

@@ -9,7 +9,8 @@ import pytest
 
 from ragvisor.core.model import ChatMessage, GenerationStats, TextDelta
 from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
-from ragvisor.llm.ollama_client import Deadlines, OllamaClient
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.wire import Deadlines
 from tests.integration.conftest import free_port
 from tests.integration.scripted_ollama import scripted_ollama
 

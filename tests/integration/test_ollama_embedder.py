@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from ragvisor.embed.ollama import ModelChanged, OllamaEmbedder, model_key
+from ragvisor.embed.ollama import ModelChanged, OllamaEmbedder
 from ragvisor.embed.onnx import MODEL_FILE, OnnxEmbedder
 from ragvisor.errors import (
     BackendError,
@@ -36,7 +36,8 @@ from ragvisor.errors import (
     BackendUnavailable,
     ConfigError,
 )
-from ragvisor.llm.ollama_client import Deadlines
+from ragvisor.ollama.names import model_key
+from ragvisor.ollama.wire import Deadlines
 from tests.integration.conftest import free_port, gguf_file, run_cli
 from tests.integration.corpus import write_corpus
 from tests.integration.worker_fixtures import WorkerProcess, start_worker, stop_worker

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragvisor.embed.model_files import assemble_default_model, file_sha256
+from ragvisor.core.hashing import file_sha256
+from ragvisor.embed.model_files import assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.errors import InputError, ModelFileError
 

@@ -17,8 +17,9 @@ import pytest
 from ragvisor.config import BreakerSettings
 from ragvisor.core.model import ChatMessage, GenerationStats, Retrying, TextDelta
 from ragvisor.errors import BackendRejected, BackendTimeout, BackendUnavailable
-from ragvisor.llm.ollama_client import Deadlines, OllamaClient
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.wire import Deadlines
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.calls import SupervisedGenerator, Supervisor, request_deadline
 from ragvisor.supervise.retry import RetryPolicy

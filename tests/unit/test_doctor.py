@@ -9,30 +9,29 @@ import pytest
 
 from ragvisor.config import parse_settings
 from ragvisor.datadir import OpenPath
-from ragvisor.ops.doctor import (
-    DataDirModes,
-    DropIn,
+from ragvisor.oncall.doctor import diagnose, exit_code, render_text, report
+from ragvisor.oncall.doctor_checks import (
     Finding,
-    HostFacts,
-    ModelContext,
     Severity,
-    SwapArea,
     check_data_dir,
     check_neo4j,
     check_num_ctx,
     check_ollama,
     check_swap,
     check_swappiness,
-    diagnose,
-    exit_code,
+)
+from ragvisor.oncall.host_facts import (
+    DataDirModes,
+    DropIn,
+    HostFacts,
+    ModelContext,
+    SwapArea,
     keep_alive_s,
     parse_dropin,
     parse_meminfo_total_mb,
     parse_properties,
     parse_size_mb,
     parse_swaps,
-    render_text,
-    report,
 )
 
 SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority

@@ -16,7 +16,7 @@ from ragvisor.core.durations import (
     parse_keep_alive_setting,
 )
 from ragvisor.errors import ConfigError, InputError
-from ragvisor.ops.doctor import keep_alive_s
+from ragvisor.oncall.host_facts import keep_alive_s
 
 DEFAULT_S = 300.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragvisor.embed.model_files import file_sha256
+from ragvisor.core.hashing import file_sha256
 from ragvisor.llm.gguf import DEFAULT_GGUF_NAME, DEFAULT_GGUF_SHA256, ensure_default_gguf
 
 

@@ -15,15 +15,13 @@ import pytest
 from ragvisor.cli import main as cli_main
 from ragvisor.config import parse_settings
 from ragvisor.errors import InputError
-from ragvisor.oncall.health import (
+from ragvisor.oncall.health import assess, default_thresholds, verdict
+from ragvisor.oncall.health_probe import (
     BackendProbe,
     DeepProbe,
     Observation,
     Target,
-    assess,
-    default_thresholds,
     generator_target,
-    verdict,
 )
 from ragvisor.oncall.nagios import (
     PerfDatum,

@@ -29,8 +29,8 @@ from ragvisor.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from ragvisor.llm.ollama_client import OllamaClient
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.client import OllamaClient
 from ragvisor.supervise import calls
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.calls import (

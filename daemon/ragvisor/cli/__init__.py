@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
-            from ragvisor.oncall.health import usage_error
+            from ragvisor.cli.oncall import usage_error
 
             return usage_error("unrecognized arguments: " + " ".join(extra))
         parser.error("unrecognized arguments: " + " ".join(extra))

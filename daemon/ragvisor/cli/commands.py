@@ -215,15 +215,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    """`ragvisor health | doctor | status | faultproxy`: run by their modules in `ragvisor.ops`."""
+    """`ragvisor health | doctor | status | faultproxy`: run by `ragvisor.cli.oncall` and the
+    fault proxy's own command line."""
     from ragvisor import faultproxy
-    from ragvisor.oncall import health, status
-    from ragvisor.ops import doctor
+    from ragvisor.cli import oncall
 
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
-        "health": health.run_health,
-        "doctor": doctor.run_doctor,
-        "status": status.run_status,
+        "health": oncall.run_health,
+        "doctor": oncall.run_doctor,
+        "status": oncall.run_status,
         "faultproxy": faultproxy.run,
     }
     return runners[args.command](args)

@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ragvisor import __version__
+from ragvisor.cli.options import add_config_argument
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("RAGVISOR_CONFIG") or None,
-        help="TOML configuration file (default: $RAGVISOR_CONFIG, else built-in defaults)",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--corpus",
         action="append",
@@ -96,21 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_ops_commands(sub: Any) -> None:
-    """The on-call commands; their flags live beside their code in `ragvisor.ops`."""
+    """The on-call commands (flags in `ragvisor.cli.oncall`) and the fault proxy."""
     from ragvisor import faultproxy
-    from ragvisor.oncall import health, status
-    from ragvisor.ops import doctor
+    from ragvisor.cli import oncall
 
     check = sub.add_parser(
         "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
     )
-    health.add_health_arguments(check)
+    oncall.add_health_arguments(check)
     diagnose = sub.add_parser(
         "doctor", help="compare the host (swap, Neo4j, Ollama, model) with the configuration"
     )
-    doctor.add_doctor_arguments(diagnose)
+    oncall.add_doctor_arguments(diagnose)
     show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
-    status.add_status_arguments(show)
+    oncall.add_status_arguments(show)
     proxy = sub.add_parser(
         "faultproxy", help="a fault-injecting proxy in front of Ollama, to rehearse failures"
     )

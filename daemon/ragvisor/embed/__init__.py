@@ -14,7 +14,6 @@ from ragvisor.embed.model_files import (
     PinnedFile,
     assemble_default_model,
     assemble_model,
-    file_sha256,
 )
 from ragvisor.embed.onnx import OnnxEmbedder
 
@@ -26,5 +25,4 @@ __all__ = [
     "PinnedFile",
     "assemble_default_model",
     "assemble_model",
-    "file_sha256",
 ]

@@ -9,7 +9,6 @@ directory path (see :mod:`ragvisor.embed.onnx`), so users can point it at any ON
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -18,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragvisor.core.hashing import file_sha256
 from ragvisor.datadir import make_private_dir, open_private
 from ragvisor.errors import ModelFileError
 
@@ -71,26 +71,6 @@ DEFAULT_MODEL = ModelSpec(
         ),
     ),
 )
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so a model file never sits in memory twice.
-
-    Remembered per process while the file's size, times and inode stay the same: start-up
-    checks the model against its pin and then fingerprints it, and hashing 23 MB twice cost
-    ~0.1 s of the time to first search. Raises :class:`OSError` if the file cannot be read.
-    """
-    info = path.stat()
-    return _cached_sha256(
-        str(path.resolve()), (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_sha256(path: str, stamp: tuple[int, int, int, int]) -> str:
-    """The hash itself; `stamp` only keys the cache so a changed file is hashed again."""
-    with Path(path).open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def locate_source(pinned: PinnedFile) -> Path:

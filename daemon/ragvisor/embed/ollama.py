@@ -28,22 +28,16 @@ import structlog
 
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
-from ragvisor.errors import (
-    BackendError,
-    BackendRejected,
-    BackendTimeout,
-    BackendUnavailable,
-    ConfigError,
+from ragvisor.errors import BackendError, BackendRejected, BackendTimeout, ConfigError
+from ragvisor.ollama.names import model_key
+from ragvisor.ollama.wire import (
+    CONTEXT_EXCEEDED,
+    Deadlines,
+    error_for_status,
+    error_text,
+    keep_alive_value,
+    transport_error,
 )
-from ragvisor.llm.ollama_client import Deadlines, error_for_status, keep_alive_value, timeout_phase
-
-# Ollama's 400 for an input longer than the context when `truncate` is false (server/routes.go).
-CONTEXT_EXCEEDED = "input length exceeds the context length"
-# What Ollama fills in for a name's missing parts (types/model/name.go).
-_DEFAULT_HOST = "registry.ollama.ai"
-_DEFAULT_NAMESPACE = "library"
-_DEFAULT_TAG = "latest"
-_ERROR_TEXT_CHARS = 500
 
 
 class ModelChanged(BackendError):
@@ -52,20 +46,6 @@ class ModelChanged(BackendError):
     """
 
     retryable = False
-
-
-def model_key(name: str) -> str:
-    """A model name in Ollama's full form, case-folded: equal keys mean one model to Ollama.
-
-    ``nomic-embed-text``, ``Nomic-Embed-Text:latest`` and
-    ``registry.ollama.ai/library/nomic-embed-text:latest`` all name the same model.
-    """
-    bare = name.strip().split("@", 1)[0]
-    parts = bare.split("/")
-    model, _, tag = parts[-1].partition(":")
-    namespace = parts[-2] if len(parts) >= 2 else _DEFAULT_NAMESPACE
-    host = "/".join(parts[:-2]) if len(parts) >= 3 else _DEFAULT_HOST
-    return f"{host}/{namespace}/{model}:{tag or _DEFAULT_TAG}".casefold()
 
 
 class OllamaEmbedder:
@@ -416,18 +396,12 @@ class OllamaEmbedder:
                 raw = _read_body(response, until, what, limit)
             finally:
                 response.close()
-        except httpx.ConnectError as exc:
-            raise BackendUnavailable(f"cannot connect to the embedder at {self._base_url}") from exc
         except httpx.ReadTimeout as exc:
             raise _read_timeout(what, started, wait_s, first_byte_s, limit) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeout(
-                f"embedder {what} timed out: {type(exc).__name__}", phase=timeout_phase(exc)
-            ) from exc
         except httpx.HTTPError as exc:
-            raise BackendError(f"embedder {what} failed: {type(exc).__name__}: {exc}") from exc
+            raise transport_error(exc, backend="embedder", what=what, url=self._base_url) from exc
         if response.status_code >= 400:
-            message = _error_text(raw)
+            message = error_text(raw)
             error = error_for_status(response.status_code, message, what, backend="embedder")
             if texts is not None and CONTEXT_EXCEEDED in message:
                 raise self._context_advice(error, texts)
@@ -476,18 +450,6 @@ def _read_timeout(
         f"embedder {what}: missed the first_token deadline ({first_byte_s:g} s); call cancelled",
         phase="first_token",
     )
-
-
-def _error_text(raw: bytes) -> str:
-    """Ollama's `{"error": ...}` message, or the start of whatever the body was."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:_ERROR_TEXT_CHARS]
-    if isinstance(data, dict) and "error" in data:
-        return str(data["error"])
-    return text[:_ERROR_TEXT_CHARS]
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -19,9 +19,11 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from ragvisor.config import EmbedderSettings
+from ragvisor.core.hashing import file_sha256
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
-from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, file_sha256
+from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
 from ragvisor.errors import InputError, ModelFileError
 
 MODEL_FILE = "model.onnx"
@@ -239,3 +241,25 @@ def _check_signature(session: Any, path: Path) -> tuple[bool, str, int | None]:
     hidden = chosen.shape[2]
     dimensions = hidden if isinstance(hidden, int) and hidden > 0 else None
     return _TOKEN_TYPE_INPUT in inputs, str(chosen.name), dimensions
+
+
+def model_dir(settings: EmbedderSettings, data_dir: Path) -> Path:
+    """The embedder's model directory: the configured one, or the pinned default assembled
+    under the data directory on first use.
+    """
+    if settings.model_dir is not None:
+        return Path(settings.model_dir).expanduser()
+    return assemble_default_model(data_dir / "models" / DEFAULT_MODEL_NAME)
+
+
+def build_onnx_embedder(settings: EmbedderSettings, data_dir: Path) -> OnnxEmbedder:
+    """The in-process embedder `[embedder]` describes, loaded and ready — for the daemon and
+    for the embedded worker alike. Raises ModelFileError.
+    """
+    return OnnxEmbedder(
+        model_dir(settings, data_dir),
+        name=settings.model_name,
+        batch_size=settings.batch_size,
+        threads=settings.threads,
+        max_tokens=settings.max_tokens,
+    )

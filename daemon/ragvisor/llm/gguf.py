@@ -14,8 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from ragvisor.core.hashing import file_sha256
 from ragvisor.datadir import FILE_MODE, make_private_dir
-from ragvisor.embed.model_files import file_sha256
 from ragvisor.errors import ConfigError, ModelFileError
 
 DEFAULT_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"

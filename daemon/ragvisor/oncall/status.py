@@ -10,13 +10,9 @@ rather than breaking the output.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -399,49 +395,3 @@ def render_status(reply: DaemonReply) -> str:
     lines = [line for section in sections for line in (*section, "")]
     lines += [f"note: {note}" for note in reply.notes]
     return "\n".join(lines).rstrip() + "\n"
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `ragvisor status` (`--config` only if the parser lacks it)."""
-    parser.add_argument(
-        "--url", help="the daemon (default: http://<server.host>:<server.port> from the config)"
-    )
-    add_config_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print the combined JSON")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds to wait for the daemon (default {DEFAULT_TIMEOUT_S:g})",
-    )
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    """`--config PATH`, unless the caller's parser already has it."""
-    with contextlib.suppress(argparse.ArgumentError):  # cli.py's common flags added it already
-        parser.add_argument(
-            "--config",
-            type=Path,
-            default=os.environ.get("RAGVISOR_CONFIG") or None,
-            help="TOML configuration file (default: $RAGVISOR_CONFIG, else built-in defaults)",
-        )
-
-
-def run_status(args: argparse.Namespace) -> int:
-    """`ragvisor status`: 0 when the daemon answered, 1 when it could not be reached.
-
-    Raises ConfigError when no `--url` is given and the configuration is invalid.
-    """
-    url = args.url or url_from_config(args.config)
-    reply = asyncio.run(fetch_daemon(url, args.timeout))
-    if args.json:
-        print(json.dumps(reply.as_dict(), indent=2))
-    elif reply.error is None:
-        sys.stdout.write(render_status(reply))
-    if reply.error is not None:
-        print(f"ragvisor status: {reply.error}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    return EXIT_OK

@@ -15,12 +15,12 @@ from ragvisor.config import Settings
 from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.retrieval import Retriever
 from ragvisor.embed.ollama import OllamaEmbedder
-from ragvisor.llm.worker_process import WorkerProcess
 from ragvisor.metrics import Metrics
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import SupervisedGenerator, Supervisor
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard
+from ragvisor.supervise.worker_process import WorkerProcess
 from ragvisor.syncing import SyncRunner
 
 

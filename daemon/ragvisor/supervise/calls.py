@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from ragvisor.core.model import ChatMessage, Fingerprint, GenerationStats, Retrying, TextDelta
 from ragvisor.core.protocols import Matrix
 from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
-from ragvisor.llm.ollama_client import OllamaClient
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.client import OllamaClient
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.retry import RetryPolicy, is_retryable, outcome, timeout_phase

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from ragvisor.errors import BackendError
-from ragvisor.llm.ollama_client import OllamaClient
-from ragvisor.llm.worker_process import WorkerProcess
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.supervise.worker_process import WorkerProcess
 
 
 async def run_restart_command(command: Sequence[str], timeout_s: float) -> None:

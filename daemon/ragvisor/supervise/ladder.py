@@ -19,7 +19,6 @@ step is a structured log event with its duration and a metric.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
@@ -28,10 +27,11 @@ from typing import Any, Protocol
 from ragvisor.config import LadderSettings
 from ragvisor.errors import BackendTimeout
 from ragvisor.metrics import Metrics
+from ragvisor.ollama.names import same_model
+from ragvisor.supervise.backoff import HOUR_S, RestartHistory, RestartPolicy
 from ragvisor.supervise.breaker import CircuitBreaker
 from ragvisor.supervise.retry import is_hang
 
-HOUR_S = 3600.0
 MAX_RESTART_BACKOFF_S = 600.0
 # A step's own timeout is the control's to honour; past it by this much, the ladder gives up on
 # the step itself, so a control that ignores its timeout cannot hold the breaker open for good.
@@ -63,11 +63,6 @@ class BackendControl(Protocol):
         ...
 
 
-def same_model(a: str, b: str) -> bool:
-    """Ollama's names: `x` and `x:latest` are one model."""
-    return a.removesuffix(":latest") == b.removesuffix(":latest")
-
-
 class EscalationLadder:
     """Counts hangs of one backend and climbs the ladder when they repeat."""
 
@@ -90,9 +85,15 @@ class EscalationLadder:
         self._log = log
         self._clock = clock
         self._hangs = 0
-        self._restarts: collections.deque[float] = collections.deque()
-        self._next_restart_at = 0.0
-        self._restart_backoff = settings.restart_backoff_s
+        self._restarts = RestartHistory(
+            RestartPolicy(
+                base_s=settings.restart_backoff_s,
+                max_s=MAX_RESTART_BACKOFF_S,
+                quiet_s=HOUR_S,  # a quiet hour: the next restart waits only the base backoff
+                budget_per_hour=settings.restart_budget_per_hour,
+            ),
+            clock,
+        )
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_step: dict[str, Any] | None = None
@@ -109,8 +110,7 @@ class EscalationLadder:
 
     def restarts_last_hour(self) -> int:
         """Restarts within the last hour (what the budget counts)."""
-        self._forget_old_restarts()
-        return len(self._restarts)
+        return self._restarts.last_hour()
 
     def note_success(self) -> None:
         """A call answered: the backend is not hanging."""
@@ -205,20 +205,14 @@ class EscalationLadder:
             raise RuntimeError(f"{model} is still loaded after the unload")
 
     async def _restart(self) -> bool:
-        now = self._clock()
-        self._forget_old_restarts()
-        if not self._restarts:
-            # A quiet hour: the next restart waits only the base backoff again.
-            self._restart_backoff = self._settings.restart_backoff_s
-        if len(self._restarts) >= self._settings.restart_budget_per_hour:
-            self._skip("budget", restarts_last_hour=len(self._restarts))
+        if self._restarts.over_budget():
+            self._skip("budget", restarts_last_hour=self._restarts.last_hour())
             return False
-        if now < self._next_restart_at:
-            self._skip("backoff", retry_in_s=round(self._next_restart_at - now, 1))
+        wait_s = self._restarts.wait_s()
+        if wait_s > 0:
+            self._skip("backoff", retry_in_s=round(wait_s, 1))
             return False
-        self._restarts.append(now)
-        self._next_restart_at = now + self._restart_backoff
-        self._restart_backoff = min(self._restart_backoff * 2, MAX_RESTART_BACKOFF_S)
+        self._restarts.note()
         timeout_s = self._settings.restart_timeout_s
         ok = await self._step("restart", self._control.restart(timeout_s), timeout_s)
         if self._metrics is not None:
@@ -278,11 +272,6 @@ class EscalationLadder:
                 budget_per_hour=self._settings.restart_budget_per_hour,
                 **fields,
             )
-
-    def _forget_old_restarts(self) -> None:
-        horizon = self._clock() - HOUR_S
-        while self._restarts and self._restarts[0] < horizon:
-            self._restarts.popleft()
 
     async def aclose(self) -> None:
         """Cancel a climb in progress (shutdown)."""

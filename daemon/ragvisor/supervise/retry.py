@@ -3,8 +3,8 @@
 One policy for every backend call: a timeout, a refused or reset connection, a 5xx, a 503
 "server busy" or an `{"error"}` line mid-stream may be gone on the next attempt; a 4xx caused
 by our own request or an out-of-memory refusal will not be, and retrying would only add load.
-Backoff is exponential with full jitter (AWS Architecture Blog, "Exponential Backoff and
-Jitter"), so that clients that failed together do not retry together.
+Backoff grows as every wait in supervision does (:func:`ragvisor.supervise.backoff.backoff_s`),
+drawn with full jitter so that clients that failed together do not retry together.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ragvisor.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
+from ragvisor.supervise.backoff import backoff_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,7 @@ class RetryPolicy:
 
     def delay_s(self, retry: int, rng: random.Random) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry): full jitter."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (retry - 1))
-        return rng.uniform(0.0, ceiling)
+        return rng.uniform(0.0, backoff_s(self.backoff_base_s, self.backoff_max_s, retry))
 
 
 def outcome(exc: BaseException) -> str:

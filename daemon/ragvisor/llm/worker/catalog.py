@@ -18,6 +18,7 @@ from typing import Any
 from ragvisor.errors import InputError
 from ragvisor.llm.worker.engine import ModelFacts
 from ragvisor.llm.worker.prompting import USER_TURN_STOP
+from ragvisor.ollama.names import model_key, short_name
 
 EMBEDDER_ALIAS = "all-minilm"
 
@@ -81,17 +82,6 @@ class ModelKind(enum.Enum):
     EMBEDDER = "embedder"
 
 
-def normalize_name(name: str) -> str:
-    """Ollama's short form of a model name: ``:latest`` added when there is no tag."""
-    name = name.strip()
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:latest"
-
-
-def _key(name: str) -> str:
-    return normalize_name(name).casefold()
-
-
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """The names the worker answers to."""
@@ -104,16 +94,16 @@ class Catalog:
         """Normalised names; the embedder's alias first, duplicates dropped."""
         embedders: list[str] = []
         for name in (EMBEDDER_ALIAS, embedder_name):
-            if _key(name) not in {_key(known) for known in embedders}:
-                embedders.append(normalize_name(name))
-        return cls(generator=normalize_name(generator_name), embedders=tuple(embedders))
+            if model_key(name) not in {model_key(known) for known in embedders}:
+                embedders.append(short_name(name))
+        return cls(generator=short_name(generator_name), embedders=tuple(embedders))
 
     def kind_of(self, requested: str) -> ModelKind:
         """Which model `requested` names. Raises UnknownModelError."""
-        key = _key(requested) if requested.strip() else ""
-        if key == _key(self.generator):
+        key = model_key(requested) if requested.strip() else ""
+        if key == model_key(self.generator):
             return ModelKind.GENERATOR
-        if key in {_key(name) for name in self.embedders}:
+        if key in {model_key(name) for name in self.embedders}:
             return ModelKind.EMBEDDER
         raise UnknownModelError(requested)
 

@@ -18,8 +18,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ragvisor.allocator import release_free_memory
+from ragvisor.core.hashing import file_sha256
 from ragvisor.core.protocols import Matrix
-from ragvisor.embed.model_files import DEFAULT_MODEL, file_sha256
+from ragvisor.embed.model_files import DEFAULT_MODEL
 from ragvisor.embed.onnx import MODEL_FILE, TOKENIZER_FILE, OnnxEmbedder
 from ragvisor.errors import InputError, ModelFileError
 from ragvisor.llm.worker.catalog import EmbedderFacts

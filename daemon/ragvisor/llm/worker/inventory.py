@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ragvisor.embed.model_files import file_sha256
+from ragvisor.core.hashing import file_sha256
 from ragvisor.errors import RagvisorError
 from ragvisor.llm.worker.catalog import (
     ModelKind,

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import structlog
 
-from ragvisor.app import build_embedder
+from ragvisor.asgi.serve import serve
 from ragvisor.config import Settings
+from ragvisor.embed.onnx import build_onnx_embedder
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.llm.worker.api import create_worker_app
-from ragvisor.web.server import run_server
 
 OLLAMA_PORT = 11434  # what `worker.port = 0` means for a worker run on its own
 PARENT_POLL_S = 0.5
@@ -82,10 +82,14 @@ def run_worker(settings: Settings, *, parent_pid: int | None) -> None:
     """
     log = structlog.get_logger(component="worker")
     worker = settings.worker
-    model_path = resolve_gguf(settings.worker.model_path, Path(settings.store.data_dir))
+    data_dir = Path(settings.store.data_dir)
+    model_path = resolve_gguf(settings.worker.model_path, data_dir)
     port = worker.port or OLLAMA_PORT
     app = create_worker_app(
-        settings, model_path=model_path, build_embedder=lambda: build_embedder(settings), log=log
+        settings,
+        model_path=model_path,
+        build_embedder=lambda: build_onnx_embedder(settings.embedder, data_dir),
+        log=log,
     )
     watch = (
         ParentWatch(parent_pid, stop_timeout_s=worker.stop_timeout_s)
@@ -106,7 +110,7 @@ def run_worker(settings: Settings, *, parent_pid: int | None) -> None:
     if watch is not None:
         watch.start()
     try:
-        run_server(app, host=worker.host, port=port, graceful_s=worker.stop_timeout_s)
+        serve(app, host=worker.host, port=port, graceful_s=worker.stop_timeout_s)
     finally:
         if watch is not None:
             watch.stop()

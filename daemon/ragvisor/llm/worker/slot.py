@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
 from ragvisor.allocator import release_free_memory
-from ragvisor.llm.worker.catalog import normalize_name
 from ragvisor.llm.worker.keepalive import expiry
+from ragvisor.ollama.names import short_name
 
 R = TypeVar("R")  # the loaded resource
 S = TypeVar("S")  # what a load depends on (the context size for llama.cpp)
@@ -169,10 +169,10 @@ class ModelSlot(Generic[R, S]):
             if self._state is SlotState.LOADED and self._spec != spec:
                 await self._unload_locked(reason="reload")
             if self._state is SlotState.UNLOADED:
-                self._name = normalize_name(name)
+                self._name = short_name(name)
                 load_ns = await self._load_locked(spec)
             assert self._resource is not None  # LOADED implies a resource
-            self._name = normalize_name(name)
+            self._name = short_name(name)
             self._expires_at = expiry(self._clock(), keep_alive_s)  # what /api/ps shows meanwhile
             try:
                 yield Lease(self._resource, load_ns)

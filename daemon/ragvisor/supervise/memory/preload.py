@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 
 from ragvisor.errors import RagvisorError
-from ragvisor.llm.ollama_client import OllamaClient
+from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.names import same_model
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import SupervisedGenerator
-from ragvisor.supervise.ladder import same_model
 from ragvisor.supervise.memory.guard import MemoryGuard
 
 MB = 1024 * 1024

@@ -1,4 +1,4 @@
-"""The Ollama client: the one way the daemon reaches any generator.
+"""The Ollama client: the one way the daemon reaches any generator (async, streaming).
 
 The embedded worker and a production Ollama speak the same API, so this module is exercised on
 every machine. Every call is bounded: connect, first token, stall between streamed lines and the
@@ -13,44 +13,23 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ragvisor.core.model import ChatMessage, GenerationStats, TextDelta
-from ragvisor.errors import (
-    BackendError,
-    BackendOutOfMemory,
-    BackendRejected,
-    BackendTimeout,
-    BackendUnavailable,
+from ragvisor.errors import BackendError, BackendOutOfMemory, BackendTimeout
+from ragvisor.ollama.wire import (
+    MODEL_MISSING,
+    OUT_OF_MEMORY,
+    Deadlines,
+    error_for_status,
+    error_text,
+    keep_alive_value,
+    transport_error,
 )
 
-# Ollama's (and the worker's) answer for a model it does not have: not the same as a route it
-# does not have, which must not switch token counting off for good.
-MODEL_MISSING = "try pulling it first"
 TOKEN_COUNT_PATH = "/api/ragvisor/token_count"  # noqa: S105 - a URL path; worker extension
-# Ollama's refusal to load a model that does not fit (llm/server.go); retrying cannot help.
-OUT_OF_MEMORY = "requires more system memory"
-
-
-@dataclass(frozen=True, slots=True)
-class Deadlines:
-    """Seconds allowed per phase of one backend call (see `[generator.deadlines]`)."""
-
-    connect_s: float = 5.0
-    first_token_s: float = 120.0
-    stall_s: float = 30.0
-    total_s: float = 300.0
-
-
-def keep_alive_value(raw: str) -> str | int:
-    """Ollama's keep_alive as sent: whole numbers as numbers ("0" unloads), durations as text."""
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
 
 
 class _Phase:
@@ -216,16 +195,9 @@ class OllamaClient:
             raise BackendError("generator ended the answer without its final stats line")
         except TimeoutError as exc:
             raise phase.timeout_error("generator") from exc
-        except httpx.ConnectError as exc:
-            raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeout(
-                f"generator timed out: {type(exc).__name__}", phase=timeout_phase(exc)
-            ) from exc
         except httpx.HTTPError as exc:
-            raise BackendError(
-                f"generator connection failed mid-answer: {type(exc).__name__}: {exc}"
-            ) from exc
+            what = "chat" if response is None else "chat mid-answer"
+            raise transport_error(exc, backend="generator", what=what, url=self.base_url) from exc
         finally:
             if response is not None:
                 await response.aclose()
@@ -239,14 +211,8 @@ class OllamaClient:
                 response = await client.request(method, path, json=body)
         except TimeoutError as exc:
             raise BackendTimeout(f"{path} did not answer within {timeout:g} s") from exc
-        except httpx.ConnectError as exc:
-            raise BackendUnavailable(f"cannot connect to the generator at {self.base_url}") from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeout(
-                f"{path} timed out: {type(exc).__name__}", phase=timeout_phase(exc)
-            ) from exc
         except httpx.HTTPError as exc:
-            raise BackendError(f"{path} failed: {type(exc).__name__}: {exc}") from exc
+            raise transport_error(exc, backend="generator", what=path, url=self.base_url) from exc
         await raise_for_status(response, path)
         try:
             data = response.json()
@@ -310,41 +276,11 @@ class _NotSupported(BackendError):
     """The backend has no such endpoint (404/405 on an extension)."""
 
 
-def timeout_phase(exc: httpx.TimeoutException) -> str:
-    """Which of our deadlines an httpx timeout stands for."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return "connect"
-    return "total"
-
-
-def error_for_status(status: int, message: str, what: str, backend: str = "generator") -> Exception:
-    """The error an Ollama-protocol status stands for, classified for the retry policy.
-
-    503 (queue full, starting) and 429 are "busy": retried. A message saying a model does not
-    fit in memory is never retried. Other 4xx are our own request's fault: not retried. Other
-    5xx are the backend's: retried.
-    """
-    if OUT_OF_MEMORY in message:
-        return BackendOutOfMemory(f"{backend} is out of memory ({what}): {message}")
-    if status in (503, 429):
-        return BackendUnavailable(f"{backend} is busy or starting ({what}): {message}")
-    if 400 <= status < 500:
-        return BackendRejected(f"{backend} refused {what} ({status}): {message}")
-    return BackendError(f"{backend} answered {status} to {what}: {message}")
-
-
 async def raise_for_status(response: httpx.Response, what: str, backend: str = "generator") -> None:
     """Raise the classified error for an error status (reading the `{"error"}` body)."""
     if response.status_code < 400:
         return
-    await response.aread()
-    message = response.text.strip()
-    try:
-        data = response.json()
-        if isinstance(data, dict) and "error" in data:
-            message = str(data["error"])
-    except ValueError:
-        pass
+    message = error_text(await response.aread())
     status = response.status_code
     if (
         status in (404, 405)

@@ -25,9 +25,14 @@ from typing import Any
 import httpx
 
 from ragvisor.errors import BackendUnavailable
+from ragvisor.supervise.backoff import RestartHistory, RestartPolicy
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.5
+# A worker that died waits 1 s, then 2 s, 4 s … before its respawn; a minute without a restart
+# and the next one waits 1 s again.
+CRASH_BACKOFF_BASE_S = 1.0
+CRASH_QUIET_S = 60.0
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -48,8 +53,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class WorkerProcess:
     """Owns one `ragvisor worker` child: spawn, readiness, watch-and-restart, stop.
 
-    ``state`` is one of: stopped, starting, running, restarting. Restarts back off
-    exponentially (1 s, 2 s, 4 s … up to ``backoff_max_s``) and reset after a minute of health.
+    ``state`` is one of: stopped, starting, running, restarting. A child that dies is respawned
+    after a backoff (1 s, 2 s, 4 s … up to ``backoff_max_s``, from 1 s again after a minute of
+    health). A child the escalation ladder killed (:meth:`kill`) is respawned at once: the
+    ladder's own restart policy (budget and backoff) already decided that restart, and one
+    child answers to one policy per cause, not to two stacked.
     """
 
     def __init__(
@@ -73,6 +81,10 @@ class WorkerProcess:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.backoff_max_s = backoff_max_s
+        self._crashes = RestartHistory(
+            RestartPolicy(base_s=CRASH_BACKOFF_BASE_S, max_s=backoff_max_s, quiet_s=CRASH_QUIET_S)
+        )
+        self._kill_requested = False
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
@@ -81,7 +93,6 @@ class WorkerProcess:
         self.state = "stopped"
         self.restarts = 0
         self.last_exit: int | None = None
-        self._started_at = 0.0
         self._spawn_started = 0.0
 
     @property
@@ -156,7 +167,6 @@ class WorkerProcess:
             try:
                 if httpx.get(self.url + "/api/version", timeout=1.0).status_code == 200:
                     self.state = "running"
-                    self._started_at = time.monotonic()
                     self._log.info(
                         "worker.ready",
                         pid=proc.pid,
@@ -174,25 +184,25 @@ class WorkerProcess:
         raise BackendUnavailable(f"worker did not answer within {self.start_timeout_s:g} s")
 
     def _watch(self) -> None:
-        backoff = 1.0
         while not self._stopping.wait(POLL_S):
             proc = self._proc
             code = proc.poll() if proc is not None else None
             if code is None:
-                if time.monotonic() - self._started_at > 60:
-                    backoff = 1.0
                 continue
             self.last_exit = code
             self.state = "restarting"
+            requested, self._kill_requested = self._kill_requested, False
+            delay_s = 0.0 if requested else self._crashes.next_delay_s()
             self._log.error(
                 "worker.exited",
                 pid=proc.pid if proc else None,
                 returncode=code,
-                restart_in_s=backoff,
+                restart_in_s=delay_s,
             )
-            if self._stopping.wait(backoff):
+            if self._stopping.wait(delay_s):
                 break
-            backoff = min(backoff * 2, self.backoff_max_s)
+            if not requested:
+                self._crashes.note()
             try:
                 started = time.perf_counter()
                 self.spawn()
@@ -217,6 +227,7 @@ class WorkerProcess:
             if proc is None or proc.poll() is not None:
                 return
             self.state = "restarting"
+            self._kill_requested = True
             self._log.warning("worker.killing", pid=proc.pid, reason=reason)
             proc.kill()
             proc.wait()

@@ -1,0 +1,96 @@
+"""What Ollama's answers mean to us: deadlines per phase, and its failures as our errors.
+
+One translation from httpx's exceptions and Ollama's error statuses to :mod:`ragvisor.errors`,
+classified for the retry policy, shared by the async generator client and the synchronous
+embedder — so a refused connection, a busy server or a model that does not fit is the same
+error whichever of them met it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+
+from ragvisor.errors import (
+    BackendError,
+    BackendOutOfMemory,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+)
+
+# Ollama's answer for a model it does not have: not the same as a route it does not have.
+MODEL_MISSING = "try pulling it first"
+# Ollama's refusal to load a model that does not fit (llm/server.go); retrying cannot help.
+OUT_OF_MEMORY = "requires more system memory"
+# Ollama's 400 for an input longer than the context when `truncate` is false (server/routes.go).
+CONTEXT_EXCEEDED = "input length exceeds the context length"
+_ERROR_TEXT_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Seconds allowed per phase of one backend call (see `[generator.deadlines]`)."""
+
+    connect_s: float = 5.0
+    first_token_s: float = 120.0
+    stall_s: float = 30.0
+    total_s: float = 300.0
+
+
+def keep_alive_value(raw: str) -> str | int:
+    """Ollama's keep_alive as sent: whole numbers as numbers ("0" unloads), durations as text."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def timeout_phase(exc: httpx.TimeoutException) -> str:
+    """Which of our deadlines an httpx timeout stands for."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "connect"
+    return "total"
+
+
+def transport_error(exc: httpx.HTTPError, *, backend: str, what: str, url: str) -> BackendError:
+    """The error an httpx failure stands for: cannot connect (retried as unavailable), a
+    timeout (with the phase it stands for), or any other failure of the exchange.
+    """
+    if isinstance(exc, httpx.ConnectError):
+        return BackendUnavailable(f"cannot connect to the {backend} at {url}")
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeout(
+            f"{backend} {what} timed out: {type(exc).__name__}", phase=timeout_phase(exc)
+        )
+    return BackendError(f"{backend} {what} failed: {type(exc).__name__}: {exc}")
+
+
+def error_for_status(status: int, message: str, what: str, backend: str = "generator") -> Exception:
+    """The error an Ollama-protocol status stands for, classified for the retry policy.
+
+    503 (queue full, starting) and 429 are "busy": retried. A message saying a model does not
+    fit in memory is never retried. Other 4xx are our own request's fault: not retried. Other
+    5xx are the backend's: retried.
+    """
+    if OUT_OF_MEMORY in message:
+        return BackendOutOfMemory(f"{backend} is out of memory ({what}): {message}")
+    if status in (503, 429):
+        return BackendUnavailable(f"{backend} is busy or starting ({what}): {message}")
+    if 400 <= status < 500:
+        return BackendRejected(f"{backend} refused {what} ({status}): {message}")
+    return BackendError(f"{backend} answered {status} to {what}: {message}")
+
+
+def error_text(raw: bytes | str) -> str:
+    """Ollama's `{"error": ...}` message, or the start of whatever the body was."""
+    text = (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw).strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:_ERROR_TEXT_CHARS]
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return text[:_ERROR_TEXT_CHARS]
