@@ -277,13 +277,15 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
     if g.backend == "none":
         return
     url = g.url
+    worker: WorkerProcess | None = None
     if g.backend == "embedded":
-        services.worker = build_worker(settings)
+        worker = build_worker(settings)
+        services.worker = worker
         if start_worker:
-            services.worker.spawn()  # comes up while the caller loads the index;
+            worker.spawn()  # comes up while the caller loads the index;
             # the caller then calls services.worker.wait_ready()
         # A fault proxy in front of the worker (rehearsals, tests) when `worker.proxy_url` is set.
-        url = settings.worker.proxy_url or services.worker.url
+        url = settings.worker.proxy_url or worker.url
     client = OllamaClient(
         url,
         model=g.model,
@@ -293,7 +295,6 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
         keep_alive=g.keep_alive,
         deadlines=deadlines(g.deadlines),
     )
-    worker = services.worker
     control: BackendControl = (
         WorkerControl(client, worker)
         if worker is not None

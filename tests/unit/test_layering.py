@@ -144,7 +144,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors", "core", "admin_token"},
     "logs": {"errors"},
     "metrics": {"errors"},
-    "testing": {"errors", "core"},
+    "testing": FOUNDATION | {"supervise"},
     "store": {"errors", "core", "datadir"},
     "ollama": {"errors", "core"},
     "embed": {"errors", "core", "datadir", "config", "ollama"},

@@ -21,7 +21,6 @@ from ragvisor.supervise.memory import (
     LevelState,
     MemoryGuard,
     MemoryLevel,
-    ScriptedProbe,
     apply_overrides,
     assess,
     next_level,
@@ -29,6 +28,7 @@ from ragvisor.supervise.memory import (
     schedule_memory_guard,
     synthetic_sample,
 )
+from ragvisor.testing import ScriptedProbe
 
 T = TypeVar("T")
 SETTINGS = MemorySettings()  # low 400 MB, critical 200 MB, swap-in 4 MB/s, PSI 40, headroom 256

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ragvisor.core.documents import markdown_title, split_front_matter
+from ragvisor.core.titles import markdown_title, split_front_matter
 
 ONE_LINE = st.characters(exclude_categories=["Cs"], exclude_characters="\r\n")
 LINE = st.text(ONE_LINE, max_size=40)

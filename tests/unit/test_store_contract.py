@@ -1,7 +1,8 @@
 """The Store contract, run against every store implementation.
 
-Today that is SQLite; a new store joins by adding its name to the fixture's params, so every
-test here runs against it too.
+Today that is SQLite and the in-memory fake of ragvisor.testing (whose worth as a fake is that
+it keeps the same contract); a new store joins by adding its name to the fixture's params, so
+every test here runs against it too. The tests after the contract pin SQLite's own behaviour.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import pytest
 
 from ragvisor.errors import StoreError
 from ragvisor.store.sqlite import SqliteStore
-from ragvisor.testing import FakeEmbedder
+from ragvisor.testing import FakeEmbedder, MemoryStore
 from tests.helpers import CHUNKER, make_document, paragraph_chunks
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "memory"])
 def store(request, tmp_path):
     """A fresh, empty store of each implementation."""
-    s = SqliteStore(tmp_path / "data")
+    s = SqliteStore(tmp_path / "data") if request.param == "sqlite" else MemoryStore()
     yield s
     s.close()
 
@@ -168,8 +169,9 @@ def test_not_a_database_is_a_store_error(tmp_path):
         SqliteStore(data)
 
 
-def test_commit_seq_grows_only_on_writes_and_other_writers_are_still_seen(tmp_path, store):
+def test_commit_seq_grows_only_on_writes_and_other_writers_are_still_seen(tmp_path):
     """A transaction that changes no row leaves commit_seq; another writer's commit still shows."""
+    store = SqliteStore(tmp_path / "data")
     commit(store, make_document("a.md", "apple banana"))
     query = EMB.embed(["apple banana"])[0]
     assert len(store.dense_search(query, 5, EMB.fingerprint)) == 1  # the index is loaded
@@ -182,6 +184,7 @@ def test_commit_seq_grows_only_on_writes_and_other_writers_are_still_seen(tmp_pa
     other.close()
     assert store.commit_seq() == seq + 1
     assert len(store.dense_search(query, 5, EMB.fingerprint)) == 2
+    store.close()
 
 
 def test_a_locked_database_is_a_store_error_and_changes_nothing(tmp_path):

@@ -23,9 +23,10 @@ from pathlib import Path, PurePosixPath
 
 from wcmatch import glob as wcglob
 
-from ragvisor.core.chunking import MARKDOWN_SUFFIXES, atx_heading, fence_flags
+from ragvisor.core.chunking import MARKDOWN_SUFFIXES
 from ragvisor.core.hashing import document_id, sha256_bytes
 from ragvisor.core.model import SourceDocument
+from ragvisor.core.titles import markdown_title, split_front_matter, title_from_stem
 from ragvisor.errors import InputError
 
 BINARY_SNIFF_BYTES = 8192
@@ -251,7 +252,7 @@ def read_document(root: Path, path: Path, *, max_file_bytes: int) -> SourceDocum
         doc_id=document_id(str(root_resolved), rel_posix),
         corpus_root=str(root_resolved),
         path=rel_posix,
-        title=title or _title_from_stem(stem),
+        title=title or title_from_stem(stem),
         content_sha256=sha256_bytes(data),
         text=text,
         size_bytes=len(data),
@@ -322,74 +323,6 @@ def file_stamp(info: os.stat_result, now_ns: int | None = None) -> str:
     if now_ns - newest < STABLE_AFTER_S * 1e9:
         return ""
     return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
-
-
-_FRONT_MATTER_CLOSE = ("---", "...")
-_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
-# A line starting like a list item, quote or table row is not a setext heading's text.
-_NOT_SETEXT_TEXT = re.compile(r"^\s*(?:[-*+>|]|\d+[.)])")
-
-
-def split_front_matter(text: str) -> tuple[str, str]:
-    """Return ``(title, body)``: the front matter's one-line ``title:`` and the text after it.
-
-    Front matter is a block between a first line ``---`` and a closing ``---`` or ``...``;
-    without a closing line the text is returned unchanged. A line parser, not YAML: only a
-    plain ``title: value`` line is understood, which is all a title needs.
-    """
-    if not text.startswith("---\n"):
-        return "", text
-    lines = text.split("\n")
-    for index in range(1, len(lines)):
-        if lines[index].rstrip() in _FRONT_MATTER_CLOSE:
-            title = ""
-            for line in lines[1:index]:
-                key, sep, value = line.partition(":")
-                if sep and key.strip().lower() == "title" and not line[:1].isspace():
-                    title = _one_line(_unquote(value.strip()))
-                    break
-            return title, "\n".join(lines[index + 1 :])
-    return "", text
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1].strip()
-    return value
-
-
-def _one_line(title: str) -> str:
-    """Whitespace runs as one space: a title is one line in results, the CLI and the prompt.
-
-    ``\\n`` never reaches a title, but vertical tab, form feed, NEL and U+2028 can (and would
-    break a terminal line or the prompt's source header); tabs and double spaces read badly.
-    """
-    return " ".join(title.split())
-
-
-def markdown_title(text: str) -> str:
-    """The first heading outside code, on one line: ATX (``# T``) or setext (``T`` over ``===``)."""
-    lines = text.split("\n")
-    previous = ""
-    for line, in_fence in zip(lines, fence_flags(lines), strict=True):
-        if in_fence:
-            previous = ""
-            continue
-        heading = atx_heading(line)
-        if heading is not None:
-            return _one_line(heading[1])
-        if (
-            previous.strip()
-            and _SETEXT_UNDERLINE.match(line)
-            and not _NOT_SETEXT_TEXT.match(previous)
-        ):
-            return _one_line(previous)
-        previous = line
-    return ""
-
-
-def _title_from_stem(stem: str) -> str:
-    return " ".join(stem.replace("-", " ").replace("_", " ").split()) or stem
 
 
 def scan_corpus(spec: CorpusSpec, known_stamps: Mapping[str, str] | None = None) -> ScanResult:

@@ -7,7 +7,7 @@ Ollama behind the same shapes. The core never imports an implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -162,4 +162,74 @@ class Generator(Protocol):
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Token counts with the model's own tokenizer, or None when the backend cannot say."""
+        ...
+
+
+class ServedGenerator(Generator, Protocol):
+    """The generator as the daemon serves it: answers, plus a cheap probe and a shutdown
+    (`ragvisor.supervise.calls.SupervisedGenerator`)."""
+
+    @property
+    def base_url(self) -> str:
+        """Where the backend answers."""
+        ...
+
+    async def version(self, timeout: float = 2.0) -> str:
+        """The backend's version: loads no model."""
+        ...
+
+    async def loaded(self, timeout: float = 5.0) -> bool:
+        """Whether the model is resident in the backend's memory (`/api/ps`)."""
+        ...
+
+    async def unload(self) -> None:
+        """Ask the backend to drop the model from memory now."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        ...
+
+
+class ProcessRunner(Protocol):
+    """A child program the daemon started and watches: the embedded worker
+    (`ragvisor.supervise.worker_process.WorkerProcess`)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, if any (the memory guard reads its RSS)."""
+        ...
+
+    def wait_ready(self) -> None:
+        """Block until the child answers. Raises BackendUnavailable when it does not."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """State for `/readyz` and `/status`: state, pid, url, restarts, last exit."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the child (SIGTERM, then SIGKILL after its timeout)."""
+        ...
+
+
+class RemoteEmbedder(Protocol):
+    """An embedder reached over HTTP, whose connections the daemon closes at the end
+    (`ragvisor.embed.ollama.OllamaEmbedder`)."""
+
+    @property
+    def base_url(self) -> str:
+        """Where the server answers."""
+        ...
+
+    def loaded(self, timeout_s: float = 5.0) -> bool:
+        """Whether the model is resident in the server's memory."""
+        ...
+
+    def unload(self, timeout_s: float = 10.0) -> None:
+        """Ask the server to drop the model from memory now."""
+        ...
+
+    def close(self) -> None:
+        """Close the connections."""
         ...

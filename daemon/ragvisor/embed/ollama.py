@@ -7,15 +7,14 @@ size `/api/show` reports, so `ollama cp` to a new name keeps every stored vector
 `ollama pull` behind the same name re-embeds. Every request sends `truncate: false`: Ollama
 would otherwise cut an over-long chunk silently and store a vector of half a chunk.
 
-Each call is bounded (connect, time to the first byte of the answer, the whole call); httpx's
-exceptions and Ollama's error statuses are translated into :mod:`ragvisor.errors` here and
-nowhere else. Retries, the circuit breaker and restarts belong to the supervision layer, which
-calls the methods below.
+Each call is bounded (connect, time to the first byte of the answer, the whole call) by
+:class:`ragvisor.ollama.sync_calls.SyncCalls`, which maps httpx's exceptions and Ollama's error
+statuses to :mod:`ragvisor.errors` as the generator's client does. Retries, the circuit breaker
+and restarts belong to the supervision layer, which calls the methods below.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -28,15 +27,13 @@ import structlog
 
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
-from ragvisor.errors import BackendError, BackendRejected, BackendTimeout, ConfigError
-from ragvisor.ollama.names import model_key
+from ragvisor.errors import BackendError, BackendRejected, ConfigError
+from ragvisor.ollama.names import bare_digest, find_model
+from ragvisor.ollama.sync_calls import SyncCalls
 from ragvisor.ollama.wire import (
     CONTEXT_EXCEEDED,
     Deadlines,
-    error_for_status,
-    error_text,
     keep_alive_value,
-    transport_error,
 )
 
 
@@ -68,21 +65,11 @@ class OllamaEmbedder:
     ) -> None:
         self._base_url = url.rstrip("/")
         self._model = model
-        self._key = model_key(model)
         self._batch_size = batch_size
         self._num_ctx = num_ctx
         self._keep_alive = keep_alive
         self._deadlines = deadlines
-        self._client = httpx.Client(
-            base_url=self._base_url,
-            timeout=httpx.Timeout(
-                connect=deadlines.connect_s,
-                read=deadlines.first_token_s,
-                write=deadlines.connect_s,
-                pool=deadlines.connect_s,
-            ),
-            transport=transport,
-        )
+        self._http = SyncCalls(self._base_url, deadlines, backend="embedder", transport=transport)
         self._fingerprint: Fingerprint | None = None
         self._context_length: int | None = None
         self._connect_lock = threading.Lock()
@@ -132,7 +119,7 @@ class OllamaEmbedder:
         started = time.perf_counter()
         until = time.monotonic() + timeout_s
         tags = self._models("/api/tags", until)
-        entry = _find(tags, self._key)
+        entry = find_model(tags, self._model)
         if entry is None:
             raise ConfigError(self._not_pulled_message(tags))
         digest = _digest_of(entry, self._model)
@@ -321,7 +308,9 @@ class OllamaEmbedder:
         Raises BackendUnavailable, BackendTimeout or BackendError.
         """
         until = time.monotonic() + timeout_s
-        entry = self._loaded_entry(until) or _find(self._models("/api/tags", until), self._key)
+        entry = self._loaded_entry(until) or find_model(
+            self._models("/api/tags", until), self._model
+        )
         size = entry.get("size") if entry is not None else None
         return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
@@ -337,7 +326,7 @@ class OllamaEmbedder:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> OllamaEmbedder:
         return self
@@ -353,7 +342,7 @@ class OllamaEmbedder:
     def _loaded_entry(self, until: float) -> dict[str, Any] | None:
         fingerprint = self._fingerprint
         digest = fingerprint.digest if fingerprint is not None else None
-        return _find(self._models("/api/ps", until), self._key, digest)
+        return find_model(self._models("/api/ps", until), self._model, digest)
 
     def _models(self, path: str, until: float) -> list[dict[str, Any]]:
         models = self._call("GET", path, None, what=path, until=until).get("models")
@@ -373,118 +362,21 @@ class OllamaEmbedder:
         limit: tuple[str, float] | None = None,
         texts: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """One request, bounded by `until` (time.monotonic()); returns the JSON object.
-
-        The wait for the answer's first byte is bounded by `first_byte_s` (default: all the
-        time left); the body is read in pieces and the call abandoned once `until` passes.
-        `limit` names the deadline `until` stands for ("total" or "request") and its seconds,
-        for the timeout's phase and message. `texts` (embed only) explains a context 400.
-        """
-        left = until - time.monotonic()
-        limit = limit or ("total", left)
-        if left <= 0:
-            raise _deadline_passed(what, limit)
-        connect_s = min(self._deadlines.connect_s, left)
-        wait_s = min(first_byte_s or left, left)
-        timeout = httpx.Timeout(connect=connect_s, read=wait_s, write=connect_s, pool=connect_s)
-        request = self._client.build_request(method, path, json=body, timeout=timeout)
-        started = False
+        """One bounded call (see :meth:`SyncCalls.call`); `texts` (embed only) explains a 400
+        for an over-long input."""
         try:
-            response = self._client.send(request, stream=True)
-            try:
-                started = True
-                raw = _read_body(response, until, what, limit)
-            finally:
-                response.close()
-        except httpx.ReadTimeout as exc:
-            raise _read_timeout(what, started, wait_s, first_byte_s, limit) from exc
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, backend="embedder", what=what, url=self._base_url) from exc
-        if response.status_code >= 400:
-            message = error_text(raw)
-            error = error_for_status(response.status_code, message, what, backend="embedder")
-            if texts is not None and CONTEXT_EXCEEDED in message:
-                raise self._context_advice(error, texts)
-            raise error
-        return _json_object(raw, what)
-
-
-def _read_body(
-    response: httpx.Response, until: float, what: str, limit: tuple[str, float]
-) -> bytes:
-    """The whole body, read piece by piece so that a trickling answer cannot outlast `until`."""
-    pieces: list[bytes] = []
-    for piece in response.iter_bytes():
-        pieces.append(piece)
-        if time.monotonic() > until:
-            raise _deadline_passed(what, limit)
-    return b"".join(pieces)
-
-
-def _deadline_passed(what: str, limit: tuple[str, float]) -> BackendTimeout:
-    name, seconds = limit
-    if name == "request":
-        return BackendTimeout(
-            f"embedder {what}: the request deadline passed; call cancelled", phase="request"
-        )
-    return BackendTimeout(
-        f"embedder {what}: missed the {name} deadline ({seconds:g} s); call cancelled", phase=name
-    )
-
-
-def _read_timeout(
-    what: str,
-    started: bool,
-    wait_s: float,
-    first_byte_s: float | None,
-    limit: tuple[str, float],
-) -> BackendTimeout:
-    """Name the deadline a read timeout stands for: whichever bounded the wait that ran out."""
-    if first_byte_s is None or wait_s < first_byte_s:
-        return _deadline_passed(what, limit)
-    if started:  # the answer began, then went silent
-        return BackendTimeout(
-            f"embedder {what}: the answer stopped for {wait_s:g} s; call cancelled", phase="stall"
-        )
-    return BackendTimeout(
-        f"embedder {what}: missed the first_token deadline ({first_byte_s:g} s); call cancelled",
-        phase="first_token",
-    )
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise BackendError(f"embedder answered {what} with something that is not JSON") from exc
-    if not isinstance(data, dict):
-        raise BackendError(f"embedder answered {what} with JSON that is not an object")
-    return data
-
-
-def _find(
-    models: list[dict[str, Any]], key: str, digest: str | None = None
-) -> dict[str, Any] | None:
-    """The entry of `/api/tags` or `/api/ps` for the model: by name, else by digest."""
-    for entry in models:
-        names = (entry.get("model"), entry.get("name"))
-        if any(isinstance(name, str) and model_key(name) == key for name in names):
-            return entry
-    if digest is not None:
-        for entry in models:
-            if _bare_digest(entry.get("digest")) == digest:
-                return entry
-    return None
-
-
-def _bare_digest(value: Any) -> str:
-    text = str(value or "").strip().lower()
-    return text.removeprefix("sha256:")
+            return self._http.call(
+                method, path, body, what=what, until=until, first_byte_s=first_byte_s, limit=limit
+            )
+        except BackendRejected as exc:
+            if texts is not None and CONTEXT_EXCEEDED in str(exc):
+                raise self._context_advice(exc, texts) from exc
+            raise
 
 
 def _digest_of(entry: dict[str, Any], model: str) -> str:
     """The model's digest in bare hex (the fingerprint adds the `sha256:` itself)."""
-    digest = _bare_digest(entry.get("digest"))
+    digest = bare_digest(entry.get("digest"))
     if not digest:
         raise BackendError(f'/api/tags lists "{model}" without a digest')
     return digest

@@ -23,8 +23,10 @@ from ragvisor.ollama.wire import (
     MODEL_MISSING,
     OUT_OF_MEMORY,
     Deadlines,
+    deadline_missed,
     error_for_status,
     error_text,
+    json_object,
     keep_alive_value,
     transport_error,
 )
@@ -60,17 +62,11 @@ class _Phase:
     def timeout_error(self, what: str) -> BackendTimeout:
         if self.loop.time() >= self.total_at - 0.001:
             if self.request_cap:
-                return BackendTimeout(
-                    f"{what}: the request deadline passed; call cancelled", phase="request"
-                )
-            limit, name = self.deadlines.total_s, "total"
-        elif self.name == "first_token":
-            limit, name = self.deadlines.first_token_s, "first_token"
-        else:
-            limit, name = self.deadlines.stall_s, "stall"
-        return BackendTimeout(
-            f"{what}: missed the {name} deadline ({limit:g} s); call cancelled", phase=name
-        )
+                return deadline_missed(what, "request")
+            return deadline_missed(what, "total", self.deadlines.total_s)
+        if self.name == "first_token":
+            return deadline_missed(what, "first_token", self.deadlines.first_token_s)
+        return deadline_missed(what, "stall", self.deadlines.stall_s)
 
 
 class OllamaClient:
@@ -214,13 +210,7 @@ class OllamaClient:
         except httpx.HTTPError as exc:
             raise transport_error(exc, backend="generator", what=path, url=self.base_url) from exc
         await raise_for_status(response, path)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise BackendError(f"{path} answered with something that is not JSON") from exc
-        if not isinstance(data, dict):
-            raise BackendError(f"{path} answered with JSON that is not an object")
-        return data
+        return json_object(response.content, path, "generator")
 
     async def version(self, timeout: float = 2.0) -> str:
         """The backend's version: the cheapest liveness probe (loads no model)."""

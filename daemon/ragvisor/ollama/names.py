@@ -9,6 +9,9 @@ not. Every comparison of model names in ragvisor goes through :func:`model_key`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -37,3 +40,28 @@ def short_name(name: str) -> str:
     name = name.strip()
     last = name.rsplit("/", 1)[-1]
     return name if ":" in last else f"{name}:{DEFAULT_TAG}"
+
+
+def bare_digest(value: Any) -> str:
+    """A digest as bare lower-case hex: `sha256:` and case dropped ("" when there is none)."""
+    return str(value or "").strip().lower().removeprefix("sha256:")
+
+
+def find_model(
+    entries: Iterable[Any], name: str, digest: str | None = None
+) -> dict[str, Any] | None:
+    """The entry of an `/api/tags` or `/api/ps` list for the model `name`: by either of the
+    names Ollama gives (`name`, `model`), else — with `digest` — by digest under another name
+    (`ollama cp`). Entries that are not objects are passed over.
+    """
+    models = [entry for entry in entries if isinstance(entry, dict)]
+    key = model_key(name)
+    for entry in models:
+        names = (entry.get("name"), entry.get("model"))
+        if any(isinstance(n, str) and model_key(n) == key for n in names):
+            return entry
+    if digest is not None:
+        for entry in models:
+            if bare_digest(entry.get("digest")) == digest:
+                return entry
+    return None

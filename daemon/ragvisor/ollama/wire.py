@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -19,6 +20,7 @@ from ragvisor.errors import (
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
+    RagvisorError,
 )
 
 # Ollama's answer for a model it does not have: not the same as a route it does not have.
@@ -55,7 +57,7 @@ def timeout_phase(exc: httpx.TimeoutException) -> str:
     return "total"
 
 
-def transport_error(exc: httpx.HTTPError, *, backend: str, what: str, url: str) -> BackendError:
+def transport_error(exc: httpx.HTTPError, *, backend: str, what: str, url: str) -> RagvisorError:
     """The error an httpx failure stands for: cannot connect (retried as unavailable), a
     timeout (with the phase it stands for), or any other failure of the exchange.
     """
@@ -94,3 +96,24 @@ def error_text(raw: bytes | str) -> str:
     if isinstance(data, dict) and "error" in data:
         return str(data["error"])
     return text[:_ERROR_TEXT_CHARS]
+
+
+def deadline_missed(what: str, phase: str, limit_s: float = 0.0) -> BackendTimeout:
+    """The error for a call cancelled at a deadline, named by its phase (`first_token`,
+    `stall`, `total`, or `request`: the caller's own deadline came first)."""
+    if phase == "request":
+        return BackendTimeout(f"{what}: the request deadline passed; call cancelled", phase=phase)
+    return BackendTimeout(
+        f"{what}: missed the {phase} deadline ({limit_s:g} s); call cancelled", phase=phase
+    )
+
+
+def json_object(raw: bytes | str, what: str, backend: str) -> dict[str, Any]:
+    """An answer's JSON object. Raises BackendError for anything else."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BackendError(f"{backend} answered {what} with something that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BackendError(f"{backend} answered {what} with JSON that is not an object")
+    return data

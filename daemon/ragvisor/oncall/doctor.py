@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ragvisor.oncall.doctor_checks import (
     Finding,
-    HostFacts,
     Severity,
     check_data_dir,
     check_neo4j,
@@ -32,6 +31,7 @@ from ragvisor.oncall.doctor_checks import (
     check_swap,
     check_swappiness,
 )
+from ragvisor.oncall.host_facts import HostFacts
 
 if TYPE_CHECKING:
     from ragvisor.config import Settings

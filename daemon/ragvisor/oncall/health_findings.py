@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ragvisor.oncall.health_probe import MEMORY_STATES, BackendProbe, DeepProbe, Observation
 from ragvisor.oncall.nagios import (
@@ -20,10 +20,6 @@ from ragvisor.oncall.status import (
     dig,
     number,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 # Findings about one cause share a subject and are reported once: the memory guard's level

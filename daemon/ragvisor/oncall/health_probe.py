@@ -11,12 +11,12 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ragvisor.core.model import ChatMessage
 from ragvisor.errors import RagvisorError
 from ragvisor.ollama.client import OllamaClient
-from ragvisor.ollama.names import same_model
+from ragvisor.ollama.names import find_model
 from ragvisor.ollama.wire import Deadlines
 from ragvisor.oncall.daemon_client import DaemonClient
 from ragvisor.oncall.nagios import State
@@ -131,12 +131,6 @@ def _client(target: Target | BackendProbe, timeout_s: float, keep_alive: str) ->
     )
 
 
-def _names_model(entry: Any, model: str) -> bool:
-    """Whether an `/api/ps` entry is `model`."""
-    names = (dig(entry, "name"), dig(entry, "model"))
-    return any(isinstance(name, str) and same_model(name, model) for name in names)
-
-
 def _step_s(budget: _Budget) -> float:
     """Seconds for the next call: what is left, to a tenth (it appears in messages)."""
     return round(max(budget.left(), MIN_STEP_S), 1)
@@ -156,7 +150,7 @@ async def probe_backend(target: Target, budget: _Budget) -> BackendProbe:
                 models = await client.ps()
         except (RagvisorError, TimeoutError) as exc:
             return BackendProbe(url, model, num_ctx, version, ps_error=str(exc) or "timed out")
-        loaded = any(_names_model(entry, model) for entry in models)
+        loaded = find_model(models, model) is not None
         return BackendProbe(url, model, num_ctx, version, loaded=loaded)
     finally:
         await client.aclose()

@@ -65,7 +65,7 @@ def _generator_status(services: Services) -> dict[str, Any] | None:
         return {"kind": "none", "url": None, "model": None, "breaker": None, "ladder": None}
     status: dict[str, Any] = {
         "kind": g.backend,
-        "url": services.generator.client.base_url,
+        "url": services.generator.base_url,
         "model": g.model,
         "num_ctx": g.num_ctx,
         "num_predict": g.num_predict,

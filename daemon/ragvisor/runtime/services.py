@@ -1,8 +1,9 @@
 """`Services`: everything the daemon and the CLI work with, as the composition root built it.
 
-A plain bag of parts, typed on what the readers use, so that the web layer, the systemd
-notifier and the memory guard's actions can take it without importing the root that builds it
-(`ragvisor.app`). Reports about these parts live in `runtime.reports`.
+A plain bag of parts, typed on protocols — what the readers use, not what the root chose — so
+that the web layer, the systemd notifier and the memory guard's actions can take it without
+importing the root that builds it (`ragvisor.app`), and a test can fill it with fakes. Reports
+about these parts live in `runtime.reports`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from dataclasses import dataclass, field
 
 from ragvisor.answering import Answerer
 from ragvisor.config import Settings
-from ragvisor.core.protocols import Embedder, Store
+from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, ServedGenerator, Store
 from ragvisor.core.retrieval import Retriever
-from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.metrics import Metrics
 from ragvisor.supervise.admission import Lane
-from ragvisor.supervise.calls import SupervisedGenerator, Supervisor
+from ragvisor.supervise.calls import Supervisor
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard
-from ragvisor.supervise.worker_process import WorkerProcess
 from ragvisor.syncing import SyncRunner
 
 
@@ -37,12 +36,12 @@ class Services:
     metrics: Metrics
     lanes: dict[str, Lane]
     started_at: float = field(default_factory=time.time)
-    generator: SupervisedGenerator | None = None
-    worker: WorkerProcess | None = None
+    generator: ServedGenerator | None = None
+    worker: ProcessRunner | None = None
     answerer: Answerer | None = None
     supervisors: dict[str, Supervisor] = field(default_factory=dict)
     memory_guard: MemoryGuard | None = None
-    remote_embedder: OllamaEmbedder | None = None
+    remote_embedder: RemoteEmbedder | None = None
 
     def ladders(self) -> list[EscalationLadder]:
         """The escalation ladders of the supervised backends."""

@@ -1,18 +1,12 @@
 """The embedded store: SQLite in WAL mode, vectors as float32 blobs, FTS5 for keywords.
 
-Layout (schema version 1):
+The tables are described in :mod:`ragvisor.store.sqlite_schema`. A document commit is one
+``BEGIN IMMEDIATE`` transaction: new chunks and vectors are written, then the chunks the new
+version no longer has are retired. A ``kill -9`` at any instant leaves either the old or the
+new version.
 
-- ``documents``: one row per document with the hash of its bytes and the chunker version;
-- ``chunks``: one row per chunk, keyed by the deterministic chunk id;
-- ``vectors``: one float32 blob per (chunk text hash, model fingerprint) — identical text is
-  embedded once, and a new model simply adds a new generation of rows beside the old one;
-- ``chunks_fts``: the keyword index, its rowids equal to the chunks' rowids;
-- ``meta``: schema version and ``commit_seq``, bumped by every write transaction that changed a
-  row so a reader can tell, with one point lookup, whether its in-memory matrix is behind.
-
-A document commit is one ``BEGIN IMMEDIATE`` transaction: new chunks and vectors are written,
-then the chunks the new version no longer has are retired. A ``kill -9`` at any instant leaves
-either the old or the new version.
+Longer than 400 lines on purpose: it is one class, and every statement the store runs against
+its schema is in it, so each transaction — what it reads, writes and retires — reads whole.
 """
 
 from __future__ import annotations
@@ -40,57 +34,8 @@ from ragvisor.core.protocols import Vector
 from ragvisor.datadir import make_private_dir, touch_private
 from ragvisor.errors import StoreError
 from ragvisor.store.dense_index import DenseIndex
-from ragvisor.store.keyword_query import FTS_TOKENIZER, fts_query
-
-SCHEMA_VERSION = "1"
-DB_FILENAME = "ragvisor.sqlite3"
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,
-    corpus_root TEXT NOT NULL,
-    path TEXT NOT NULL,
-    title TEXT NOT NULL,
-    content_sha256 TEXT NOT NULL,
-    chunker_version TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    stamp TEXT NOT NULL DEFAULT '',
-    chunk_hashes TEXT NOT NULL DEFAULT '',
-    committed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-    position INTEGER NOT NULL,
-    heading TEXT NOT NULL,
-    text TEXT NOT NULL,
-    text_sha256 TEXT NOT NULL,
-    chunker_version TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, position);
-CREATE INDEX IF NOT EXISTS chunks_by_hash ON chunks(text_sha256);
-CREATE TABLE IF NOT EXISTS vectors (
-    text_sha256 TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    dimensions INTEGER NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (text_sha256, fingerprint)
-) WITHOUT ROWID;
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, title, heading, tokenize = '{FTS_TOKENIZER}'
-);
-"""
-
-
-def _blob(vector: Vector) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def _vector(blob: bytes) -> Vector:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
+from ragvisor.store.keyword_query import fts_query
+from ragvisor.store.sqlite_schema import DB_FILENAME, SCHEMA, SCHEMA_VERSION, from_blob, to_blob
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -248,7 +193,7 @@ class SqliteStore:
         try:
             with self._write_lock:
                 conn = self._conn()
-                conn.executescript(_SCHEMA)
+                conn.executescript(SCHEMA)
                 row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     conn.execute(
@@ -319,7 +264,7 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO vectors(text_sha256, fingerprint, dimensions, vector) "
                 "VALUES (?, ?, ?, ?)",
                 [
-                    (text_hash, fingerprint.key, fingerprint.dimensions, _blob(vector))
+                    (text_hash, fingerprint.key, fingerprint.dimensions, to_blob(vector))
                     for text_hash, vector in new_vectors.items()
                 ],
             )
@@ -407,7 +352,7 @@ class SqliteStore:
                 f"AND text_sha256 IN ({marks})",
                 (fingerprint.key, *part),
             ):
-                found[text_hash] = _vector(blob)
+                found[text_hash] = from_blob(blob)
         return found
 
     @_store_errors

@@ -23,7 +23,8 @@ def backoff_s(base_s: float, max_s: float, step: int) -> float:
     """The wait before step `step` (1 for the first): `base_s` doubled per step, up to `max_s`."""
     if step < 1:
         return 0.0
-    return min(max_s, base_s * 2 ** min(step - 1, 62))
+    growth: float = base_s * 2.0 ** min(step - 1, 62)
+    return min(max_s, growth)
 
 
 @dataclass(frozen=True, slots=True)

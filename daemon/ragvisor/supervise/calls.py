@@ -23,6 +23,7 @@ from ragvisor.core.protocols import Matrix
 from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
 from ragvisor.metrics import Metrics
 from ragvisor.ollama.client import OllamaClient
+from ragvisor.ollama.names import find_model
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.retry import RetryPolicy, is_retryable, outcome, timeout_phase
@@ -316,6 +317,23 @@ class SupervisedGenerator:
             if streamed:
                 yield Retrying(attempt=attempt + 1, reason=str(failure))
             await asyncio.sleep(delay)
+
+    @property
+    def base_url(self) -> str:
+        """Where the backend answers."""
+        return self.client.base_url
+
+    async def version(self, timeout: float = 2.0) -> str:
+        """The backend's version, unsupervised: the readiness probe (loads no model)."""
+        return await self.client.version(timeout=timeout)
+
+    async def loaded(self, timeout: float = 5.0) -> bool:
+        """Whether `/api/ps` lists the model (unsupervised: the memory guard's question)."""
+        return find_model(await self.client.ps(timeout=timeout), self.client.model) is not None
+
+    async def unload(self) -> None:
+        """Ask the backend to drop the model now (`keep_alive: 0`)."""
+        await self.client.unload()
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -6,8 +6,8 @@ Generation uses llama-cpp-python's `create_completion` (it handles stop strings,
 across tokens and the KV-cache prefix reuse); a `stopping_criteria` callback, called once per
 sampled token, is the per-token hook for cancellation, token counting and timing.
 
-Output of llama.cpp: its C log goes through our callback into structlog (debug level, errors as
-warnings), never straight to stderr. We construct `Llama` with ``verbose=True`` and swallow the
+Output of llama.cpp: its C log goes through our callback (ragvisor.llm.worker.llama_log) into
+structlog, never straight to stderr. We construct `Llama` with ``verbose=True`` and swallow the
 Python-level prints of its constructor instead of passing ``verbose=False``, because the latter
 silences loads by pointing file descriptors 1 and 2 at /dev/null for the whole process, which
 would drop log lines other threads write during a load.
@@ -16,7 +16,6 @@ would drop log lines other threads write during a load.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import io
 import secrets
@@ -34,13 +33,9 @@ from llama_cpp import _internals as llama_internals
 
 from ragvisor.allocator import release_free_memory
 from ragvisor.errors import ModelFileError, NotReadyError, RagvisorError
+from ragvisor.llm.worker.llama_log import LlamaLogRouter
 
 DoneReason = Literal["stop", "length"]
-# `enum ggml_log_level` of the bundled llama.cpp: 1 debug, 2 info, 3 warn, 4 error, 5 continued.
-# Warnings go out at info: every load of the pinned model warns about its SWA cache and one
-# token's type, which is nothing an operator acts on.
-_GGML_LOG_WARN = 3
-_GGML_LOG_ERROR = 4
 
 
 class GenerationError(RagvisorError):
@@ -111,39 +106,6 @@ class ModelFacts:
         return n_ctx * layers * kv_heads * width * 2
 
 
-class _LlamaLogRouter:
-    """Sends llama.cpp's C log into structlog; one per process (llama.cpp's callback is global).
-
-    The ctypes callback object is kept here: if it were garbage-collected, llama.cpp would call
-    freed memory.
-    """
-
-    _installed: _LlamaLogRouter | None = None
-
-    def __init__(self, log: Any) -> None:
-        self._log = log
-        self._callback = llama_cpp.llama_log_callback(self._on_log)
-
-    @classmethod
-    def install(cls, log: Any) -> None:
-        if cls._installed is None:
-            router = cls(log)
-            llama_cpp.llama_log_set(router._callback, ctypes.c_void_p(0))
-            cls._installed = router
-
-    def _on_log(self, level: int, text: bytes | None, _user_data: object) -> None:
-        message = (text or b"").decode("utf-8", errors="replace").strip()
-        if not message:
-            return
-        with contextlib.suppress(Exception):  # never raise into C
-            if level == _GGML_LOG_ERROR:
-                self._log.error("worker.llama_log", llama_level="error", message=message)
-            elif level == _GGML_LOG_WARN:
-                self._log.info("worker.llama_log", llama_level="warn", message=message)
-            else:
-                self._log.debug("worker.llama_log", llama_level=level, message=message)
-
-
 class LlamaEngine:
     """One GGUF model: at most one loaded copy, loaded with a given context size on demand.
 
@@ -161,7 +123,7 @@ class LlamaEngine:
         self._llm: llama_cpp.Llama | None = None
         self._n_ctx: int | None = None
         self._facts: ModelFacts | None = None
-        _LlamaLogRouter.install(log)
+        LlamaLogRouter.install(log)
 
     @property
     def model_path(self) -> Path:

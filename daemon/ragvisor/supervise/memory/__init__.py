@@ -12,7 +12,7 @@ Its rooms, from pure to I/O:
 - `sample`: a :class:`MemorySample` and the :class:`MemoryProbe` seam;
 - `probes`: :class:`SystemProbe` (psutil and ``/proc/pressure/memory``);
 - `rehearsal`: :class:`FileProbe` (readings overridden from a JSON file, see
-  :func:`probe_from_env`) and :class:`ScriptedProbe` (tests);
+  :func:`probe_from_env`); the tests script theirs with :class:`ragvisor.testing.ScriptedProbe`;
 - `levels`: :func:`assess` and :func:`next_level`, pure: a sample and the settings give a level;
   the level rises at once and falls only after a few calm checks clear the marks by a margin
   (hysteresis, so the guard does not flap around a threshold);
@@ -39,7 +39,6 @@ from ragvisor.supervise.memory.probes import SystemProbe, parse_psi, read_psi
 from ragvisor.supervise.memory.rehearsal import (
     OVERRIDE_KEYS,
     FileProbe,
-    ScriptedProbe,
     apply_overrides,
     probe_from_env,
     synthetic_sample,
@@ -58,7 +57,6 @@ __all__ = [
     "MemoryLevel",
     "MemoryProbe",
     "MemorySample",
-    "ScriptedProbe",
     "SystemProbe",
     "apply_overrides",
     "assess",

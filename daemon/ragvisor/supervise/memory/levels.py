@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ragvisor.config import MemorySettings
 from ragvisor.metrics import MEMORY_LEVEL_VALUE
 from ragvisor.supervise.memory.sample import MB, MemorySample
-
-if TYPE_CHECKING:
-    pass
 
 
 class MemoryLevel(enum.StrEnum):

@@ -13,15 +13,14 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from ragvisor.core.protocols import RemoteEmbedder, ServedGenerator
 from ragvisor.errors import RagvisorError
 from ragvisor.ollama.client import OllamaClient
-from ragvisor.ollama.names import same_model
+from ragvisor.ollama.names import find_model
 from ragvisor.supervise.admission import Lane
-from ragvisor.supervise.calls import SupervisedGenerator
 from ragvisor.supervise.memory.guard import MemoryGuard
 
 MB = 1024 * 1024
@@ -44,7 +43,7 @@ class GeneratorMemory:
         client: OllamaClient,
         *,
         gguf_path: Path | None = None,
-        remote_embedder: Any = None,
+        remote_embedder: RemoteEmbedder | None = None,
     ) -> None:
         self._guard = guard
         self._client = client
@@ -79,13 +78,11 @@ class GeneratorMemory:
         except RagvisorError:
             return True  # cannot tell: let the supervised call find out
         self._ps_at = now
-        self._loaded = False
-        for entry in models:
-            if same_model(str(entry.get("name") or entry.get("model")), self._client.model):
-                self._loaded = True
-                size = entry.get("size")
-                if isinstance(size, int) and size > 0:
-                    self._resident_bytes = size
+        entry = find_model(models, self._client.model)
+        self._loaded = entry is not None
+        size = entry.get("size") if entry is not None else None
+        if isinstance(size, int) and size > 0:
+            self._resident_bytes = size
         return self._loaded
 
     async def _model_bytes(self) -> int | None:
@@ -100,9 +97,10 @@ class GeneratorMemory:
                 file_bytes = None
         if file_bytes is None:
             try:
-                for entry in await self._client.tags(timeout=INVENTORY_TIMEOUT_S):
-                    if same_model(str(entry.get("name")), self._client.model):
-                        file_bytes = int(entry.get("size") or 0) or None
+                tags = await self._client.tags(timeout=INVENTORY_TIMEOUT_S)
+                entry = find_model(tags, self._client.model)
+                if entry is not None:
+                    file_bytes = int(entry.get("size") or 0) or None
             except RagvisorError:
                 return None
         return None if file_bytes is None else int(file_bytes * FILE_TO_RESIDENT)
@@ -123,8 +121,8 @@ class IdleModelUnloader:
         self,
         lanes: Mapping[str, Lane],
         *,
-        generator: Callable[[], SupervisedGenerator | None],
-        remote_embedder: Any,
+        generator: Callable[[], ServedGenerator | None],
+        remote_embedder: RemoteEmbedder | None,
         sync_running: Callable[[], bool],
     ) -> None:
         self._lanes = lanes
@@ -137,11 +135,9 @@ class IdleModelUnloader:
         generator = self._generator()
         if generator is None or self._lanes["ask"].active > 0:
             return False
-        client = generator.client
-        models = await client.ps(timeout=5.0)
-        if not any(same_model(str(m.get("name")), client.model) for m in models):
+        if not await generator.loaded(timeout=5.0):
             return False
-        await client.unload()
+        await generator.unload()
         return True
 
     async def unload_idle_embedder(self) -> bool:
@@ -151,7 +147,7 @@ class IdleModelUnloader:
         return await unload_if_loaded(self._remote_embedder)
 
 
-async def unload_if_loaded(embedder: Any) -> bool:
+async def unload_if_loaded(embedder: RemoteEmbedder | None) -> bool:
     """Unload a remote embedding model if it is resident; True when something was unloaded."""
     if embedder is None or not await asyncio.to_thread(embedder.loaded, 5.0):
         return False

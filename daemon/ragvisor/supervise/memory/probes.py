@@ -12,14 +12,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from ragvisor.supervise.memory.sample import MemorySample
-
-if TYPE_CHECKING:
-    pass
 
 
 def parse_psi(text: str) -> tuple[float | None, float | None]:

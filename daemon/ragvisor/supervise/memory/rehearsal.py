@@ -6,21 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from ragvisor.config import MemorySettings
 from ragvisor.supervise.memory.probes import SystemProbe
 from ragvisor.supervise.memory.sample import MB, TEST_MEMORY_FILE_ENV, MemoryProbe, MemorySample
-
-if TYPE_CHECKING:
-    pass
-
 
 # Keys of a rehearsal file (and of ScriptedProbe.set): MB-valued readings and the sample fields
 # they replace. One vocabulary for operators and tests.
@@ -141,48 +135,6 @@ def synthetic_sample(
         psi_full_avg10=psi_full_avg10,
         rss_bytes={name: int(mb * MB) for name, mb in (rss_mb or {}).items()},
     )
-
-
-class ScriptedProbe:
-    """An in-process probe that returns what a test says: queued samples first, then `current`.
-
-    ``ScriptedProbe()`` reads as a calm 4 GB box; ``probe.set(available_mb=300)`` changes the
-    current reading with the rehearsal file's keys; ``probe.push(sample, ...)`` queues exact
-    samples; ``probe.fail(exc, times=2)`` makes the next samples raise. `calls` counts samples
-    taken. Thread-safe (the guard samples from a worker thread).
-    """
-
-    def __init__(self, *samples: MemorySample, current: MemorySample | None = None) -> None:
-        self._lock = threading.Lock()
-        self._queue: deque[MemorySample] = deque(samples)
-        self._failures: deque[BaseException] = deque()
-        self.current = current or synthetic_sample()
-        self.calls = 0
-
-    def set(self, **overrides_mb: Any) -> None:
-        """Change the current reading (keys as in the rehearsal file: ``available_mb``, …)."""
-        with self._lock:
-            self.current = apply_overrides(self.current, overrides_mb)
-
-    def push(self, *samples: MemorySample) -> None:
-        """Queue samples to be returned, in order, before `current`."""
-        with self._lock:
-            self._queue.extend(samples)
-
-    def fail(self, exc: BaseException, *, times: int = 1) -> None:
-        """Make the next `times` samples raise `exc`."""
-        with self._lock:
-            self._failures.extend([exc] * times)
-
-    def sample(self) -> MemorySample:
-        """The next queued sample (it becomes `current`), else `current`; or a scripted failure."""
-        with self._lock:
-            self.calls += 1
-            if self._failures:
-                raise self._failures.popleft()
-            if self._queue:
-                self.current = self._queue.popleft()
-            return self.current
 
 
 def probe_from_env(

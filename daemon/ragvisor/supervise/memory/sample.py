@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    pass
-
+from typing import Protocol
 
 MB = 1024 * 1024
 TEST_MEMORY_FILE_ENV = "RAGVISOR_TEST_MEMORY_FILE"

@@ -94,12 +94,12 @@ def add_ops_routes(app: FastAPI, services: Services) -> None:
 async def _generator_check(services: Services) -> dict[str, Any]:
     """Does the generator answer `/api/version`? (Cheap: loads no model.)"""
     assert services.generator is not None
-    client = services.generator.client
-    check: dict[str, Any] = {"model": client.model, "url": client.base_url}
+    generator = services.generator
+    check: dict[str, Any] = {"model": generator.model, "url": generator.base_url}
     if services.worker is not None:
         check["worker"] = services.worker.describe()
     try:
-        check["version"] = await client.version(timeout=2.0)
+        check["version"] = await generator.version(timeout=2.0)
         check["ok"] = True
     except RagvisorError as exc:
         check.update(ok=False, error=str(exc))

@@ -1,9 +1,4 @@
-"""Fakes of the core's protocols, for unit tests that must run in microseconds.
-
-Integration tests use the real ONNX model; these fakes exist so the planner, the store contract
-and the retriever can be pinned without loading it. They are real implementations of the
-protocols, not mocks: the fake embedder really maps text to a deterministic unit vector.
-"""
+"""A fake of the `Embedder` protocol: deterministic bag-of-words vectors, no model loaded."""
 
 from __future__ import annotations
 
@@ -15,21 +10,6 @@ import numpy as np
 
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
-
-
-class FakeClock:
-    """A monotonic clock (``core.protocols.Clock``) that moves only when the test moves it, so
-    a test of timeouts, pauses or averages runs in microseconds and never sleeps."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Let `seconds` pass."""
-        self.now += seconds
 
 
 class FakeEmbedder:

@@ -1,0 +1,177 @@
+"""A fake of the `Store` protocol: documents, chunks and vectors in dictionaries.
+
+It keeps the contract the SQLite store keeps (tests/unit/test_store_contract.py runs against
+both): atomic commits that refuse a chunk without a vector, vectors keyed by (text hash,
+fingerprint), searches that see every commit at once. Keyword search ranks by how many of the
+query's words a chunk holds — enough for tests of what calls a store, not a model of BM25.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ragvisor.core.model import (
+    Chunk,
+    ChunkRecord,
+    Fingerprint,
+    ScoredChunk,
+    SourceDocument,
+    StoredDocument,
+)
+from ragvisor.core.protocols import Vector
+from ragvisor.errors import StoreError
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Doc:
+    source: SourceDocument
+    chunker_version: str
+    chunks: tuple[Chunk, ...]
+
+
+class MemoryStore:
+    """An in-memory :class:`ragvisor.core.protocols.Store`. Thread-safe; nothing survives
+    :meth:`close` (a closed store is empty)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._docs: dict[str, _Doc] = {}
+        self._vectors: dict[tuple[str, str], Vector] = {}
+        self.loaded_indexes: list[str] = []  # fingerprints `load_index` was asked for
+
+    def stored_documents(self) -> dict[str, StoredDocument]:
+        """Every stored document by id, with its chunk hashes in position order."""
+        with self._lock:
+            return {
+                doc_id: StoredDocument(
+                    doc_id=doc_id,
+                    corpus_root=doc.source.corpus_root,
+                    path=doc.source.path,
+                    content_sha256=doc.source.content_sha256,
+                    chunker_version=doc.chunker_version,
+                    chunk_hashes=tuple(c.text_sha256 for c in doc.chunks),
+                    stamp=doc.source.stamp,
+                )
+                for doc_id, doc in self._docs.items()
+            }
+
+    def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
+        """Text hashes that already have a vector under this fingerprint."""
+        with self._lock:
+            return {h for h, key in self._vectors if key == fingerprint.key}
+
+    def commit_document(
+        self,
+        document: SourceDocument,
+        chunks: Sequence[Chunk],
+        new_vectors: Mapping[str, Vector],
+        fingerprint: Fingerprint,
+        chunker_version: str,
+    ) -> None:
+        """All or nothing: a chunk left without a vector raises StoreError and changes nothing."""
+        with self._lock:
+            have = {h for h, key in self._vectors if key == fingerprint.key} | set(new_vectors)
+            missing = {c.text_sha256 for c in chunks} - have
+            if missing:
+                raise StoreError(
+                    f"{document.path}: {len(missing)} chunk(s) have no vector under "
+                    f"{fingerprint.key}; refusing a partial commit"
+                )
+            for text_hash, vector in new_vectors.items():
+                self._vectors[(text_hash, fingerprint.key)] = np.asarray(vector, dtype=np.float32)
+            ordered = tuple(sorted(chunks, key=lambda c: c.position))
+            self._docs[document.doc_id] = _Doc(document, chunker_version, ordered)
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks (vectors stay until :meth:`prune_vectors`)."""
+        with self._lock:
+            self._docs.pop(doc_id, None)
+
+    def prune_vectors(self, keep: Fingerprint) -> int:
+        """Drop vectors of other fingerprints and of hashes no chunk uses; returns how many."""
+        with self._lock:
+            used = {c.text_sha256 for doc in self._docs.values() for c in doc.chunks}
+            gone = [k for k in self._vectors if k[1] != keep.key or k[0] not in used]
+            for key in gone:
+                del self._vectors[key]
+            return len(gone)
+
+    def load_index(self, fingerprint: Fingerprint) -> int:
+        """Nothing to build: records the call and returns how many chunks have a vector."""
+        with self._lock:
+            self.loaded_indexes.append(fingerprint.key)
+            return sum(1 for _, vector in self._scored_vectors(fingerprint))
+
+    def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
+        """Top-k chunks by cosine similarity (vectors are unit length) under this fingerprint."""
+        with self._lock:
+            scored = [
+                ScoredChunk(chunk.chunk_id, float(np.dot(vector, query)))
+                for chunk, vector in self._scored_vectors(fingerprint)
+            ]
+        return sorted(scored, key=lambda s: -s.score)[:k]
+
+    def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
+        """Chunks holding any of the query's words, the most words first; syntax is ignored."""
+        words = {w.casefold() for w in _WORD.findall(query)}
+        if not words:
+            return []
+        hits = []
+        with self._lock:
+            for doc in self._docs.values():
+                for chunk in doc.chunks:
+                    text = f"{chunk.text} {doc.source.title} {chunk.heading}"
+                    found = words & {w.casefold() for w in _WORD.findall(text)}
+                    if found:
+                        hits.append(ScoredChunk(chunk.chunk_id, float(len(found))))
+        return sorted(hits, key=lambda s: -s.score)[:k]
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Chunks with their document's path and title, in the order asked."""
+        with self._lock:
+            by_id = {
+                chunk.chunk_id: ChunkRecord(
+                    chunk_id=chunk.chunk_id,
+                    doc_id=chunk.doc_id,
+                    corpus_root=doc.source.corpus_root,
+                    path=doc.source.path,
+                    title=doc.source.title,
+                    heading=chunk.heading,
+                    position=chunk.position,
+                    text=chunk.text,
+                    text_sha256=chunk.text_sha256,
+                )
+                for doc in self._docs.values()
+                for chunk in doc.chunks
+            }
+        return [by_id[cid] for cid in chunk_ids if cid in by_id]
+
+    def stats(self) -> dict[str, int]:
+        """Counts of documents, chunks and vectors."""
+        with self._lock:
+            return {
+                "documents": len(self._docs),
+                "chunks": sum(len(doc.chunks) for doc in self._docs.values()),
+                "vectors": len(self._vectors),
+            }
+
+    def close(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._docs.clear()
+            self._vectors.clear()
+
+    def _scored_vectors(self, fingerprint: Fingerprint) -> list[tuple[Chunk, Vector]]:
+        return [
+            (chunk, self._vectors[(chunk.text_sha256, fingerprint.key)])
+            for doc in self._docs.values()
+            for chunk in doc.chunks
+            if (chunk.text_sha256, fingerprint.key) in self._vectors
+        ]
