@@ -61,12 +61,12 @@ from benchlib import (
     serve_cmd,
     wait_ready,
 )
-from ragvisor.answering import AskTrace
 from ragvisor.app import attach_generator, build_services
+from ragvisor.application.answerer import AskTrace
 from ragvisor.config import load_settings
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
-from ragvisor.llm.ollama_client import keep_alive_value
 from ragvisor.logs import configure_logging
+from ragvisor.ollama.wire import keep_alive_value
 
 # Words for the flush prompts: nothing to do with the docs, so no prompt prefix is shared.
 _FLUSH_TEXT = (

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.core import documents
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.model import Fingerprint
 from ragvisor.store.sqlite import SqliteStore
-from ragvisor.syncing import SyncRunner
 
 WORDS = [
     f"{a}{b}"

@@ -61,11 +61,11 @@ from benchlib import (
     serve_cmd,
     wait_ready,
 )
-from ragvisor.app import build_embedder, corpus_spec, resolve_model_dir
+from ragvisor.app import corpus_spec
 from ragvisor.config import load_settings
 from ragvisor.core.chunking import ChunkingSpec, chunk_document
 from ragvisor.core.documents import read_document, scan_corpus
-from ragvisor.embed.onnx import TOKENIZER_FILE
+from ragvisor.embed.onnx import TOKENIZER_FILE, build_onnx_embedder, model_dir
 
 # Targets from /work/shared/BRIEF.md ("Targets"); (label, comparison, bound, unit).
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -225,9 +225,9 @@ def raw_baseline(
     group every text by length; chunks/s as a median. The sync hands it smaller windows, so
     the ratio measures everything the sync adds (windows, hashing, SQLite commits)."""
     e = settings.embedder
-    model_dir = resolve_model_dir(settings)
+    model_path = model_dir(settings.embedder, Path(settings.store.data_dir))
     load_started = time.perf_counter()
-    embedder = build_embedder(settings)
+    embedder = build_onnx_embedder(settings.embedder, Path(settings.store.data_dir))
     load_s = time.perf_counter() - load_started
     chunking = ChunkingSpec(
         size_chars=settings.corpus.chunk_size_chars,
@@ -244,7 +244,7 @@ def raw_baseline(
             sample.append(chunk.text)
         if len(sample) >= sample_size:
             break
-    tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+    tokenizer = Tokenizer.from_file(str(model_path / TOKENIZER_FILE))
     token_counts = [len(enc.ids) for enc in tokenizer.encode_batch(sample)]
     batch = embedder.batch_size
     embedder.embed(sample[:batch])  # first run allocates; the sync pays this once too
@@ -288,7 +288,7 @@ t["import_web_stack"] = time.perf_counter() - s
 from pathlib import Path
 from ragvisor.config import load_settings
 from ragvisor.core.retrieval import SearchMode
-from ragvisor.embed.model_files import file_sha256
+from ragvisor.core.hashing import file_sha256
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.store.sqlite import SqliteStore
 settings = load_settings(None, {}, {"corpus": {"paths": [sys.argv[1]]},
@@ -297,7 +297,8 @@ s = time.perf_counter()
 store = SqliteStore(Path(settings.store.data_dir), busy_timeout_s=settings.store.busy_timeout_s)
 t["open_store"] = time.perf_counter() - s
 s = time.perf_counter()
-model_dir = app_mod.resolve_model_dir(settings)
+import ragvisor.embed.onnx as onnx_mod
+model_dir = onnx_mod.model_dir(settings.embedder, Path(settings.store.data_dir))
 t["resolve_model_dir"] = time.perf_counter() - s
 s = time.perf_counter()
 file_sha256(model_dir / "model.onnx")
@@ -619,9 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         # 1. corpus and queries
         meter.mark("corpus")
-        model_dir = resolve_model_dir(settings)
+        model_path = model_dir(settings.embedder, Path(settings.store.data_dir))
         rng = random.Random(args.seed)
-        vocabulary = load_vocabulary(model_dir / "tokenizer.json", 4000, rng)
+        vocabulary = load_vocabulary(model_path / "tokenizer.json", 4000, rng)
         progress(f"building a corpus of ~{args.chunks} chunks in {corpus}")
         built = build_corpus(corpus, vocabulary, args.chunks, args.seed, chunking)
         qgen = ProseGenerator(vocabulary, args.seed + 1)

@@ -21,8 +21,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ragvisor"))
 def _structlog_config() -> Iterator[None]:
     """Give each test back the logging configuration it started with.
 
-    Commands run in-process (`health.main`, …) configure structlog for their own output, which
-    would otherwise filter out the events later tests capture.
+    A test that runs the command line in-process (`ragvisor.cli.main`, the one place logging is
+    set up) configures structlog for the command's output, which would otherwise filter out the
+    events later tests capture.
     """
     saved = structlog.get_config()
     yield

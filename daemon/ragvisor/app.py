@@ -17,7 +17,8 @@ import structlog
 
 from ragvisor.admin_token import load_admin_token
 from ragvisor.allocator import tune_allocator
-from ragvisor.answering import Answerer
+from ragvisor.application.answerer import Answerer
+from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.config import (
     ENV_PREFIX,
     NOT_SETTINGS,
@@ -51,7 +52,6 @@ from ragvisor.supervise.memory import MemoryGuard, probe_from_env
 from ragvisor.supervise.memory.preload import GeneratorMemory, IdleModelUnloader
 from ragvisor.supervise.retry import RetryPolicy
 from ragvisor.supervise.worker_process import WorkerProcess, free_loopback_port
-from ragvisor.syncing import SyncRunner
 
 
 def corpus_spec(settings: Settings) -> CorpusSpec:

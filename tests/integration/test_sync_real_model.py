@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import structlog
 
+from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.store.sqlite import SqliteStore
-from ragvisor.syncing import SyncRunner
 from tests.consistency import check_store
 from tests.integration.corpus import synthetic_corpus
 

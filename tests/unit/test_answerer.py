@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ragvisor.answering import Answerer, AskTrace
+from ragvisor.application.answerer import Answerer, AskTrace
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.errors import BackendUnavailable
 from ragvisor.testing import FakeEmbedder, FakeGenerator, MemoryStore

@@ -12,6 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from ragvisor.admin_token import load_admin_token
+from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.datadir import (
@@ -24,7 +25,6 @@ from ragvisor.datadir import (
 from ragvisor.embed.model_files import assemble_default_model
 from ragvisor.errors import StoreError
 from ragvisor.store.sqlite import SqliteStore
-from ragvisor.syncing import SyncRunner
 from ragvisor.testing import FakeEmbedder
 
 

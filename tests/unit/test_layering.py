@@ -28,7 +28,7 @@ FORBIDDEN = (
     "ragvisor.app",
     "ragvisor.store",
     "ragvisor.embed",
-    "ragvisor.syncing",
+    "ragvisor.application.sync_runner",
     "ragvisor.logs",
 )
 
@@ -152,14 +152,13 @@ ALLOWED: dict[str, set[str]] = {
     "asgi": {"errors"},
     "llm.worker": FOUNDATION | {"ollama", "embed", "llm", "asgi"},
     "supervise": FOUNDATION | {"ollama", "llm", "embed"},
-    "answering": FOUNDATION,
-    "syncing": FOUNDATION,
-    "runtime": FOUNDATION | BACKENDS | {"supervise", "answering", "syncing"},
-    "web": FOUNDATION | {"asgi", "supervise", "answering", "runtime"},
+    "application": FOUNDATION,
+    "runtime": FOUNDATION | BACKENDS | {"supervise", "application"},
+    "web": FOUNDATION | {"asgi", "supervise", "application", "runtime"},
     "oncall": FOUNDATION | {"ollama", "llm"},
     "ops": FOUNDATION | {"ollama", "llm", "oncall", "faultproxy"},
     "faultproxy": FOUNDATION,
-    "app": FOUNDATION | BACKENDS | {"supervise", "answering", "syncing", "runtime", "web"},
+    "app": FOUNDATION | BACKENDS | {"supervise", "application", "runtime", "web"},
     "cli": set(),  # filled below: the command line may import every room
     "__init__": set(),
     "__main__": {"cli"},

@@ -14,13 +14,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from ragvisor.application.sync_runner import SyncRunner, kept_by_skips
 from ragvisor.core import documents
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.model import SKIPPED_LISTED_MAX, StoredDocument, SyncReport
 from ragvisor.errors import BackendUnavailable, BusyError, StoreError
 from ragvisor.store.sqlite import SqliteStore
-from ragvisor.syncing import SyncRunner, kept_by_skips
 from ragvisor.testing import FakeEmbedder
 from tests.consistency import check_store
 from tests.helpers import make_document

@@ -1,1 +1,1 @@
-"""Generators: the Ollama client (the one way to any generator) and the embedded worker."""
+"""The pinned chat model (GGUF) and the embedded worker, a program of its own (`worker/`)."""

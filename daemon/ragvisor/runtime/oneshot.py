@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ragvisor.answering import AskTrace
+from ragvisor.application.answerer import AskTrace
 from ragvisor.errors import BackendTimeout, ConfigError
 from ragvisor.runtime.services import Services
 

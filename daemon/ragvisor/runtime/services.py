@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ragvisor.answering import Answerer
+from ragvisor.application.answerer import Answerer
+from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.config import Settings
 from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, ServedGenerator, Store
 from ragvisor.core.retrieval import Retriever
@@ -20,7 +21,6 @@ from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import Supervisor
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.memory import MemoryGuard
-from ragvisor.syncing import SyncRunner
 
 
 @dataclass

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from ragvisor.answering import FALLBACK_RESERVE_S, Answerer, AskTrace
+from ragvisor.application.answerer import FALLBACK_RESERVE_S, Answerer, AskTrace
 from ragvisor.asgi.request_log import attach, request_id
 from ragvisor.errors import BackendTimeout, NotReadyError, Overloaded, RagvisorError
 from ragvisor.runtime.services import Services
