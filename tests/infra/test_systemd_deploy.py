@@ -276,6 +276,7 @@ def _diagnostics(container: Container) -> str:
 
 
 def test_first_deploy_converges(deploy: Deploy) -> None:
+    """A first deploy on a fresh container succeeds, reaches the host and changes it."""
     counts = deploy.first.counts(HOST)
     assert deploy.first.returncode == 0, deploy.first.output[-8000:]
     assert counts["failed"] == 0
@@ -387,6 +388,7 @@ def test_ollama_gets_the_drop_in_environment(deploy: Deploy) -> None:
 
 
 def test_second_deploy_changes_nothing(deploy: Deploy) -> None:
+    """Running the same playbook again changes nothing: the roles are idempotent."""
     second = deploy.run()
     counts = second.counts(HOST)
     assert second.returncode == 0, second.output[-8000:]

@@ -125,6 +125,7 @@ def test_ask_takes_json_sent_the_way_curl_d_sends_it(daemon):
 
 
 def test_ask_streams_citations_then_deltas_then_done(daemon):
+    """A streamed /ask sends the citations first, then text deltas, then one done event."""
     events = stream_events(daemon.url, {"question": QUESTION, "k": 2})
     kinds = [e["type"] for e in events]
     assert kinds[0] == "citations"
@@ -141,6 +142,7 @@ def test_ask_streams_citations_then_deltas_then_done(daemon):
 
 
 def test_the_request_log_carries_the_generator_phases(daemon):
+    """The http.request line of an /ask carries its request id and the generator's phase timings."""
     httpx.post(
         f"{daemon.url}/ask",
         json={"question": QUESTION},
@@ -163,6 +165,7 @@ def test_the_request_log_carries_the_generator_phases(daemon):
 
 
 def test_readiness_includes_the_generator(daemon):
+    """/readyz checks the generator: the worker running and the model it serves."""
     ready = httpx.get(f"{daemon.url}/readyz", timeout=30).json()
     generator = ready["checks"]["generator"]
     assert ready["ready"] is True
@@ -189,6 +192,7 @@ def test_readiness_includes_the_generator(daemon):
     ],
 )
 def test_bad_questions_get_a_clear_4xx(daemon, body, status, needle):
+    """A missing, empty, too long or badly typed question is a 4xx with a message and a code."""
     response = httpx.post(f"{daemon.url}/ask", json=body, timeout=30)
     assert response.status_code == status
     error = response.json()
@@ -198,6 +202,7 @@ def test_bad_questions_get_a_clear_4xx(daemon, body, status, needle):
 
 @pytest.mark.parametrize("raw", [b"not json", b'{"question": "unterminated', b"\xff\xfe"])
 def test_a_body_that_is_not_json_gets_422(daemon, raw):
+    """A body that is not JSON is a 422 saying so, never a 500."""
     response = httpx.post(
         f"{daemon.url}/ask", content=raw, headers={"content-type": "application/json"}
     )
@@ -207,6 +212,7 @@ def test_a_body_that_is_not_json_gets_422(daemon, raw):
 
 
 def test_an_empty_body_asks_for_a_question(daemon):
+    """An empty body is a 400 that asks for a question."""
     response = httpx.post(f"{daemon.url}/ask", content=b"")
     assert response.status_code == 400
     assert response.json()["error"] == "question must not be empty"
@@ -247,6 +253,7 @@ def test_packing_under_a_small_context_sends_only_what_fits(tmp_path, model_dir)
 
 
 def test_a_disconnecting_client_cancels_the_generation(long_daemon):
+    """A client that leaves mid-answer stops the generation in the worker, logged as 499."""
     with httpx.stream(
         "POST",
         f"{long_daemon.url}/ask",
@@ -268,6 +275,7 @@ def test_a_disconnecting_client_cancels_the_generation(long_daemon):
 
 
 def test_a_worker_killed_mid_answer_is_answered_and_restarted(long_daemon):
+    """A worker killed mid-answer still gets the client an answer, and is respawned."""
     pid = worker_pid(long_daemon)
     killed = threading.Event()
     with httpx.stream(
@@ -329,6 +337,7 @@ def test_no_worker_outlives_its_daemon(tmp_path, model_dir):
 
 
 def test_sigterm_stops_the_worker_with_the_daemon(tmp_path, model_dir):
+    """SIGTERM stops the daemon cleanly and its worker with it."""
     d = synced_daemon(tmp_path, model_dir)
     pid = worker_pid(d)
     stop_daemon(d)
@@ -338,6 +347,7 @@ def test_sigterm_stops_the_worker_with_the_daemon(tmp_path, model_dir):
 
 
 def test_ask_is_off_without_a_generator(tmp_path, model_dir):
+    """With generator.backend none, /ask is a 503 naming the setting and readiness says so."""
     d = synced_daemon(tmp_path, model_dir, RAGVISOR_GENERATOR__BACKEND="none")
     try:
         response = httpx.post(f"{d.url}/ask", json={"question": QUESTION}, timeout=30)
@@ -350,6 +360,7 @@ def test_ask_is_off_without_a_generator(tmp_path, model_dir):
 
 
 def test_cli_ask_streams_from_a_daemon_and_in_process(daemon, tmp_path, model_dir):
+    """`ragvisor ask` answers with sources over HTTP, as JSON, and in process."""
     over_http = run_cli(["ask", "--url", daemon.url, QUESTION, "-k", "2"], model_dir)
     assert over_http.returncode == 0, over_http.stderr
     assert "Sources:" in over_http.stdout

@@ -42,6 +42,7 @@ def server():
 
 
 def test_streams_pieces_then_stats_and_always_sends_the_limits(server):
+    """The client yields text pieces then the stats, and always sends num_ctx and num_predict."""
     url, script = server
     events = asyncio.run(collect(client(url)))
     assert [e.text for e in events if isinstance(e, TextDelta)] == [f"w{i} " for i in range(5)]
@@ -58,6 +59,7 @@ def test_streams_pieces_then_stats_and_always_sends_the_limits(server):
 
 
 def test_silence_before_the_first_token_misses_the_first_token_deadline(server):
+    """No first token in time cancels the call at the server, as a first_token timeout."""
     url, script = server
     script.mode = "hang_first"
     started = time.monotonic()
@@ -68,6 +70,7 @@ def test_silence_before_the_first_token_misses_the_first_token_deadline(server):
 
 
 def test_a_stall_mid_stream_misses_the_stall_deadline(server):
+    """A stream that goes silent mid-answer is a stall timeout."""
     url, script = server
     script.mode = "stall"
     with pytest.raises(BackendTimeout, match="stall deadline"):
@@ -75,6 +78,7 @@ def test_a_stall_mid_stream_misses_the_stall_deadline(server):
 
 
 def test_a_slow_but_steady_stream_misses_the_total_deadline(server):
+    """A stream that trickles on past total_s is a total timeout, however steady."""
     url, script = server
     script.pieces, script.delay_s = 50, 0.1
     with pytest.raises(BackendTimeout, match="total deadline"):
@@ -82,6 +86,7 @@ def test_a_slow_but_steady_stream_misses_the_total_deadline(server):
 
 
 def test_an_error_line_mid_stream_is_a_backend_error(server):
+    """An error line in the stream is a BackendError carrying Ollama's message."""
     url, script = server
     script.mode = "error_line"
     with pytest.raises(BackendError, match="model runner crashed"):
@@ -89,6 +94,7 @@ def test_an_error_line_mid_stream_is_a_backend_error(server):
 
 
 def test_a_connection_cut_mid_stream_is_a_backend_error(server):
+    """A connection cut mid-answer is a BackendError that says so."""
     url, script = server
     script.mode = "cut"
     with pytest.raises(BackendError, match="mid-answer"):
@@ -97,6 +103,7 @@ def test_a_connection_cut_mid_stream_is_a_backend_error(server):
 
 @pytest.mark.parametrize(("status", "error"), [(503, BackendUnavailable), (500, BackendError)])
 def test_error_statuses_map_to_our_errors(server, status, error):
+    """A 503 is the backend busy (retried), a 500 a backend error."""
     url, script = server
     script.mode, script.status = "status", status
     with pytest.raises(error, match="busy" if status == 503 else "500"):
@@ -104,6 +111,7 @@ def test_error_statuses_map_to_our_errors(server, status, error):
 
 
 def test_nothing_listening_is_unavailable():
+    """Nothing listening on the port is BackendUnavailable."""
     with pytest.raises(BackendUnavailable, match="cannot connect"):
         asyncio.run(collect(client(f"http://127.0.0.1:{free_port()}")))
 
@@ -126,6 +134,7 @@ def test_closing_the_stream_early_cancels_the_call(server):
 
 
 def test_token_count_falls_back_once_on_a_backend_without_it(server):
+    """A backend without the token-count extension is asked once, then estimated for."""
     url, _ = server
 
     async def twice() -> tuple[list[int] | None, list[int] | None]:

@@ -165,6 +165,7 @@ def calm(rig: Rig) -> None:
     ],
 )
 def test_each_transient_fault_is_retried_into_a_generated_answer(rig: Rig, fault: Fault):
+    """Each transient fault is retried into a generated answer within the request deadline."""
     rig.plan(rig.chat_proxy, fault, slow_s=1.0)
     response, took = ask(rig.daemon.url)
     assert response.status_code == 200, response.text
@@ -177,6 +178,7 @@ def test_each_transient_fault_is_retried_into_a_generated_answer(rig: Rig, fault
 
 
 def test_out_of_memory_is_not_retried_and_the_answer_is_extractive(rig: Rig):
+    """An out-of-memory refusal is not retried: the answer is extractive at once, with citations."""
     rig.plan(rig.chat_proxy, Fault.OOM)
     response, took = ask(rig.daemon.url)
     assert response.status_code == 200, response.text
@@ -191,6 +193,7 @@ def test_out_of_memory_is_not_retried_and_the_answer_is_extractive(rig: Rig):
 
 
 def test_a_stream_that_breaks_after_tokens_announces_the_retry(rig: Rig):
+    """A stream that breaks after tokens announces a retry event, then completes."""
     rig.plan(rig.chat_proxy, Fault.ERROR_LINE, stall_after_lines=2)
     events, took = stream(rig.daemon.url)
     kinds = [e["type"] for e in events]
@@ -203,6 +206,7 @@ def test_a_stream_that_breaks_after_tokens_announces_the_retry(rig: Rig):
 
 
 def test_a_backend_that_always_hangs_gets_an_extractive_answer_in_time(rig: Rig):
+    """A backend that always hangs gets an extractive answer within the deadline, counted."""
     rig.chat_proxy.set_plan(FaultPlan(probabilities={Fault.HANG: 1.0}))
     for _ in range(3):
         response, took = ask(rig.daemon.url)
@@ -213,6 +217,7 @@ def test_a_backend_that_always_hangs_gets_an_extractive_answer_in_time(rig: Rig)
 
 
 def test_the_breaker_opens_on_repeated_errors_and_closes_when_they_stop(rig: Rig):
+    """Repeated failures open the breaker (no call reaches the backend); a good trial closes it."""
     rig.chat_proxy.set_plan(FaultPlan(probabilities={Fault.HTTP_500: 1.0}))
     for _ in range(6):  # breaker.failure_threshold (4) calls that fail after their retries
         response, _ = ask(rig.daemon.url)
@@ -237,6 +242,7 @@ def test_the_breaker_opens_on_repeated_errors_and_closes_when_they_stop(rig: Rig
 
 
 def test_a_frozen_worker_is_unloaded_restarted_and_back_in_service(rig: Rig):
+    """A SIGSTOPped worker is unloaded, restarted by the ladder and answers again."""
     pid = worker_pid(rig.daemon)
     ladder_before = rig.status()["backends"]["generator"]["ladder"]
     restarts_before = count_events(rig.daemon, "ladder.restart")
@@ -273,6 +279,7 @@ def test_a_frozen_worker_is_unloaded_restarted_and_back_in_service(rig: Rig):
 
 def test_a_full_lane_answers_503_with_retry_after(rig: Rig):
     # Each answer takes >= 2 s behind a slow first byte; the ask lane runs 1 and queues 8.
+    """Past the ask lane's queue a request is a 503 `overloaded` with Retry-After."""
     rig.chat_proxy.set_plan(FaultPlan(probabilities={Fault.SLOW_FIRST_BYTE: 1.0}, slow_s=2.0))
     with ThreadPoolExecutor(max_workers=14) as pool:
         responses = list(pool.map(lambda _: ask(rig.daemon.url)[0], range(14)))
@@ -286,6 +293,7 @@ def test_a_full_lane_answers_503_with_retry_after(rig: Rig):
 
 
 def test_memory_pressure_unloads_sheds_ask_and_search_keeps_answering(rig: Rig):
+    """Memory pressure unloads the generator, /ask turns extractive, and search keeps answering."""
     rig.memory_file.write_text(json.dumps({"available_mb": 300}))  # below low (400)
     assert wait_for_level(rig, "pressure")
     response, _ = ask(rig.daemon.url)
@@ -337,6 +345,7 @@ def wait_for_level(rig: Rig, level: str, timeout: float = 10) -> bool:
 
 @pytest.mark.parametrize("fault", [Fault.HANG, Fault.HTTP_500, Fault.RESET])
 def test_search_falls_back_to_keywords_when_the_embedder_fails(rig: Rig, fault: Fault):
+    """A failing embedder makes search answer from keywords, marked degraded, in time."""
     rig.embed_proxy.set_plan(FaultPlan(probabilities={fault: 1.0}))
     started = time.monotonic()
     response = httpx.get(f"{rig.daemon.url}/search", params={"q": "swappiness"}, timeout=30)
@@ -351,6 +360,7 @@ def test_search_falls_back_to_keywords_when_the_embedder_fails(rig: Rig, fault: 
 
 
 def test_search_is_dense_again_once_the_embedder_answers(rig: Rig):
+    """Once the embedder answers again, search is dense and not degraded."""
     response = httpx.get(f"{rig.daemon.url}/search", params={"q": "swappiness"}, timeout=30)
     assert response.status_code == 200
     assert "degraded" not in response.json()

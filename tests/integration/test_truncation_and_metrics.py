@@ -59,6 +59,7 @@ def ask(url: str) -> dict:
 
 
 def test_a_prompt_eval_count_at_num_ctx_is_reported_as_truncated(scripted):
+    """A prompt_eval_count at num_ctx is reported as truncated in the answer, log and metric."""
     daemon, script = scripted
     script.prompt_eval_count = NUM_CTX
     body = ask(daemon.url)
@@ -70,6 +71,7 @@ def test_a_prompt_eval_count_at_num_ctx_is_reported_as_truncated(scripted):
 
 
 def test_a_prompt_that_fit_is_not_truncated(scripted):
+    """A prompt that fit is not truncated, and the limits are always sent to Ollama."""
     daemon, script = scripted
     script.prompt_eval_count = 200
     body = ask(daemon.url)
@@ -81,6 +83,7 @@ def test_a_prompt_that_fit_is_not_truncated(scripted):
 
 
 def test_metrics_carry_every_family_an_operator_needs(scripted):
+    """/metrics carries every family the docs promise after a search, an ask and a sync."""
     daemon, script = scripted
     script.prompt_eval_count = 200
     ask(daemon.url)
@@ -108,6 +111,7 @@ def test_metrics_carry_every_family_an_operator_needs(scripted):
 
 
 def test_status_reports_the_ollama_backend_and_lanes(scripted):
+    """/status reports the Ollama backend with its breaker, the three lanes and the memory level."""
     daemon, _ = scripted
     status = httpx.get(f"{daemon.url}/status", timeout=10).json()
     generator = status["backends"]["generator"]

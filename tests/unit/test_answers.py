@@ -45,6 +45,7 @@ def test_pack_keeps_rank_order_and_fills_gaps_with_shorter_passages():
 
 
 def test_plan_puts_numbered_sources_before_the_question():
+    """The prompt numbers its sources and puts them before the question."""
     candidates = [(record(1, "Swap is a file."), 0.9), (record(2, "Bread needs flour."), 0.5)]
     plan = plan_prompt(
         "what is swap?",
@@ -93,6 +94,7 @@ def test_plan_drops_what_does_not_fit_and_renumbers_without_gaps():
 
 
 def test_no_passage_fits_still_asks_with_no_sources():
+    """When no passage fits the context, the question is still asked, with no sources."""
     plan = plan_prompt(
         "q",
         [(record(1, "long"), 0.9)],
@@ -108,6 +110,7 @@ def test_no_passage_fits_still_asks_with_no_sources():
 
 
 def test_texts_for_counting_match_what_is_sent():
+    """The texts counted for the budget are exactly the texts the prompt sends."""
     candidates = [(record(1, "Swap is a file."), 0.9)]
     texts = passage_texts(candidates)
     plan = plan_prompt(
@@ -132,6 +135,7 @@ def test_estimate_over_counts_english():
 
 
 def test_citations_mark_what_the_answer_cites():
+    """Citations mark the sources the answer cites by number, and only those."""
     candidates = [(record(i, "t"), 0.5) for i in (1, 2, 3)]
     plan = plan_prompt(
         "q",
@@ -176,10 +180,12 @@ def _plan(prompt_tokens: int, exact: bool) -> PromptPlan:
     ],
 )
 def test_prompt_truncated(prompt_eval_count, planned, exact, truncated):
+    """Truncated: the window is full, or (exact counts) clearly fewer tokens read than planned."""
     assert prompt_truncated(prompt_eval_count, _plan(planned, exact), 2048) is truncated
 
 
 def test_extractive_answer_quotes_the_passages_and_says_why():
+    """An extractive answer quotes the passages, shortened, with their sources and the reason."""
     record = ChunkRecord(
         chunk_id="c1",
         doc_id="d1",

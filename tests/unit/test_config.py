@@ -124,5 +124,6 @@ def test_keep_alive_rejects_other_text(value):
 
 
 def test_answer_budget_must_leave_room_for_the_prompt():
+    """num_predict at or above num_ctx is refused: no room would be left for the prompt."""
     with pytest.raises(ConfigError, match="num_predict must be smaller than num_ctx"):
         parse_settings({"generator": {"num_ctx": 512, "num_predict": 512}})

@@ -7,6 +7,7 @@ from ragvisor.llm.gguf import DEFAULT_GGUF_NAME, DEFAULT_GGUF_SHA256, ensure_def
 
 
 def test_the_default_model_lands_verified_and_is_not_rewritten(tmp_path):
+    """The default GGUF lands checked against its pin, and a second call leaves it untouched."""
     path = ensure_default_gguf(tmp_path / "models")
     assert path.name == DEFAULT_GGUF_NAME
     assert file_sha256(path) == DEFAULT_GGUF_SHA256

@@ -37,6 +37,7 @@ def restore_logging():
 def test_each_event_is_one_write_of_a_whole_json_line(monkeypatch, restore_logging):
     # stderr as Python opens it under PYTHONUNBUFFERED=1 (our systemd unit): write-through.
     # Patched here, not in a fixture: pytest's capture sets sys.stderr again between phases.
+    """Each log event, ours or the stdlib's, is one write of one whole JSON line."""
     unbuffered_stderr = RecordingRaw()
     stream = io.TextIOWrapper(unbuffered_stderr, encoding="utf-8", write_through=True)
     monkeypatch.setattr(sys, "stderr", stream)
