@@ -29,24 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 # bench/ is the script's folder, so the shared library imports directly.
 from benchlib import (
-    QUESTIONS,
     REPO,
     SERVE_ENV,
     TreeLoadMeter,
@@ -65,302 +60,23 @@ from benchlib import (
     wait_ready,
 )
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
+from soak_load import (
+    REQUEST_TIMEOUT_S,
+    Editor,
+    Ledger,
+    Material,
+    ask_client,
+    editor_client,
+    search_client,
+)
+from soak_memory import growth_pct, per_minute, sampler, worker_child
 
 GROWTH_AFTER_WARMUP_PCT = 3.0  # issue 10: at most 3 % after the warm-up
 FLAT_LAST_10_PCT = 1.0  # "flat" over the last 10 minutes, read as at most 1 %
 LAST_WINDOW_MIN = 10
 READY_TIMEOUT_S = 180.0
 SYNC_TIMEOUT_S = 1800.0
-REQUEST_TIMEOUT_S = 300.0  # one ask waits in the ask lane behind the others; bounded anyway
-MODES = ("dense", "keyword", "hybrid")
 ROUTES = ("search", "ask", "ask_stream", "admin_sync")
-# Question shapes filled with the corpus's own headings, so every prompt differs.
-TEMPLATES = (
-    "What does the documentation say about {}?",
-    "How do I configure {}?",
-    "Explain {} in two sentences.",
-    "What can go wrong with {}, and what do I do then?",
-)
-_WORD = re.compile(r"[A-Za-z][A-Za-z_.-]{2,}")
-
-
-@dataclass
-class Ledger:
-    """Every request's route, status and latency, shared by the client threads."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    rows: list[tuple[str, str, float, float]] = field(default_factory=list)  # route, status, t, s
-
-    def add(self, route: str, status: str, started: float, took_s: float) -> None:
-        with self.lock:
-            self.rows.append((route, status, started, took_s))
-
-
-# -- the corpus and what to ask about it --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Material:
-    """Words, headings and paragraphs of the corpus: the stuff of queries, questions and edits."""
-
-    words: list[str]
-    headings: list[str]
-    paragraphs: list[str]
-
-    @classmethod
-    def read(cls, corpus: Path) -> Material:
-        words: set[str] = set()
-        headings: list[str] = []
-        paragraphs: list[str] = []
-        for path in sorted(corpus.rglob("*.md")):
-            text = path.read_text(encoding="utf-8")
-            for raw in text.split("\n\n"):
-                block = raw.strip()
-                if block.startswith("#"):
-                    headings.append(block.lstrip("#").strip().splitlines()[0])
-                elif len(block) > 80 and not block.startswith(("```", "|")):
-                    paragraphs.append(block)
-            words.update(w.lower() for w in _WORD.findall(text) if len(w) < 30)
-        return cls(sorted(words), headings, paragraphs)
-
-    def query(self, rng: random.Random) -> str:
-        if rng.random() < 0.3:
-            return rng.choice(self.headings)
-        return " ".join(rng.sample(self.words, rng.randint(1, 5)))
-
-    def question(self, rng: random.Random) -> str:
-        if rng.random() < 0.3:
-            return rng.choice(QUESTIONS)
-        return rng.choice(TEMPLATES).format(rng.choice(self.headings).lower())
-
-    def document(self, rng: random.Random, title: str) -> str:
-        body = "\n\n".join(rng.sample(self.paragraphs, rng.randint(2, 6)))
-        return f"# {title}\n\n{body}\n"
-
-
-class Editor:
-    """Edits that keep the corpus's size: modify, add, delete what was added, delete, restore."""
-
-    STEPS = ("modify", "add", "delete_added", "delete", "restore")
-
-    def __init__(self, corpus: Path, material: Material, rng: random.Random) -> None:
-        self._corpus = corpus
-        self._material = material
-        self._rng = rng
-        self._originals = {p: p.read_text(encoding="utf-8") for p in sorted(corpus.rglob("*.md"))}
-        self._added: list[Path] = []
-        self._deleted: Path | None = None
-        self._step = 0
-        self._count = 0
-
-    def edit(self) -> str:
-        """Make the next edit; returns what was done."""
-        kind = self.STEPS[self._step % len(self.STEPS)]
-        self._step += 1
-        self._count += 1
-        if kind == "modify":
-            path, text = self._rng.choice(list(self._originals.items()))
-            if path.exists():
-                extra = self._rng.choice(self._material.paragraphs)
-                path.write_text(f"{text}\n{extra}\n\nEdit {self._count}.\n", encoding="utf-8")
-        elif kind == "add":
-            path = self._corpus / f"soak-{self._count}.md"
-            path.write_text(self._material.document(self._rng, f"Soak note {self._count}"))
-            self._added.append(path)
-        elif kind == "delete_added" and self._added:
-            self._added.pop(0).unlink()
-        elif kind == "delete":
-            self._deleted = self._rng.choice(list(self._originals))
-            self._deleted.unlink(missing_ok=True)
-        elif kind == "restore" and self._deleted is not None:
-            self._deleted.write_text(self._originals[self._deleted], encoding="utf-8")
-            self._deleted = None
-        return kind
-
-
-# -- the clients --------------------------------------------------------------------------------
-
-
-def timed(ledger: Ledger, route: str, call: Callable[..., str], *args: Any) -> None:
-    """Run one request, recording its status (or the exception's name) and latency."""
-    started = time.monotonic()
-    try:
-        status = call(*args)
-    except httpx.HTTPError as exc:
-        status = type(exc).__name__
-    ledger.add(route, status, started, time.monotonic() - started)
-
-
-def search_client(url: str, material: Material, ledger: Ledger, stop: threading.Event, seed: int):
-    """Searches in every mode, with think time between them."""
-    rng = random.Random(seed)
-    with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
-        while not stop.is_set():
-            params = {"q": material.query(rng), "k": rng.randint(1, 10), "mode": rng.choice(MODES)}
-            timed(ledger, "search", search_one, client, url, params)
-            stop.wait(rng.uniform(0.05, 0.5))
-
-
-def search_one(client: httpx.Client, url: str, params: dict[str, Any]) -> str:
-    return str(client.get(f"{url}/search", params=params).status_code)
-
-
-def extractive(answer: dict[str, Any]) -> bool:
-    """Whether the daemon answered with passages instead of the model (marked `degraded`)."""
-    return (answer.get("degraded") or {}).get("answer") == "extractive"
-
-
-def ask_plain(client: httpx.Client, url: str, question: str) -> str:
-    response = client.post(f"{url}/ask", json={"question": question})
-    if response.status_code == 200 and extractive(response.json()):
-        return "200 extractive"
-    return str(response.status_code)
-
-
-def ask_streamed(client: httpx.Client, url: str, question: str, hang_up: bool) -> str:
-    """Stream an answer to its `done` event, or hang up after the first words."""
-    with client.stream("POST", f"{url}/ask", json={"question": question, "stream": True}) as r:
-        if r.status_code != 200:
-            r.read()
-            return str(r.status_code)
-        for line in r.iter_lines():
-            event = json.loads(line) if line.strip() else {}
-            kind = event.get("type")
-            if kind == "delta" and hang_up:
-                return "200 hung up"
-            if kind == "error":
-                return "200 error event"
-            if kind == "done":
-                return "200 extractive" if extractive(event) else "200"
-    return "200 no done event"
-
-
-def ask_client(
-    url: str, material: Material, ledger: Ledger, stop: threading.Event, seed: int, hang_up: float
-) -> None:
-    """Asks one after another, plain and streamed in turn."""
-    rng = random.Random(seed)
-    with httpx.Client(timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0)) as client:
-        streamed = seed % 2 == 0
-        while not stop.is_set():
-            question = material.question(rng)
-            if streamed:
-                leave = rng.random() < hang_up
-                timed(ledger, "ask_stream", ask_streamed, client, url, question, leave)
-            else:
-                timed(ledger, "ask", ask_plain, client, url, question)
-            streamed = not streamed
-            stop.wait(rng.uniform(0.1, 1.0))
-
-
-def sync_now(client: httpx.Client, url: str) -> str:
-    return str(client.post(f"{url}/admin/sync", params={"wait": "true"}).status_code)
-
-
-def editor_client(
-    url: str, token: str, editor: Editor, ledger: Ledger, stop: threading.Event, every_s: float
-) -> None:
-    """An edit, then a sync that waits for its report, every `every_s`."""
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(timeout=REQUEST_TIMEOUT_S, headers=headers) as client:
-        while not stop.wait(every_s):
-            editor.edit()
-            timed(ledger, "admin_sync", sync_now, client, url)
-
-
-# -- memory -------------------------------------------------------------------------------------
-
-
-def status_kb(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile and VmHWM of a process in kB (empty if it is gone)."""
-    wanted = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {
-        key: int(rest.split()[0])
-        for key, _, rest in (line.partition(":") for line in lines)
-        if key in wanted
-    }
-
-
-def worker_child(daemon: psutil.Process) -> psutil.Process | None:
-    """The daemon's `ragvisor worker` child, if it runs."""
-    try:
-        for child in daemon.children():
-            if "worker" in child.cmdline():
-                return child
-    except psutil.Error:
-        pass
-    return None
-
-
-def sampler(daemon: psutil.Process, t0: float, every_s: float, stop: threading.Event) -> list[dict]:
-    """RSS samples of daemon and worker (MB), every `every_s` until `stop`; filled in place."""
-    samples: list[dict[str, Any]] = []
-
-    def run() -> None:
-        while True:
-            worker = worker_child(daemon)
-            d = status_kb(daemon.pid)
-            w = status_kb(worker.pid) if worker else {}
-            try:
-                fds = daemon.num_fds()  # a leak of connections or files shows here first
-            except psutil.Error:
-                fds = 0
-            samples.append(
-                {
-                    "t_s": time.monotonic() - t0,
-                    "daemon_mb": d.get("VmRSS", 0) / 1000,
-                    "worker_mb": w.get("VmRSS", 0) / 1000,
-                    "worker_anon_mb": w.get("RssAnon", 0) / 1000,
-                    "worker_file_mb": w.get("RssFile", 0) / 1000,
-                    "daemon_hwm_mb": d.get("VmHWM", 0) / 1000,
-                    "worker_hwm_mb": w.get("VmHWM", 0) / 1000,
-                    "worker_pid": worker.pid if worker else None,
-                    "daemon_fds": fds,
-                }
-            )
-            if stop.wait(every_s):
-                return
-
-    threading.Thread(target=run, name="rss-sampler", daemon=True).start()
-    return samples
-
-
-def per_minute(samples: list[dict[str, Any]], minutes: int) -> list[dict[str, Any]]:
-    """Each minute's median of every sampled figure, and the daemon's and worker's peak.
-
-    A single sample per minute is noise: a sync or a batch of queries lifts the daemon by 10 to
-    20 MB for a few seconds, so growth read from one sample each at minute 5 and minute 30 swings
-    by ±8 % between identical runs. Minute 0 is the first sample (before any load); minute m
-    holds the samples taken during it.
-    """
-    rows = []
-    for minute in range(minutes + 1):
-        lo, hi = (minute - 1) * 60 + 1.0, minute * 60 + 1.0
-        mine = [s for s in samples if lo < s["t_s"] <= hi] if minute else samples[:1]
-        if not mine:
-            continue
-        row: dict[str, Any] = {"minute": minute, "samples": len(mine)}
-        for key, value in mine[-1].items():
-            if key in ("t_s", "worker_pid"):
-                row[key] = value
-            else:
-                row[key] = median([s[key] for s in mine])
-        row["daemon_peak_mb"] = max(s["daemon_mb"] for s in mine)
-        row["worker_peak_mb"] = max(s["worker_mb"] for s in mine)
-        rows.append(row)
-    return rows
-
-
-def growth_pct(rows: list[dict[str, Any]], key: str, start_min: int) -> float:
-    """Growth of `key` from minute `start_min` to the last minute, in percent of the first."""
-    start = [r for r in rows if r["minute"] == start_min]
-    if not start or not start[0][key] or rows[-1]["minute"] <= start_min:
-        return float("nan")
-    return 100.0 * (rows[-1][key] - start[0][key]) / start[0][key]
 
 
 # -- the figures --------------------------------------------------------------------------------
