@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ragvisor.core.hashing import chunk_id, document_id, sha256_text
 from ragvisor.core.model import Chunk, SourceDocument
+from ragvisor.core.protocols import Embedder, Store
 
 ROOT = "/corpus"
 CHUNKER = "test-v1"
@@ -38,3 +41,25 @@ def paragraph_chunks(doc: SourceDocument, version: str = CHUNKER) -> list[Chunk]
         )
         for i, p in enumerate(parts)
     ]
+
+
+def commit_paragraphs(
+    store: Store,
+    document: SourceDocument,
+    embedder: Embedder,
+    chunks: Sequence[Chunk] | None = None,
+) -> Sequence[Chunk]:
+    """Commit a document as the sync does: its chunks (one per paragraph unless given), with
+    vectors for the texts the store has none for under the embedder's fingerprint."""
+    chunks = paragraph_chunks(document) if chunks is None else chunks
+    have = store.hashes_with_vectors(embedder.fingerprint)
+    todo = sorted({c.text_sha256: c.text for c in chunks if c.text_sha256 not in have}.items())
+    vectors = embedder.embed([text for _, text in todo]) if todo else []
+    store.commit_document(
+        document,
+        chunks,
+        {text_hash: v for (text_hash, _), v in zip(todo, vectors, strict=True)},
+        embedder.fingerprint,
+        CHUNKER,
+    )
+    return chunks

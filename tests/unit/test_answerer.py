@@ -10,7 +10,7 @@ from ragvisor.application.answerer import Answerer, AskTrace
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.errors import BackendUnavailable
 from ragvisor.testing import FakeEmbedder, FakeGenerator, MemoryStore
-from tests.helpers import CHUNKER, make_document, paragraph_chunks
+from tests.helpers import commit_paragraphs, make_document
 
 NOTES = {
     "ops/swap.md": "The swap file is two gigabytes on the small box.\n\nSwappiness is ten.",
@@ -21,16 +21,7 @@ NOTES = {
 def knowledge_base() -> tuple[MemoryStore, FakeEmbedder]:
     store, embedder = MemoryStore(), FakeEmbedder()
     for path, text in NOTES.items():
-        doc = make_document(path, text)
-        chunks = paragraph_chunks(doc)
-        vectors = embedder.embed([c.text for c in chunks])
-        store.commit_document(
-            doc,
-            chunks,
-            {c.text_sha256: v for c, v in zip(chunks, vectors, strict=True)},
-            embedder.fingerprint,
-            CHUNKER,
-        )
+        commit_paragraphs(store, make_document(path, text), embedder)
     return store, embedder
 
 

@@ -11,12 +11,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from ragvisor.core.model import SourceDocument
 from ragvisor.core.protocols import Matrix
 from ragvisor.core.retrieval import QueryLimits, Retriever, SearchMode
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.testing import FakeEmbedder
-from tests.helpers import CHUNKER, make_document, paragraph_chunks
+from tests.helpers import commit_paragraphs, make_document
 
 GUARD = (
     "The memory guard samples available memory every second and sheds load once "
@@ -69,21 +68,11 @@ class SteeredEmbedder(FakeEmbedder):
         return super().embed([self._embed_as.get(text, text) for text in texts])
 
 
-def _commit(store: SqliteStore, embedder: FakeEmbedder, document: SourceDocument) -> None:
-    chunks = paragraph_chunks(document)
-    vectors = embedder.embed([c.text for c in chunks])
-    store.commit_document(
-        document,
-        chunks,
-        {c.text_sha256: v for c, v in zip(chunks, vectors, strict=True)},
-        embedder.fingerprint,
-        CHUNKER,
-    )
-
-
 def _retriever(store: SqliteStore, embedder: FakeEmbedder) -> Retriever:
     for path, paragraphs in DOCUMENTS.items():
-        _commit(store, embedder, make_document(path, "\n\n".join(paragraphs), title="Notes"))
+        commit_paragraphs(
+            store, make_document(path, "\n\n".join(paragraphs), title="Notes"), embedder
+        )
     return Retriever(store, embedder, QueryLimits())
 
 

@@ -18,7 +18,7 @@ import pytest
 from ragvisor.errors import StoreError
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.testing import FakeEmbedder, MemoryStore
-from tests.helpers import CHUNKER, make_document, paragraph_chunks
+from tests.helpers import CHUNKER, commit_paragraphs, make_document, paragraph_chunks
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -33,18 +33,7 @@ EMB = FakeEmbedder()
 
 
 def commit(store, doc, chunks=None, embedder=EMB):
-    chunks = paragraph_chunks(doc) if chunks is None else chunks
-    have = store.hashes_with_vectors(embedder.fingerprint)
-    todo = sorted({c.text_sha256: c.text for c in chunks if c.text_sha256 not in have}.items())
-    vectors = embedder.embed([t for _, t in todo]) if todo else []
-    store.commit_document(
-        doc,
-        chunks,
-        {h: v for (h, _), v in zip(todo, vectors, strict=True)},
-        embedder.fingerprint,
-        CHUNKER,
-    )
-    return chunks
+    return commit_paragraphs(store, doc, embedder, chunks)
 
 
 def test_commit_then_plan_view_lists_chunk_hashes_in_order(store):
