@@ -29,7 +29,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn clean
+.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn neo4j neo4j-build neo4j-stop clean
 
 install: $(STAMP)
 
@@ -74,6 +74,8 @@ lint: install
 	$(BIN)/mypy daemon/ragvisor
 
 test: install nspawn
+	@# Neo4j's artifacts: a machine that cannot resolve them skips the Neo4j tests, saying why.
+	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 	$(BIN)/python -m pytest
@@ -85,6 +87,18 @@ nspawn: install
 	@if [ "$$(id -u)" = 0 ]; then \
 		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.nspawn build; \
 	else echo "nspawn: not root, the systemd-nspawn tests will skip"; fi
+
+# The real Neo4j engine (Maven Central artifacts, built once into $(RAGVISOR_CACHE)/neo4j) for
+# development: `make neo4j` starts one on 127.0.0.1:7687 with data and a generated password under
+# .neo4j/ and prints what to export; `make neo4j-stop` stops it. `make test` starts its own.
+neo4j-build: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
+
+neo4j: neo4j-build
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine start
+
+neo4j-stop:
+	$(BIN)/python -m tests.infra.neo4j_engine stop
 
 bench: install
 	$(BIN)/python bench/search_bench.py
