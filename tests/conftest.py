@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -28,3 +29,23 @@ def _structlog_config() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session")
+def neo4j_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Neo4j for the whole run (tests/infra/neo4j_engine.py), started on first use,
+    heap and page cache as inventory/prod gives them. Skips, saying why, only on a machine that
+    cannot build the engine."""
+    from tests.infra import neo4j_engine as engines  # noqa: PLC0415 - only when a test asks
+
+    try:
+        engines.build()
+    except engines.EngineError as exc:
+        pytest.skip(f"no Neo4j engine on this machine: {exc}")
+    home = tmp_path_factory.mktemp("neo4j")
+    password_file = home / "password"
+    engines.write_password(password_file)
+    heap_mb, pagecache_mb = engines.prod_memory()
+    engine = engines.Engine(home, engines.free_port(), password_file, heap_mb, pagecache_mb)
+    yield engine.start()
+    engine.stop()

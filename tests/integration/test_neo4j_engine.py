@@ -10,32 +10,13 @@ import neo4j
 import pytest
 from neo4j.exceptions import AuthError
 
-from tests.infra.neo4j_engine import (
-    NEO4J_VERSION,
-    USER,
-    Engine,
-    EngineError,
-    build,
-    free_port,
-    prod_memory,
-    write_password,
-)
+from tests.infra.neo4j_engine import NEO4J_VERSION, USER, Engine
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """One Neo4j for this module, heap and page cache as inventory/prod gives them."""
-    try:
-        build()
-    except EngineError as exc:  # only a machine that cannot resolve the artifacts
-        pytest.skip(f"no Neo4j engine on this machine: {exc}")
-    home = tmp_path_factory.mktemp("neo4j")
-    password_file = home / "password"
-    write_password(password_file)
-    heap_mb, pagecache_mb = prod_memory()
-    running = Engine(home, free_port(), password_file, heap_mb, pagecache_mb).start()
-    yield running
-    running.stop()
+@pytest.fixture
+def engine(neo4j_engine: Engine) -> Engine:
+    """The run's real Neo4j (tests/conftest.py)."""
+    return neo4j_engine
 
 
 @pytest.fixture

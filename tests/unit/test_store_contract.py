@@ -12,19 +12,30 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import neo4j
 import numpy as np
 import pytest
 
 from ragvisor.errors import StoreError
+from ragvisor.store.neo4j_store import Neo4jStore
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.testing import FakeEmbedder, MemoryStore
 from tests.helpers import CHUNKER, commit_paragraphs, make_document, paragraph_chunks
+from tests.infra.neo4j_engine import USER
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "neo4j"])
 def store(request, tmp_path):
-    """A fresh, empty store of each implementation."""
-    s = SqliteStore(tmp_path / "data") if request.param == "sqlite" else MemoryStore()
+    """A fresh, empty store of each implementation (Neo4j: the run's real engine, emptied)."""
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "data")
+    elif request.param == "memory":
+        s = MemoryStore()
+    else:
+        engine = request.getfixturevalue("neo4j_engine")
+        with neo4j.GraphDatabase.driver(engine.uri, auth=(USER, engine.password)) as driver:
+            driver.execute_query("MATCH (n) DETACH DELETE n")
+        s = Neo4jStore(engine.uri, user=USER, password=engine.password)
     yield s
     s.close()
 

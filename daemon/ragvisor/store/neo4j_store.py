@@ -1,0 +1,390 @@
+"""The production store: Neo4j, with a vector index for dense search and a full-text index for
+keywords, reached with the official driver.
+
+The graph (schema version 1):
+
+- ``(:Document {doc_id, corpus_root, path, title, content_sha256, chunker_version, size_bytes,
+  mtime_ns, stamp, chunk_hashes, committed_at})`` — one per document;
+- ``(:Document)-[:HAS_CHUNK]->(:Chunk {chunk_id, doc_id, position, heading, text, text_sha256,
+  chunker_version, path, title})`` — the chunks of its current version;
+- ``(:Vector {key, text_sha256, fingerprint, dimensions, embedding})`` — one per (chunk text
+  hash, model fingerprint), as in SQLite: identical text is embedded once and a renamed file
+  embeds nothing. Each fingerprint's vectors also carry a label of their own (``Vectors_<id>``)
+  with a cosine vector index on it, since an index has one dimension count.
+
+Uniqueness constraints guard ``doc_id``, ``chunk_id`` and the vector ``key``; a full-text index
+covers chunk text, title and heading. :meth:`Neo4jStore.commit_document` is one transaction: a
+crash leaves the old or the new version. Keyword queries are built from the query's words, each
+escaped, so Lucene syntax typed by a user never reaches Lucene as syntax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import neo4j
+from neo4j.exceptions import Neo4jError, ServiceUnavailable
+
+from ragvisor.core.model import (
+    Chunk,
+    ChunkRecord,
+    Fingerprint,
+    ScoredChunk,
+    SourceDocument,
+    StoredDocument,
+)
+from ragvisor.core.protocols import Vector
+from ragvisor.errors import StoreError
+
+SCHEMA_VERSION = 1
+FULLTEXT_INDEX = "ragvisor_chunk_text"
+_WORD = re.compile(r"\w+")
+# Lucene's special characters, each escaped with a backslash in a query term.
+_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
+# Vector results are per text hash; several chunks may share one, and a vector may have no
+# chunk left before a prune: ask the index for more than k.
+_OVERSAMPLE = 4
+T = TypeVar("T")
+
+_CONSTRAINTS = (
+    "CREATE CONSTRAINT ragvisor_document_id IF NOT EXISTS "
+    "FOR (d:Document) REQUIRE d.doc_id IS UNIQUE",
+    "CREATE CONSTRAINT ragvisor_chunk_id IF NOT EXISTS FOR (c:Chunk) REQUIRE c.chunk_id IS UNIQUE",
+    "CREATE CONSTRAINT ragvisor_vector_key IF NOT EXISTS FOR (v:Vector) REQUIRE v.key IS UNIQUE",
+    "CREATE INDEX ragvisor_chunk_hash IF NOT EXISTS FOR (c:Chunk) ON (c.text_sha256)",
+    "CREATE INDEX ragvisor_vector_fingerprint IF NOT EXISTS FOR (v:Vector) ON (v.fingerprint)",
+    f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS "
+    "FOR (c:Chunk) ON EACH [c.text, c.title, c.heading]",
+)
+
+
+def lucene_query(text: str) -> str:
+    """The query's words, each quoted and escaped, any of them matching: never Lucene syntax
+    (a word such as AND, OR or NOT is a word here, not an operator)."""
+    words = [_LUCENE_SPECIAL.sub(r"\\\1", word) for word in _WORD.findall(text)]
+    return " OR ".join(f'"{word}"' for word in words)
+
+
+def _fingerprint_id(fingerprint: Fingerprint) -> str:
+    """A name-safe id of a fingerprint, for its label and its vector index."""
+    return hashlib.sha256(fingerprint.key.encode()).hexdigest()[:16]
+
+
+class Neo4jStore:
+    """Implements :class:`ragvisor.core.protocols.Store` on a Neo4j database.
+
+    `query_timeout_s` bounds every transaction (the driver's transaction timeout, enforced by
+    the server); `connect_timeout_s` bounds opening a connection. Driver and server errors leave
+    as :class:`StoreError`, naming the operation.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str,
+        password: str,
+        database: str = "neo4j",
+        connect_timeout_s: float = 10.0,
+        query_timeout_s: float = 30.0,
+    ) -> None:
+        self.uri = uri
+        self._database = database
+        self._timeout = query_timeout_s
+        self._driver = neo4j.GraphDatabase.driver(
+            uri, auth=(user, password), connection_timeout=connect_timeout_s
+        )
+        self._indexed: set[str] = set()
+        self._guard("schema", self._ensure_schema)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _guard(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except StoreError:
+            raise
+        except (Neo4jError, ServiceUnavailable, OSError) as exc:
+            raise StoreError(f"{what} on {self.uri} failed: {exc}") from exc
+
+    def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
+        with self._driver.session(database=self._database) as session:
+            return session.execute_read(
+                lambda tx: list(tx.run(query, **params)),
+            )
+
+    def _write(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        with self._driver.session(database=self._database) as session:
+            return session.execute_write(neo4j.unit_of_work(timeout=self._timeout)(work))
+
+    def _schema(self, statement: str, **params: Any) -> None:
+        with self._driver.session(database=self._database) as session:
+            session.run(statement, **params).consume()
+
+    def _ensure_schema(self) -> None:
+        for statement in _CONSTRAINTS:
+            self._schema(statement)
+        self._schema("MERGE (m:RagvisorMeta {id: 'schema'}) SET m.version = $v", v=SCHEMA_VERSION)
+        self._schema("CALL db.awaitIndexes(120)")
+
+    def _vector_index(self, fingerprint: Fingerprint) -> tuple[str, str]:
+        """(label, index name) of this fingerprint's vectors, the index created if missing."""
+        ident = _fingerprint_id(fingerprint)
+        label, index = f"Vectors_{ident}", f"ragvisor_vectors_{ident}"
+        if index not in self._indexed:
+            self._schema(
+                f"CREATE VECTOR INDEX {index} IF NOT EXISTS FOR (v:{label}) ON v.embedding "
+                f"OPTIONS {{indexConfig: {{`vector.dimensions`: {int(fingerprint.dimensions)}, "
+                "`vector.similarity_function`: 'cosine'}}"
+            )
+            self._schema("CALL db.awaitIndexes(120)")
+            self._indexed.add(index)
+        return label, index
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def commit_document(
+        self,
+        document: SourceDocument,
+        chunks: Sequence[Chunk],
+        new_vectors: Mapping[str, Vector],
+        fingerprint: Fingerprint,
+        chunker_version: str,
+    ) -> None:
+        """New vectors, the document and its chunks in one transaction; the chunks the new
+        version no longer has are retired in it too. A chunk left without a vector raises
+        StoreError and the transaction is rolled back."""
+        label, _ = self._guard("commit_document", lambda: self._vector_index(fingerprint))
+        ordered = sorted(chunks, key=lambda c: c.position)
+        rows = [
+            {
+                "key": f"{fingerprint.key}:{text_hash}",
+                "text_sha256": text_hash,
+                "vector": [float(x) for x in vector],
+            }
+            for text_hash, vector in new_vectors.items()
+        ]
+        wanted = sorted({c.text_sha256 for c in ordered})
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(
+                "UNWIND $rows AS row MERGE (v:Vector {key: row.key}) "
+                "SET v.text_sha256 = row.text_sha256, v.fingerprint = $fp, v.dimensions = $dims "
+                f"SET v:{label} "
+                "WITH v, row CALL db.create.setNodeVectorProperty(v, 'embedding', row.vector)",
+                rows=rows,
+                fp=fingerprint.key,
+                dims=fingerprint.dimensions,
+            ).consume()
+            found = tx.run(
+                "MATCH (v:Vector) WHERE v.key IN $keys RETURN count(v) AS n",
+                keys=[f"{fingerprint.key}:{h}" for h in wanted],
+            ).single()
+            missing = len(wanted) - (found["n"] if found else 0)
+            if missing:
+                raise StoreError(
+                    f"{document.path}: {missing} chunk(s) have no vector under "
+                    f"{fingerprint.key}; refusing a partial commit"
+                )
+            tx.run(
+                "MERGE (d:Document {doc_id: $doc.doc_id}) SET d += $doc",
+                doc={
+                    "doc_id": document.doc_id,
+                    "corpus_root": document.corpus_root,
+                    "path": document.path,
+                    "title": document.title,
+                    "content_sha256": document.content_sha256,
+                    "chunker_version": chunker_version,
+                    "size_bytes": document.size_bytes,
+                    "mtime_ns": document.mtime_ns,
+                    "stamp": document.stamp,
+                    "chunk_hashes": [c.text_sha256 for c in ordered],
+                    "committed_at": time.time(),
+                },
+            ).consume()
+            tx.run(
+                "MATCH (d:Document {doc_id: $doc_id})-[:HAS_CHUNK]->(c:Chunk) "
+                "WHERE NOT c.chunk_id IN $keep DETACH DELETE c",
+                doc_id=document.doc_id,
+                keep=[c.chunk_id for c in ordered],
+            ).consume()
+            tx.run(
+                "MATCH (d:Document {doc_id: $doc_id}) UNWIND $chunks AS row "
+                "MERGE (c:Chunk {chunk_id: row.chunk_id}) SET c += row "
+                "MERGE (d)-[:HAS_CHUNK]->(c)",
+                doc_id=document.doc_id,
+                chunks=[
+                    {
+                        "chunk_id": c.chunk_id,
+                        "doc_id": c.doc_id,
+                        "position": c.position,
+                        "heading": c.heading,
+                        "text": c.text,
+                        "text_sha256": c.text_sha256,
+                        "chunker_version": c.chunker_version,
+                        "path": document.path,
+                        "title": document.title,
+                    }
+                    for c in ordered
+                ],
+            ).consume()
+
+        self._guard("commit_document", lambda: self._write(work))
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks; unused vectors go at the next prune."""
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(
+                "MATCH (d:Document {doc_id: $doc_id}) OPTIONAL MATCH (d)-[:HAS_CHUNK]->(c:Chunk) "
+                "DETACH DELETE c, d",
+                doc_id=doc_id,
+            ).consume()
+
+        self._guard("delete_document", lambda: self._write(work))
+
+    def prune_vectors(self, keep: Fingerprint) -> int:
+        """Drop vectors of other fingerprints and of hashes no chunk has any more."""
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
+            record = tx.run(
+                "MATCH (v:Vector) WHERE v.fingerprint <> $fp "
+                "OR NOT EXISTS { MATCH (c:Chunk {text_sha256: v.text_sha256}) } "
+                "DETACH DELETE v RETURN count(*) AS n",
+                fp=keep.key,
+            ).single()
+            return int(record["n"]) if record else 0
+
+        return self._guard("prune_vectors", lambda: self._write(work))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def stored_documents(self) -> dict[str, StoredDocument]:
+        """Every stored document by id, with its chunk hashes in position order."""
+        records = self._guard("stored_documents", lambda: self._read("MATCH (d:Document) RETURN d"))
+        out = {}
+        for record in records:
+            d = record["d"]
+            out[d["doc_id"]] = StoredDocument(
+                doc_id=d["doc_id"],
+                corpus_root=d["corpus_root"],
+                path=d["path"],
+                content_sha256=d["content_sha256"],
+                chunker_version=d["chunker_version"],
+                chunk_hashes=tuple(d["chunk_hashes"]),
+                stamp=d.get("stamp", ""),
+            )
+        return out
+
+    def hashes_with_vectors(self, fingerprint: Fingerprint) -> set[str]:
+        """Text hashes that already have a vector under this fingerprint."""
+        records = self._guard(
+            "hashes_with_vectors",
+            lambda: self._read(
+                "MATCH (v:Vector {fingerprint: $fp}) RETURN v.text_sha256 AS h",
+                fp=fingerprint.key,
+            ),
+        )
+        return {record["h"] for record in records}
+
+    def load_index(self, fingerprint: Fingerprint) -> int:
+        """Make sure this fingerprint's vector index exists and is online; returns how many
+        chunks have a vector under it."""
+
+        def count() -> int:
+            self._vector_index(fingerprint)
+            records = self._read(
+                "MATCH (v:Vector {fingerprint: $fp}) MATCH (c:Chunk {text_sha256: v.text_sha256}) "
+                "RETURN count(c) AS n",
+                fp=fingerprint.key,
+            )
+            return int(records[0]["n"])
+
+        return self._guard("load_index", count)
+
+    def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
+        """Top-k chunks by cosine similarity, from this fingerprint's vector index.
+
+        Neo4j scores cosine as (1 + cos) / 2; the score returned is the cosine itself, as the
+        other stores return it.
+        """
+
+        def search() -> list[ScoredChunk]:
+            _, index = self._vector_index(fingerprint)
+            records = self._read(
+                f"CALL db.index.vector.queryNodes('{index}', $n, $q) YIELD node, score "
+                "MATCH (c:Chunk {text_sha256: node.text_sha256}) "
+                "RETURN c.chunk_id AS id, score ORDER BY score DESC, id LIMIT $k",
+                n=max(k, 1) * _OVERSAMPLE,
+                q=[float(x) for x in query],
+                k=k,
+            )
+            return [ScoredChunk(r["id"], 2.0 * float(r["score"]) - 1.0) for r in records]
+
+        return self._guard("dense_search", search)
+
+    def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
+        """Top-k chunks by full-text relevance, any of the query's words matching."""
+        text = lucene_query(query)
+        if not text:
+            return []
+        records = self._guard(
+            "keyword_search",
+            lambda: self._read(
+                f"CALL db.index.fulltext.queryNodes('{FULLTEXT_INDEX}', $q) YIELD node, score "
+                "RETURN node.chunk_id AS id, score ORDER BY score DESC, id LIMIT $k",
+                q=text,
+                k=k,
+            ),
+        )
+        return [ScoredChunk(r["id"], float(r["score"])) for r in records]
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Chunks with their document's path and title, in the order asked."""
+        if not chunk_ids:
+            return []
+        records = self._guard(
+            "get_chunks",
+            lambda: self._read(
+                "MATCH (d:Document)-[:HAS_CHUNK]->(c:Chunk) WHERE c.chunk_id IN $ids "
+                "RETURN c, d.corpus_root AS root, d.path AS path, d.title AS title",
+                ids=list(chunk_ids),
+            ),
+        )
+        by_id = {}
+        for record in records:
+            c = record["c"]
+            by_id[c["chunk_id"]] = ChunkRecord(
+                chunk_id=c["chunk_id"],
+                doc_id=c["doc_id"],
+                corpus_root=record["root"],
+                path=record["path"],
+                title=record["title"],
+                heading=c["heading"],
+                position=c["position"],
+                text=c["text"],
+                text_sha256=c["text_sha256"],
+            )
+        return [by_id[cid] for cid in chunk_ids if cid in by_id]
+
+    def stats(self) -> dict[str, int]:
+        """Counts of documents, chunks and vectors."""
+        records = self._guard(
+            "stats",
+            lambda: self._read(
+                "CALL () { MATCH (d:Document) RETURN count(d) AS documents } "
+                "CALL () { MATCH (c:Chunk) RETURN count(c) AS chunks } "
+                "CALL () { MATCH (v:Vector) RETURN count(v) AS vectors } "
+                "RETURN documents, chunks, vectors"
+            ),
+        )
+        record = records[0]
+        return {name: int(record[name]) for name in ("documents", "chunks", "vectors")}
+
+    def close(self) -> None:
+        """Close the driver's connections."""
+        self._driver.close()

@@ -1,0 +1,71 @@
+"""The Neo4j store against the real engine, beyond the store contract: what a user types into a
+keyword search never reaches Lucene as syntax."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import neo4j
+import pytest
+
+from ragvisor.store.neo4j_store import Neo4jStore, lucene_query
+from ragvisor.testing import FakeEmbedder
+from tests.helpers import commit_paragraphs, make_document
+from tests.infra.neo4j_engine import USER, Engine
+
+HOSTILE = [
+    '"',
+    '"unbalanced',
+    "~",
+    "swap~2",
+    "AND",
+    "OR NOT",
+    "*",
+    "sw*p",
+    "(",
+    "[swap TO",
+    "{",
+    "\\",
+    "swap\\",
+    "title:swap",
+    "+swap -file",
+    "a && b || c",
+    "/regex/",
+    "^2",
+    "ünïcode ☃ 漢字",
+    "",
+    "   ",
+]
+
+
+@pytest.fixture
+def store(neo4j_engine: Engine) -> Iterator[Neo4jStore]:
+    """An emptied database on the run's real Neo4j, with two notes committed."""
+    with neo4j.GraphDatabase.driver(neo4j_engine.uri, auth=(USER, neo4j_engine.password)) as d:
+        d.execute_query("MATCH (n) DETACH DELETE n")
+    s = Neo4jStore(neo4j_engine.uri, user=USER, password=neo4j_engine.password)
+    embedder = FakeEmbedder()
+    commit_paragraphs(s, make_document("ops/swap.md", "the swap file and title notes"), embedder)
+    commit_paragraphs(s, make_document("ops/and.md", "AND or NOT are words too"), embedder)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_lucene_syntax_in_a_query_is_searched_as_words(store: Neo4jStore, query: str):
+    """Quotes, fuzzy and wildcard marks, operators, brackets and a lone backslash never fail."""
+    hits = store.keyword_search(query, 5)
+    assert isinstance(hits, list)
+
+
+def test_operator_words_are_words(store: Neo4jStore):
+    """OR and NOT typed by a user find the chunk that contains them (and nothing else)."""
+    hits = store.keyword_search("NOT OR", 5)
+    records = store.get_chunks([h.chunk_id for h in hits])
+    assert [r.path for r in records] == ["ops/and.md"]
+
+
+def test_the_query_built_quotes_and_escapes_every_word():
+    """Each word is quoted; nothing of the user's punctuation survives as an operator."""
+    assert lucene_query('swap "file" AND (OR') == '"swap" OR "file" OR "AND" OR "OR"'
+    assert lucene_query("!!! \\ ~") == ""
