@@ -42,10 +42,6 @@ def neo4j_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         engines.build()
     except engines.EngineError as exc:
         pytest.skip(f"no Neo4j engine on this machine: {exc}")
-    home = tmp_path_factory.mktemp("neo4j")
-    password_file = home / "password"
-    engines.write_password(password_file)
-    heap_mb, pagecache_mb = engines.prod_memory()
-    engine = engines.Engine(home, engines.free_port(), password_file, heap_mb, pagecache_mb)
+    engine = engines.Engine.in_folder(tmp_path_factory.mktemp("neo4j"), engines.free_port())
     yield engine.start()
     engine.stop()

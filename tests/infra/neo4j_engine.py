@@ -174,6 +174,16 @@ class Engine:
     pagecache_mb: int = 256
     process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def in_folder(cls, home: Path, port: int) -> Engine:
+        """An engine under `home` (its password file created there if missing), with heap and
+        page cache as inventory/prod gives them; not started."""
+        password_file = home / "password"
+        if not password_file.exists():
+            write_password(password_file)
+        heap_mb, pagecache_mb = prod_memory()
+        return cls(home, port, password_file, heap_mb, pagecache_mb)
+
     @property
     def uri(self) -> str:
         """Where the driver connects."""
@@ -266,11 +276,7 @@ def start_detached(folder: Path, port: int) -> Engine:
             os.kill(int(pid_file.read_text()), 0)
             raise EngineError(f"a Neo4j started from {folder} is running; `make neo4j-stop` first")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    password_file = folder / "password"
-    if not password_file.exists():
-        write_password(password_file)
-    heap_mb, pagecache_mb = prod_memory()
-    engine = Engine(folder, port, password_file, heap_mb, pagecache_mb).start(detach=True)
+    engine = Engine.in_folder(folder, port).start(detach=True)
     assert engine.process is not None
     pid_file.write_text(f"{engine.process.pid}\n")
     return engine

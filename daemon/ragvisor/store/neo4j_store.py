@@ -15,7 +15,7 @@ The graph (schema version 1):
 Uniqueness constraints guard ``doc_id``, ``chunk_id`` and the vector ``key``; a full-text index
 covers chunk text, title and heading. :meth:`Neo4jStore.commit_document` is one transaction: a
 crash leaves the old or the new version. Keyword queries are built from the query's words, each
-escaped, so Lucene syntax typed by a user never reaches Lucene as syntax.
+quoted, so Lucene syntax typed by a user never reaches Lucene as syntax.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ from ragvisor.errors import StoreError
 SCHEMA_VERSION = 1
 FULLTEXT_INDEX = "ragvisor_chunk_text"
 _WORD = re.compile(r"\w+")
-# Lucene's special characters, each escaped with a backslash in a query term.
-_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
 # Vector results are per text hash; several chunks may share one, and a vector may have no
 # chunk left before a prune: ask the index for more than k.
 _OVERSAMPLE = 4
@@ -63,10 +61,9 @@ _CONSTRAINTS = (
 
 
 def lucene_query(text: str) -> str:
-    """The query's words, each quoted and escaped, any of them matching: never Lucene syntax
-    (a word such as AND, OR or NOT is a word here, not an operator)."""
-    words = [_LUCENE_SPECIAL.sub(r"\\\1", word) for word in _WORD.findall(text)]
-    return " OR ".join(f'"{word}"' for word in words)
+    """The query's words (letters, digits, `_`: nothing Lucene reads as syntax), each quoted,
+    any of them matching — so AND, OR or NOT typed by a user is a word, not an operator."""
+    return " OR ".join(f'"{word}"' for word in _WORD.findall(text))
 
 
 def _fingerprint_id(fingerprint: Fingerprint) -> str:

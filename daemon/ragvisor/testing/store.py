@@ -107,7 +107,7 @@ class MemoryStore:
         """Nothing to build: records the call and returns how many chunks have a vector."""
         with self._lock:
             self.loaded_indexes.append(fingerprint.key)
-            return sum(1 for _, vector in self._scored_vectors(fingerprint))
+            return len(self._scored_vectors(fingerprint))
 
     def dense_search(self, query: Vector, k: int, fingerprint: Fingerprint) -> list[ScoredChunk]:
         """Top-k chunks by cosine similarity (vectors are unit length) under this fingerprint."""
