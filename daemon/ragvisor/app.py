@@ -31,7 +31,7 @@ from ragvisor.config import (
 )
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
-from ragvisor.core.protocols import Embedder
+from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.datadir import tighten_data_dir
 from ragvisor.embed.ollama import OllamaEmbedder
@@ -125,6 +125,49 @@ def build_remote_embedder(settings: Settings) -> OllamaEmbedder:
     return embedder
 
 
+def store_password(settings: Settings) -> str:
+    """The Neo4j password: `store.password_file`'s first line, or `RAGVISOR_STORE__PASSWORD`.
+
+    Raises ConfigError naming the key when neither is set or the file cannot be read. The value
+    goes to the driver and nowhere else.
+    """
+    s = settings.store
+    if s.password is not None:
+        return s.password.get_secret_value()
+    if s.password_file is None:
+        raise ConfigError(
+            "store.backend = neo4j needs store.password_file or RAGVISOR_STORE__PASSWORD"
+        )
+    try:
+        lines = Path(s.password_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"store.password_file: cannot read {s.password_file}: {exc}") from exc
+    if not lines or not lines[0]:
+        raise ConfigError(f"store.password_file: {s.password_file} is empty")
+    return lines[0]
+
+
+def build_store(settings: Settings) -> Store:
+    """`[store]` as a store: SQLite under `data_dir`, or the Neo4j database at `uri`.
+
+    Neo4j is not contacted here (see `Neo4jStore`): a daemon whose database is away starts and
+    says so on `/readyz`. Raises ConfigError or StoreError.
+    """
+    s = settings.store
+    if s.backend == "neo4j":
+        from ragvisor.store.neo4j_store import Neo4jStore  # the driver only when it is used
+
+        return Neo4jStore(
+            s.uri,
+            user=s.user,
+            password=store_password(settings),
+            database=s.database,
+            connect_timeout_s=s.connect_timeout_s,
+            query_timeout_s=s.query_timeout_s,
+        )
+    return SqliteStore(Path(s.data_dir), busy_timeout_s=s.busy_timeout_s)
+
+
 def build_services(settings: Settings) -> Services:
     """Open the store, load the model and wire the retriever and the sync runner.
 
@@ -140,7 +183,7 @@ def build_services(settings: Settings) -> Services:
     data_dir = Path(settings.store.data_dir)
     tighten_data_dir(data_dir, structlog.get_logger(component="store"))
     admin_token = load_admin_token(settings.server.admin_token, data_dir, log)
-    store = SqliteStore(data_dir, busy_timeout_s=settings.store.busy_timeout_s)
+    store = build_store(settings)
     supervisors: dict[str, Supervisor] = {}
     remote: OllamaEmbedder | None = None
     embedder: Embedder

@@ -241,6 +241,22 @@ class Engine:
         self.stop()
         raise EngineError(f"Neo4j not ready within {START_TIMEOUT_S:g} s:\n{self._tail()}")
 
+    def wipe(self) -> None:
+        """Empty the database (Community edition has one): every node and relationship, so
+        each test starts from nothing. Constraints and indexes stay; the store re-uses them."""
+        import neo4j  # noqa: PLC0415 - the driver only for the tests that use the engine
+
+        with neo4j.GraphDatabase.driver(self.uri, auth=(USER, self.password)) as driver:
+            driver.execute_query("MATCH (n) DETACH DELETE n")
+
+    def daemon_env(self) -> dict[str, str]:
+        """The environment that points a daemon or `ragvisor sync` at this database."""
+        return {
+            "RAGVISOR_STORE__BACKEND": "neo4j",
+            "RAGVISOR_STORE__URI": self.uri,
+            "RAGVISOR_STORE__PASSWORD_FILE": str(self.password_file),
+        }
+
     def _ready_since(self, offset: int) -> bool:
         with self.log_path.open("rb") as log:
             log.seek(offset)

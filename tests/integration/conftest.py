@@ -91,8 +91,12 @@ class Daemon:
         return self.log_path.read_text()
 
 
-def start_daemon(corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, **env: str):
-    """Start the daemon and wait (bounded) until /readyz answers 200."""
+def start_daemon(
+    corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, *, ready: bool = True, **env: str
+):
+    """Start the daemon and wait (bounded) until /readyz answers 200 — or, with `ready=False`
+    (a daemon that will not be ready), only until /healthz does."""
+    probe = "/readyz" if ready else "/healthz"
     port = free_port()
     with log_path.open("w") as handle:  # the child keeps its own descriptor
         process = subprocess.Popen(
@@ -117,13 +121,13 @@ def start_daemon(corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, 
         if process.poll() is not None:
             raise RuntimeError(f"daemon exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{probe}", timeout=1).status_code == 200:
                 return Daemon(process, url, data_dir, log_path)
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"daemon not ready in 60 s:\n{log_path.read_text()}")
+    raise RuntimeError(f"daemon not answering {probe} in 60 s:\n{log_path.read_text()}")
 
 
 # A daemon over a corpus synced beforehand: no start-up sync, no scheduled one.
@@ -131,18 +135,39 @@ QUIET = {"RAGVISOR_SYNC__ON_START": "false", "RAGVISOR_SYNC__INTERVAL_S": "0"}
 
 
 def synced_daemon(
-    base: Path, model_dir: Path, extra_files: dict[str, str] | None = None, **env: str
+    base: Path,
+    model_dir: Path,
+    extra_files: dict[str, str] | None = None,
+    store_env: dict[str, str] | None = None,
+    **env: str,
 ) -> Daemon:
     """The small notes corpus (plus `extra_files`) under `base`, synced by `ragvisor sync`, and
-    a daemon started on it, quiet (`QUIET`) unless `env` says otherwise."""
+    a daemon started on it, quiet (`QUIET`) unless `env` says otherwise; `store_env` (see the
+    `store_backend` fixture) selects the store for both."""
     corpus = write_corpus(base / "notes")
     for name, text in (extra_files or {}).items():
         (corpus / name).write_text(text)
+    store_env = store_env or {}
     sync = run_cli(
-        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"], model_dir
+        ["sync", "--corpus", str(corpus), "--data-dir", str(base / "data"), "--json"],
+        model_dir,
+        **store_env,
     )
     assert sync.returncode == 0, sync.stderr
-    return start_daemon(corpus, base / "data", model_dir, base / "daemon.log", **{**QUIET, **env})
+    return start_daemon(
+        corpus, base / "data", model_dir, base / "daemon.log", **{**QUIET, **store_env, **env}
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "neo4j"])
+def store_backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that selects each store in turn: SQLite under the data directory, then
+    the run's real Neo4j, emptied first (a module's daemon has the database to itself)."""
+    if request.param == "sqlite":
+        return {}
+    engine = request.getfixturevalue("neo4j_engine")
+    engine.wipe()
+    return engine.daemon_env()
 
 
 def stop_daemon(daemon: Daemon) -> None:

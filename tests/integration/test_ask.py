@@ -19,11 +19,13 @@ QUESTION = "what should vm.swappiness be on a small droplet?"
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, model_dir):
-    """Short answers (24 tokens) keep the module fast; the model is the real one."""
+def daemon(tmp_path_factory, model_dir, store_backend):
+    """Short answers (24 tokens) keep the module fast; the model is the real one; the store is
+    SQLite, then the real Neo4j."""
     d = synced_daemon(
         tmp_path_factory.mktemp("ask"),
         model_dir,
+        store_env=store_backend,
         RAGVISOR_GENERATOR__NUM_PREDICT="24",
         RAGVISOR_ASK__DEFAULT_K="2",
     )

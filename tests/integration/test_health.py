@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from tests.integration.conftest import (
-    RAGVISOR,
     Daemon,
     cli_env,
     free_port,
@@ -222,43 +221,17 @@ def test_bad_arguments_are_unknown(args, message, model_dir):
     assert result.stdout.startswith(message)
 
 
-def _start_without_waiting_for_ready(corpus: Path, base: Path, model_dir: Path, **env: str):
-    """A daemon that will never be ready: wait (bounded) only until /healthz answers."""
-    port = free_port()
-    log_path = base / "daemon.log"
-    with log_path.open("w") as handle:
-        process = subprocess.Popen(
-            [*RAGVISOR, "serve", "--corpus", str(corpus), "--data-dir", str(base / "data"),
-             "--port", str(port)],
-            env=cli_env(model_dir, **env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-    d = Daemon(process, f"http://127.0.0.1:{port}", base / "data", log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daemon exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{d.url}/healthz", timeout=1).status_code == 200:
-                return d
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    stop_daemon(d)
-    raise RuntimeError(f"daemon not answering in 60 s:\n{log_path.read_text()}")
-
-
 def test_dead_backend_is_critical(tmp_path, model_dir):
     """A daemon whose Ollama URL has nothing behind it: CRITICAL "generator backend down",
     named first, with the URL; status still prints (exit 0) and shows the failed check."""
     dead = f"http://127.0.0.1:{free_port()}"
     corpus = write_corpus(tmp_path / "notes")
-    d = _start_without_waiting_for_ready(
+    d = start_daemon(
         corpus,
-        tmp_path,
+        tmp_path / "data",
         model_dir,
+        tmp_path / "daemon.log",
+        ready=False,
         RAGVISOR_GENERATOR__BACKEND="ollama",
         RAGVISOR_GENERATOR__URL=dead,
         RAGVISOR_SYNC__ON_START="false",

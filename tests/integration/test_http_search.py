@@ -13,9 +13,10 @@ from tests.integration.conftest import stop_daemon, synced_daemon
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, model_dir):
-    """One synced daemon over the small notes corpus, shared by this module's tests."""
-    d = synced_daemon(tmp_path_factory.mktemp("search"), model_dir)
+def daemon(tmp_path_factory, model_dir, store_backend):
+    """One synced daemon over the small notes corpus, shared by this module's tests: on SQLite,
+    then on the real Neo4j."""
+    d = synced_daemon(tmp_path_factory.mktemp("search"), model_dir, store_env=store_backend)
     yield d
     stop_daemon(d)
 

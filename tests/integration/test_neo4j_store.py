@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import neo4j
 import pytest
 
-from ragvisor.store.neo4j_store import Neo4jStore, lucene_query
+from ragvisor.store.keyword_query import lucene_query
+from ragvisor.store.neo4j_store import Neo4jStore
 from ragvisor.testing import FakeEmbedder
 from tests.helpers import commit_paragraphs, make_document
 from tests.infra.neo4j_engine import USER, Engine
@@ -41,8 +41,7 @@ HOSTILE = [
 @pytest.fixture
 def store(neo4j_engine: Engine) -> Iterator[Neo4jStore]:
     """An emptied database on the run's real Neo4j, with two notes committed."""
-    with neo4j.GraphDatabase.driver(neo4j_engine.uri, auth=(USER, neo4j_engine.password)) as d:
-        d.execute_query("MATCH (n) DETACH DELETE n")
+    neo4j_engine.wipe()
     s = Neo4jStore(neo4j_engine.uri, user=USER, password=neo4j_engine.password)
     embedder = FakeEmbedder()
     commit_paragraphs(s, make_document("ops/swap.md", "the swap file and title notes"), embedder)
@@ -59,13 +58,18 @@ def test_lucene_syntax_in_a_query_is_searched_as_words(store: Neo4jStore, query:
 
 
 def test_operator_words_are_words(store: Neo4jStore):
-    """OR and NOT typed by a user find the chunk that contains them (and nothing else)."""
-    hits = store.keyword_search("NOT OR", 5)
+    """`swap AND NOT file` still finds the note about the swap file: AND and NOT typed by a
+    user are words (English stop words, in fact), never Lucene's operators."""
+    hits = store.keyword_search("swap AND NOT file", 5)
     records = store.get_chunks([h.chunk_id for h in hits])
-    assert [r.path for r in records] == ["ops/and.md"]
+    assert [r.path for r in records] == ["ops/swap.md"]
 
 
-def test_the_query_built_quotes_and_escapes_every_word():
-    """Each word is quoted; nothing of the user's punctuation survives as an operator."""
-    assert lucene_query('swap "file" AND (OR') == '"swap" OR "file" OR "AND" OR "OR"'
-    assert lucene_query("!!! \\ ~") == ""
+def test_the_query_built_quotes_every_term_and_keeps_only_letters_and_digits():
+    """Each term is a quoted phrase of its letters and digits; nothing of the user's
+    punctuation survives as an operator; a name's phrase is also a name query."""
+    assert lucene_query('swap "file" AND (OR').match == '"swap" OR "file" OR "AND" OR "OR"'
+    assert lucene_query("!!! \\ ~").match == ""
+    named = lucene_query("vm.swappiness")
+    assert named.match == '"vm swappiness" OR "vm" OR "swappiness"'
+    assert named.names == '"vm swappiness"'

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from ragvisor.config import BreakerSettings
+from ragvisor.core.deadline import request_deadline
 from ragvisor.core.model import ChatMessage, GenerationStats, Retrying, TextDelta
 from ragvisor.errors import BackendRejected, BackendTimeout, BackendUnavailable
 from ragvisor.metrics import Metrics
 from ragvisor.ollama.client import OllamaClient
 from ragvisor.ollama.wire import Deadlines
 from ragvisor.supervise.breaker import BreakerState, CircuitBreaker
-from ragvisor.supervise.calls import SupervisedGenerator, Supervisor, request_deadline
+from ragvisor.supervise.calls import SupervisedGenerator, Supervisor
 from ragvisor.supervise.retry import RetryPolicy
 from tests.integration.scripted_ollama import Script, scripted_ollama
 

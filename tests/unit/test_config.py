@@ -127,3 +127,50 @@ def test_answer_budget_must_leave_room_for_the_prompt():
     """num_predict at or above num_ctx is refused: no room would be left for the prompt."""
     with pytest.raises(ConfigError, match="num_predict must be smaller than num_ctx"):
         parse_settings({"generator": {"num_ctx": 512, "num_predict": 512}})
+
+
+def test_store_password_from_the_environment_is_verbatim_text_and_stays_secret():
+    """RAGVISOR_STORE__PASSWORD is taken as typed (`123` stays text), repr never shows it, and
+    it is left out of the environment handed to the worker."""
+    settings = load_settings(
+        None, {"RAGVISOR_STORE__BACKEND": "neo4j", "RAGVISOR_STORE__PASSWORD": "123"}
+    )
+    assert settings.store.password is not None
+    assert settings.store.password.get_secret_value() == "123"
+    assert "123" not in repr(settings)
+    env = settings_env(settings, ("store",))
+    assert "RAGVISOR_STORE__PASSWORD" not in env
+    assert env["RAGVISOR_STORE__BACKEND"] == '"neo4j"'
+
+
+@pytest.mark.parametrize(
+    ("store", "named"),
+    [
+        ({"uri": "http://127.0.0.1:7474"}, "store.uri"),
+        ({"uri": "bolt://"}, "store.uri"),
+        ({"database": "two words"}, "store.database"),
+        ({"query_timeout_s": 0}, "store.query_timeout_s"),
+        ({"password": "x", "password_file": "/run/secret"}, "not both"),
+    ],
+)
+def test_store_settings_refuse_what_neo4j_could_not_use(store, named):
+    """A non-Bolt URI, a database name Neo4j refuses, a zero deadline, or two password sources
+    are refused at start with the key named."""
+    with pytest.raises(ConfigError, match=named):
+        parse_settings({"store": {"backend": "neo4j", **store}})
+
+
+def test_the_neo4j_password_comes_from_its_file_or_an_error_names_the_key(tmp_path):
+    """store_password reads the file's first line; no source, or an empty file, is a
+    ConfigError naming store.password_file."""
+    from ragvisor.app import store_password  # noqa: PLC0415 - the composition root reads it
+
+    secret = tmp_path / "neo4j.password"
+    secret.write_text("s3cret word\n")
+    settings = parse_settings({"store": {"backend": "neo4j", "password_file": str(secret)}})
+    assert store_password(settings) == "s3cret word"
+    with pytest.raises(ConfigError, match=r"store\.password_file or RAGVISOR_STORE__PASSWORD"):
+        store_password(parse_settings({"store": {"backend": "neo4j"}}))
+    secret.write_text("")
+    with pytest.raises(ConfigError, match=r"store\.password_file: .* is empty"):
+        store_password(settings)

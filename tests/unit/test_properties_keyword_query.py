@@ -14,7 +14,7 @@ from contextlib import closing, contextmanager
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ragvisor.store.keyword_query import FTS_TOKENIZER, fts_query
+from ragvisor.store.keyword_query import FTS_TOKENIZER, fts_query, index_words, lucene_query
 
 # Everything FTS5's query language gives meaning to, and what SQLite or Python choke on.
 SYNTAX = st.sampled_from(
@@ -121,3 +121,30 @@ def test_the_builder_is_deterministic_and_case_insensitive(text: str) -> None:
     assert fts_query(text) == query
     phrases = query.match.split(" OR ") if query.match else []
     assert len({p.lower() for p in phrases}) == len(phrases)
+
+
+# A Lucene query as lucene_query builds it: quoted phrases, OR-ed, whose words hold none of the
+# characters Lucene's query parser gives meaning to.
+_WORD = r'[^\s"+\-!(){}\[\]^~*?:\\/&|]+'
+_PHRASE = rf'"{_WORD}( {_WORD})*"'
+LUCENE_SAFE = re.compile(rf"({_PHRASE}( OR {_PHRASE})*)?")
+
+
+@given(ANY_TEXT)
+@example('swap "file" AND (OR')
+@example("\\")
+def test_the_lucene_query_holds_nothing_but_quoted_words(text):
+    """Whatever is typed, both Lucene expressions are quoted phrases joined by OR (or empty):
+    no operator, bracket, wildcard, escape or field survives."""
+    query = lucene_query(text)
+    assert LUCENE_SAFE.fullmatch(query.match), query
+    assert LUCENE_SAFE.fullmatch(query.names), query
+
+
+@given(WORDS_AND_NAMES)
+def test_indexed_words_contain_every_phrase_the_query_builds_from_the_same_text(text):
+    """A chunk's indexed words hold each phrase of a query for its own text: a name written in
+    a chunk is found by its phrase in Neo4j as it is in SQLite."""
+    words = f" {index_words(text).lower()} "
+    for phrase in re.findall(r'"([^"]+)"', lucene_query(text).names):
+        assert f" {phrase.lower()} " in words

@@ -12,7 +12,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import neo4j
 import numpy as np
 import pytest
 
@@ -33,8 +32,7 @@ def store(request, tmp_path):
         s = MemoryStore()
     else:
         engine = request.getfixturevalue("neo4j_engine")
-        with neo4j.GraphDatabase.driver(engine.uri, auth=(USER, engine.password)) as driver:
-            driver.execute_query("MATCH (n) DETACH DELETE n")
+        engine.wipe()
         s = Neo4jStore(engine.uri, user=USER, password=engine.password)
     yield s
     s.close()

@@ -22,6 +22,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from ragvisor.config import BreakerSettings, LadderSettings
+from ragvisor.core.deadline import remaining_s, request_deadline
 from ragvisor.errors import (
     BackendError,
     BackendOutOfMemory,
@@ -37,8 +38,6 @@ from ragvisor.supervise.calls import (
     SupervisedEmbedder,
     SupervisedGenerator,
     Supervisor,
-    remaining_s,
-    request_deadline,
 )
 from ragvisor.supervise.ladder import EscalationLadder
 from ragvisor.supervise.retry import RetryPolicy

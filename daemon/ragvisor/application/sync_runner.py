@@ -25,7 +25,7 @@ from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
 from ragvisor.datadir import open_private
-from ragvisor.errors import BusyError, StoreError, SyncCancelled
+from ragvisor.errors import BusyError, RagvisorError, StoreError, SyncCancelled
 from ragvisor.metrics import Metrics
 
 ProgressCallback = Callable[[int, int], None]
@@ -362,7 +362,11 @@ class SyncRunner:
         return report
 
     def _failed(self, log: Any, trigger: str, exc: BaseException, *, duration_s: float) -> None:
-        """Record and log a sync that failed as a whole (with the traceback, when in except)."""
+        """Record and log a sync that failed as a whole.
+
+        One of our own errors (a store or backend that is away) says all in its message; any
+        other exception is a bug, logged with its traceback.
+        """
         self._count(trigger, "failed")
         self.state.record_failure(f"{type(exc).__name__}: {exc}", time.time())
         log.error(
@@ -370,7 +374,7 @@ class SyncRunner:
             duration_s=round(duration_s, 3),
             error=str(exc),
             consecutive_failures=self.state.consecutive_failures,
-            exc_info=exc,
+            exc_info=None if isinstance(exc, RagvisorError) else exc,
         )
 
     def _count(self, trigger: str, outcome: str, report: SyncReport | None = None) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from ragvisor.config.sections import Settings
 from ragvisor.errors import ConfigError
@@ -21,6 +21,9 @@ ENV_PREFIX = "RAGVISOR_"
 # Makefile's download cache and the rehearsal files of the memory guard (see docs/memory.md) and
 # of the systemd watchdog (see docs/systemd.md).
 NOT_SETTINGS = frozenset({"CONFIG", "CACHE", "TEST_MEMORY_FILE", "TEST_WATCHDOG_FILE"})
+# Variables taken as text exactly as set, never read as TOML: a password of `123` or `true` is
+# that text, not a number or a boolean.
+VERBATIM = frozenset({"STORE__PASSWORD"})
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 raise ConfigError(f"{name}: {part} is a value, not a table")
             table = child
-        table[parts[-1]] = _env_value(raw)
+        table[parts[-1]] = raw if rest in VERBATIM else _env_value(raw)
     return nested
 
 
@@ -131,7 +134,8 @@ def settings_env(settings: Settings, sections: tuple[str, ...]) -> dict[str, str
     """The given sections as `RAGVISOR_<SECTION>__<KEY>` variables (unset keys left out).
 
     How the daemon hands its effective configuration to a child process (the worker), whatever
-    mix of file, environment and flags produced it.
+    mix of file, environment and flags produced it. Secrets (the store's password) are left out:
+    the child has no use for them, and a process's environment is readable longer than a file.
     """
     env: dict[str, str] = {}
 
@@ -141,7 +145,7 @@ def settings_env(settings: Settings, sections: tuple[str, ...]) -> dict[str, str
             key = f"{prefix}__{name.upper()}"
             if isinstance(value, BaseModel):
                 walk(key, value)
-            elif value is not None:
+            elif value is not None and not isinstance(value, SecretStr):  # secrets stay here
                 env[key] = _toml_literal(value)
 
     for section in sections:

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     model_validator,
 )
 
@@ -82,12 +83,44 @@ class CorpusSettings(_Section):
         return self
 
 
-class StoreSettings(_Section):
-    """Where vectors, chunks and documents live."""
+NEO4J_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
-    backend: Literal["sqlite"] = "sqlite"
+
+def _neo4j_uri(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in NEO4J_SCHEMES or not rest:
+        schemes = ", ".join(NEO4J_SCHEMES)
+        raise ValueError(f"expected a Neo4j URI such as bolt://127.0.0.1:7687 (schemes: {schemes})")
+    return value
+
+
+class StoreSettings(_Section):
+    """Where vectors, chunks and documents live.
+
+    `sqlite` keeps them in `<data_dir>/ragvisor.sqlite3`; `neo4j` in the database at `uri`
+    (docs/neo4j.md). `data_dir` holds the admin token, models and the sync lock either way.
+    The Neo4j password comes from `password_file` or `RAGVISOR_STORE__PASSWORD`; it is never
+    logged, shown in `/status` or handed to the worker.
+    """
+
+    backend: Literal["sqlite", "neo4j"] = "sqlite"
     data_dir: UserPath = Path(".ragvisor")
     busy_timeout_s: float = Field(10.0, gt=0)
+    uri: Annotated[str, AfterValidator(_neo4j_uri)] = "bolt://127.0.0.1:7687"
+    user: str = Field("neo4j", min_length=1)
+    password_file: UserPath | None = None
+    password: SecretStr | None = None
+    database: str = Field("neo4j", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-]*$")
+    # Opening a connection to Neo4j (and waiting for one from the pool).
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # One transaction, enforced by the server; a request's own deadline shortens it further.
+    query_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> StoreSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password_file or RAGVISOR_STORE__PASSWORD, not both")
+        return self
 
 
 class DeadlineSettings(_Section):

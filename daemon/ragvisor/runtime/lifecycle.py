@@ -29,6 +29,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ragvisor.allocator import release_free_memory
+from ragvisor.errors import StoreError
 from ragvisor.runtime.sdnotify import SystemdNotifier
 from ragvisor.runtime.services import Services
 from ragvisor.runtime.watchdog import daemon_session
@@ -132,7 +133,13 @@ def run(
     try:
         if notifier is not None:
             notifier.status("starting: loading the index, warming up the embedder")
-        indexed = services.store.load_index(services.embedder.fingerprint)
+        try:
+            indexed: int | None = services.store.load_index(services.embedder.fingerprint)
+        except StoreError as exc:
+            # Neo4j away at start: serve anyway — `/readyz` names the store, searches answer 503
+            # `store_unavailable` — and use the database as soon as it is back.
+            log.error("app.store_unavailable", error=str(exc))  # noqa: TRY400 - an outage, not a bug
+            indexed = None
         services.embedder.embed(["warm-up"])  # the first ONNX run allocates; pay it before traffic
         if services.worker is not None:
             if notifier is not None:

@@ -39,10 +39,11 @@ def status(services: Services) -> dict[str, Any]:
     last = services.sync_runner.state.last_success_at
     sync["last_sync_age_s"] = None if last is None else round(time.time() - last, 1)
     sync["interval_s"] = services.settings.sync.interval_s
+    store: dict[str, Any] = store_location(services)
     try:
-        store: dict[str, Any] = {"ok": True, **services.store.stats()}
+        store.update(ok=True, **services.store.stats())
     except Exception as exc:  # noqa: BLE001 - a status page reports, it does not fail
-        store = {"ok": False, "error": str(exc)}
+        store.update(ok=False, error=str(exc))
     guard = services.memory_guard
     return {
         "version": __version__,
@@ -57,6 +58,14 @@ def status(services: Services) -> dict[str, Any]:
         "sync": sync,
         "store": store,
     }
+
+
+def store_location(services: Services) -> dict[str, Any]:
+    """Which store, and where: the SQLite file, or Neo4j's URI and database (no credential)."""
+    s = services.settings.store
+    if s.backend == "neo4j":
+        return {"backend": "neo4j", "uri": s.uri, "database": s.database, "user": s.user}
+    return {"backend": "sqlite", "data_dir": str(s.data_dir)}
 
 
 def _generator_status(services: Services) -> dict[str, Any] | None:

@@ -85,6 +85,37 @@ def fts_query(text: str) -> FtsQuery:
     return FtsQuery(match=" OR ".join(phrases.values()), names=" OR ".join(names.values()))
 
 
+def index_words(text: str) -> str:
+    """Text as the tokens unicode61 would cut it, one space apart: what a store whose full-text
+    engine tokenizes differently (Neo4j's Lucene keeps ``max_size`` and ``vm.swappiness``
+    whole) indexes, so that both stores find a name by its pieces and by its phrase."""
+    return " ".join(_PART.findall(_UNSAFE.sub(" ", text)))
+
+
+def lucene_query(text: str) -> FtsQuery:
+    """The same expressions as :func:`fts_query`, for Lucene over :func:`index_words` text.
+
+    Every phrase is its parts (letters and digits only: nothing Lucene reads as syntax) in
+    double quotes, any of them matching; ``AND``, ``~``, ``*``, brackets or a lone ``\\`` typed
+    by a user are separators or plain words, never operators.
+    """
+    phrases: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for term in _UNSAFE.sub(" ", text).split():
+        parts = _PART.findall(term)
+        if not parts:
+            continue
+        phrase = '"' + " ".join(parts) + '"'
+        phrases.setdefault(phrase.lower(), phrase)
+        if len(parts) < 2:
+            continue
+        if _is_name(term):
+            names.setdefault(phrase.lower(), phrase)
+        for part in parts:
+            phrases.setdefault(f'"{part.lower()}"', f'"{part}"')
+    return FtsQuery(match=" OR ".join(phrases.values()), names=" OR ".join(names.values()))
+
+
 def _is_name(term: str) -> bool:
     """True when two of the term's parts are joined only by name joiners (``low_available``)."""
     return any(

@@ -6,29 +6,32 @@ The graph (schema version 1):
 - ``(:Document {doc_id, corpus_root, path, title, content_sha256, chunker_version, size_bytes,
   mtime_ns, stamp, chunk_hashes, committed_at})`` — one per document;
 - ``(:Document)-[:HAS_CHUNK]->(:Chunk {chunk_id, doc_id, position, heading, text, text_sha256,
-  chunker_version, path, title})`` — the chunks of its current version;
+  chunker_version, path, title, words})`` — the chunks of its current version; ``words`` is
+  title, heading and text cut into letters-and-digits tokens, as the SQLite index cuts them;
 - ``(:Vector {key, text_sha256, fingerprint, dimensions, embedding})`` — one per (chunk text
   hash, model fingerprint), as in SQLite: identical text is embedded once and a renamed file
   embeds nothing. Each fingerprint's vectors also carry a label of their own (``Vectors_<id>``)
   with a cosine vector index on it, since an index has one dimension count.
 
 Uniqueness constraints guard ``doc_id``, ``chunk_id`` and the vector ``key``; a full-text index
-covers chunk text, title and heading. :meth:`Neo4jStore.commit_document` is one transaction: a
-crash leaves the old or the new version. Keyword queries are built from the query's words, each
-quoted, so Lucene syntax typed by a user never reaches Lucene as syntax.
+(English analyzer: Porter-stemmed) covers ``words``. :meth:`Neo4jStore.commit_document` is one
+transaction: a crash leaves the old or the new version. Keyword queries are phrases of letters
+and digits (:func:`ragvisor.store.keyword_query.lucene_query`), so Lucene syntax typed by a user
+never reaches Lucene as syntax.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import neo4j
-from neo4j.exceptions import Neo4jError, ServiceUnavailable
+from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable
 
+from ragvisor.core.deadline import remaining_s
 from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
@@ -39,13 +42,17 @@ from ragvisor.core.model import (
 )
 from ragvisor.core.protocols import Vector
 from ragvisor.errors import StoreError
+from ragvisor.store.keyword_query import index_words, lucene_query
 
 SCHEMA_VERSION = 1
-FULLTEXT_INDEX = "ragvisor_chunk_text"
-_WORD = re.compile(r"\w+")
+FULLTEXT_INDEX = "ragvisor_chunk_words"
+# Porter-stemmed like the SQLite store's index; English stop words are left out.
+FULLTEXT_ANALYZER = "english"
 # Vector results are per text hash; several chunks may share one, and a vector may have no
 # chunk left before a prune: ask the index for more than k.
 _OVERSAMPLE = 4
+# A transaction that cannot have this long is not started: it would only time out.
+_MIN_QUERY_S = 0.05
 T = TypeVar("T")
 
 _CONSTRAINTS = (
@@ -55,15 +62,22 @@ _CONSTRAINTS = (
     "CREATE CONSTRAINT ragvisor_vector_key IF NOT EXISTS FOR (v:Vector) REQUIRE v.key IS UNIQUE",
     "CREATE INDEX ragvisor_chunk_hash IF NOT EXISTS FOR (c:Chunk) ON (c.text_sha256)",
     "CREATE INDEX ragvisor_vector_fingerprint IF NOT EXISTS FOR (v:Vector) ON (v.fingerprint)",
-    f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS "
-    "FOR (c:Chunk) ON EACH [c.text, c.title, c.heading]",
+    f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS FOR (c:Chunk) ON EACH [c.words] "
+    f"OPTIONS {{indexConfig: {{`fulltext.analyzer`: '{FULLTEXT_ANALYZER}'}}}}",
 )
 
 
-def lucene_query(text: str) -> str:
-    """The query's words (letters, digits, `_`: nothing Lucene reads as syntax), each quoted,
-    any of them matching — so AND, OR or NOT typed by a user is a word, not an operator."""
-    return " OR ".join(f'"{word}"' for word in _WORD.findall(text))
+def _reason(exc: Exception) -> str:
+    """The driver's message without its noise: the server's message for a server error, the
+    socket's (`Connection refused`) for a database that cannot be reached."""
+    if isinstance(exc, ServiceUnavailable):
+        cause: BaseException = exc
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        detail = getattr(cause, "strerror", None) or str(cause)
+        return f"Neo4j cannot be reached ({' '.join(str(detail).split())})"
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(message).split())
 
 
 def _fingerprint_id(fingerprint: Fingerprint) -> str:
@@ -74,9 +88,15 @@ def _fingerprint_id(fingerprint: Fingerprint) -> str:
 class Neo4jStore:
     """Implements :class:`ragvisor.core.protocols.Store` on a Neo4j database.
 
-    `query_timeout_s` bounds every transaction (the driver's transaction timeout, enforced by
-    the server); `connect_timeout_s` bounds opening a connection. Driver and server errors leave
-    as :class:`StoreError`, naming the operation.
+    Every transaction is bounded by `query_timeout_s` (the driver's transaction timeout,
+    enforced by the server) or by what is left of the current request's deadline, whichever is
+    shorter; waiting for a connection is bounded the same way, and a retry of a transient
+    failure never outlives it. Driver and server errors leave as :class:`StoreError`, naming the
+    operation.
+
+    Nothing is asked of Neo4j when the store is made: the schema is set up by the first
+    operation that reaches the database, so a daemon started while Neo4j is away comes up,
+    answers 503 `store_unavailable`, and works as soon as Neo4j is back.
     """
 
     def __init__(
@@ -86,47 +106,95 @@ class Neo4jStore:
         user: str,
         password: str,
         database: str = "neo4j",
-        connect_timeout_s: float = 10.0,
-        query_timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        query_timeout_s: float = 10.0,
     ) -> None:
         self.uri = uri
         self._database = database
         self._timeout = query_timeout_s
         self._driver = neo4j.GraphDatabase.driver(
-            uri, auth=(user, password), connection_timeout=connect_timeout_s
+            uri,
+            auth=(user, password),
+            connection_timeout=connect_timeout_s,
+            connection_acquisition_timeout=connect_timeout_s,
+            max_transaction_retry_time=query_timeout_s,
+            # A connection idle this long is checked before use: one that died with a restarted
+            # Neo4j is then replaced instead of failing a request.
+            liveness_check_timeout=30.0,
         )
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
         self._indexed: set[str] = set()
-        self._guard("schema", self._ensure_schema)
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    def _budget_s(self) -> float:
+        """Seconds one transaction may take: the query timeout, or less if the request that
+        asked has less left. Raises StoreError when the request has no time left at all."""
+        left = remaining_s()
+        if left is None:
+            return self._timeout
+        if left <= _MIN_QUERY_S:
+            raise StoreError("the request's deadline passed before the store was asked")
+        return min(self._timeout, left)
+
     def _guard(self, what: str, action: Callable[[], T]) -> T:
         try:
+            self._ensure_schema()
             return action()
         except StoreError:
             raise
-        except (Neo4jError, ServiceUnavailable, OSError) as exc:
-            raise StoreError(f"{what} on {self.uri} failed: {exc}") from exc
+        except (Neo4jError, DriverError, OSError) as exc:
+            raise StoreError(f"{what} on {self.uri} failed: {_reason(exc)}") from exc
+
+    def _session(self, budget_s: float) -> neo4j.Session:
+        return self._driver.session(
+            database=self._database,
+            connection_acquisition_timeout=budget_s,
+            max_transaction_retry_time=max(0.0, budget_s - 1.0),
+        )
 
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
-        with self._driver.session(database=self._database) as session:
+        budget = self._budget_s()
+        with self._session(budget) as session:
             return session.execute_read(
-                lambda tx: list(tx.run(query, **params)),
+                neo4j.unit_of_work(timeout=budget)(lambda tx: list(tx.run(query, **params))),
             )
 
     def _write(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
-        with self._driver.session(database=self._database) as session:
-            return session.execute_write(neo4j.unit_of_work(timeout=self._timeout)(work))
+        budget = self._budget_s()
+        with self._session(budget) as session:
+            return session.execute_write(neo4j.unit_of_work(timeout=budget)(work))
 
     def _schema(self, statement: str, **params: Any) -> None:
         with self._driver.session(database=self._database) as session:
             session.run(statement, **params).consume()
 
     def _ensure_schema(self) -> None:
-        for statement in _CONSTRAINTS:
-            self._schema(statement)
-        self._schema("MERGE (m:RagvisorMeta {id: 'schema'}) SET m.version = $v", v=SCHEMA_VERSION)
-        self._schema("CALL db.awaitIndexes(120)")
+        """Create the constraints and indexes once per process (every statement is idempotent:
+        several daemons may run it at once), and refuse a database of a newer schema."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._driver.session(database=self._database) as session:
+                record = session.run(
+                    "OPTIONAL MATCH (m:RagvisorMeta {id: 'schema'}) RETURN m.version AS v"
+                ).single()
+            found = record["v"] if record is not None else None
+            if found is not None and int(found) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self._database!r} on {self.uri} has ragvisor schema version "
+                    f"{found}; this ragvisor reads {SCHEMA_VERSION}: upgrade ragvisor"
+                )
+            for statement in _CONSTRAINTS:
+                self._schema(statement)
+            self._schema(
+                "MERGE (m:RagvisorMeta {id: 'schema'}) SET m.version = $v", v=SCHEMA_VERSION
+            )
+            self._schema("CALL db.awaitIndexes(120)")
+            self._schema_ready = True
 
     def _vector_index(self, fingerprint: Fingerprint) -> tuple[str, str]:
         """(label, index name) of this fingerprint's vectors, the index created if missing."""
@@ -225,6 +293,7 @@ class Neo4jStore:
                         "chunker_version": c.chunker_version,
                         "path": document.path,
                         "title": document.title,
+                        "words": index_words(f"{document.title}\n{c.heading}\n{c.text}"),
                     }
                     for c in ordered
                 ],
@@ -325,20 +394,30 @@ class Neo4jStore:
         return self._guard("dense_search", search)
 
     def keyword_search(self, query: str, k: int) -> list[ScoredChunk]:
-        """Top-k chunks by full-text relevance, any of the query's words matching."""
-        text = lucene_query(query)
-        if not text:
+        """Top-k chunks by full-text relevance, any of the query's words matching; chunks that
+        contain a name of the query as written come first, marked ``exact_name`` (as in the
+        SQLite store: :mod:`ragvisor.store.keyword_query`)."""
+        parsed = lucene_query(query)
+        if not parsed.match:
             return []
-        records = self._guard(
-            "keyword_search",
-            lambda: self._read(
-                f"CALL db.index.fulltext.queryNodes('{FULLTEXT_INDEX}', $q) YIELD node, score "
-                "RETURN node.chunk_id AS id, score ORDER BY score DESC, id LIMIT $k",
+
+        def search(text: str) -> list[ScoredChunk]:
+            records = self._read(
+                f"CALL db.index.fulltext.queryNodes('{FULLTEXT_INDEX}', $q, {{limit: $k}}) "
+                "YIELD node, score RETURN node.chunk_id AS id, score ORDER BY score DESC, id",
                 q=text,
                 k=k,
-            ),
-        )
-        return [ScoredChunk(r["id"], float(r["score"])) for r in records]
+            )
+            return [ScoredChunk(r["id"], float(r["score"])) for r in records]
+
+        def both() -> list[ScoredChunk]:
+            exact = search(parsed.names) if parsed.names else []
+            seen = {hit.chunk_id for hit in exact}
+            hits = [ScoredChunk(h.chunk_id, h.score, exact_name=True) for h in exact]
+            hits += [h for h in search(parsed.match) if h.chunk_id not in seen]
+            return hits[:k]
+
+        return self._guard("keyword_search", both)
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         """Chunks with their document's path and title, in the order asked."""

@@ -11,13 +11,13 @@ can help and time remains, and each outcome feeds the breaker and the ladder.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from ragvisor.core.deadline import current_deadline, remaining_s
 from ragvisor.core.model import ChatMessage, Fingerprint, GenerationStats, Retrying, TextDelta
 from ragvisor.core.protocols import Matrix
 from ragvisor.errors import BackendError, BackendTimeout, BackendUnavailable
@@ -30,10 +30,6 @@ from ragvisor.supervise.retry import RetryPolicy, is_retryable, outcome, timeout
 
 T = TypeVar("T")
 
-# When the current request must be finished (time.monotonic()); None outside a request.
-_REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "ragvisor_request_deadline", default=None
-)
 # Whether the call running in this context is its breaker's half-open trial (see
 # CircuitBreaker.allow): each request runs in its own task or thread, hence its own context.
 _TRIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("ragvisor_trial", default=False)
@@ -41,22 +37,6 @@ _TRIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("ragvisor_trial", 
 MIN_ATTEMPT_S = 0.2
 # Exact token counts are worth this much waiting; past it, the estimate is used.
 COUNT_TOKENS_BUDGET_S = 3.0
-
-
-@contextlib.contextmanager
-def request_deadline(deadline: float | None) -> Iterator[None]:
-    """Bound every supervised call made inside (threads started with the context included)."""
-    token = _REQUEST_DEADLINE.set(deadline)
-    try:
-        yield
-    finally:
-        _REQUEST_DEADLINE.reset(token)
-
-
-def remaining_s() -> float | None:
-    """Seconds left for the current request, or None outside one."""
-    deadline = _REQUEST_DEADLINE.get()
-    return None if deadline is None else deadline - time.monotonic()
 
 
 class Supervisor:
@@ -287,7 +267,7 @@ class SupervisedGenerator:
         Without `until`, the request's deadline (see :func:`request_deadline`), if any.
         """
         if until is None:
-            until = _REQUEST_DEADLINE.get()
+            until = current_deadline()
         attempt = 0
         while True:
             attempt += 1

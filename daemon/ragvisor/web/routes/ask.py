@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from ragvisor.application.answerer import FALLBACK_RESERVE_S, Answerer, AskTrace
 from ragvisor.asgi.request_log import attach, request_id
+from ragvisor.core.deadline import request_deadline
 from ragvisor.errors import BackendTimeout, NotReadyError, Overloaded, RagvisorError
 from ragvisor.runtime.services import Services
 from ragvisor.supervise.admission import Ticket
-from ragvisor.supervise.calls import request_deadline
 from ragvisor.web.errors import error_body, status_for
 from ragvisor.web.json_body import load_json
 from ragvisor.web.openapi import (

@@ -12,10 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ragvisor.asgi.request_log import note
+from ragvisor.core.deadline import request_deadline
 from ragvisor.core.retrieval import SearchMode
 from ragvisor.errors import InputError, Overloaded
 from ragvisor.runtime.services import Services
-from ragvisor.supervise.calls import request_deadline
 from ragvisor.web.openapi import (
     error_responses,
     k_schema,
