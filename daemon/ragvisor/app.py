@@ -11,19 +11,25 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from ragvisor.admin_token import load_admin_token
 from ragvisor.allocator import tune_allocator
 from ragvisor.application.answerer import Answerer
+from ragvisor.application.generations import EmbedderLoader, ModelGenerations
+from ragvisor.application.sync_lease import SyncLease
 from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.config import (
     ENV_PREFIX,
     NOT_SETTINGS,
     BreakerSettings,
     DeadlineSettings,
+    EmbedderSettings,
     LadderSettings,
     RetrySettings,
     Settings,
@@ -36,7 +42,7 @@ from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.datadir import tighten_data_dir
 from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.embed.onnx import build_onnx_embedder
-from ragvisor.errors import ConfigError
+from ragvisor.errors import ConfigError, StoreError
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.metrics import Metrics
 from ragvisor.ollama.client import OllamaClient
@@ -102,13 +108,12 @@ def build_supervisor(
     )
 
 
-def build_remote_embedder(settings: Settings) -> OllamaEmbedder:
+def build_remote_embedder(e: EmbedderSettings) -> OllamaEmbedder:
     """`[embedder] backend = "ollama"`: the client, connected (its fingerprint resolved).
 
     Raises BackendUnavailable when Ollama does not answer, ConfigError when the model is not
     pulled: the daemon cannot know which vectors to serve without the model's identity.
     """
-    e = settings.embedder
     embedder = OllamaEmbedder(
         e.url,
         model=e.model,
@@ -168,6 +173,22 @@ def build_store(settings: Settings) -> Store:
     return SqliteStore(Path(s.data_dir), busy_timeout_s=s.busy_timeout_s)
 
 
+def embedder_loader(data_dir: Path) -> EmbedderLoader:
+    """Loads the model of a generation from the `[embedder]` settings the store recorded for it
+    (`application.generations`): the previous model, for queries during a model change."""
+
+    def load(recorded: Mapping[str, Any]) -> Embedder:
+        try:
+            e = EmbedderSettings.model_validate(dict(recorded))
+        except ValidationError as exc:
+            raise ConfigError(f"the recorded embedder settings are not valid now: {exc}") from exc
+        if e.backend == "ollama":
+            return build_remote_embedder(e)
+        return build_onnx_embedder(e, data_dir)
+
+    return load
+
+
 def build_services(settings: Settings) -> Services:
     """Open the store, load the model and wire the retriever and the sync runner.
 
@@ -189,7 +210,7 @@ def build_services(settings: Settings) -> Services:
     embedder: Embedder
     try:
         if settings.embedder.backend == "ollama":
-            remote = build_remote_embedder(settings)
+            remote = build_remote_embedder(settings.embedder)
             e = settings.embedder
             supervisors["embedder"] = build_supervisor(
                 "embedder",
@@ -215,6 +236,18 @@ def build_services(settings: Settings) -> Services:
         model_dir=where,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+    generations = ModelGenerations(
+        store,
+        embedder,
+        settings.embedder.model_dump(mode="json"),
+        load_embedder=embedder_loader(data_dir),
+        log=structlog.get_logger(component="store"),
+        metrics=metrics,
+    )
+    try:
+        generations.reconcile()
+    except StoreError as exc:  # Neo4j away: the first sync (or the store watch) reconciles
+        log.warning("store.generations_unknown", error=str(exc))
     s = settings.server
     retriever = Retriever(
         store,
@@ -222,6 +255,7 @@ def build_services(settings: Settings) -> Services:
         QueryLimits(
             max_query_chars=s.max_query_chars, max_k=s.max_k, snippet_chars=s.snippet_chars
         ),
+        serving=lambda: generations.serving,
     )
     runner = SyncRunner(
         corpus=corpus_spec(settings),
@@ -236,6 +270,9 @@ def build_services(settings: Settings) -> Services:
         log=structlog.get_logger(component="sync"),
         metrics=metrics,
         before_sync=remote.connect if remote is not None else None,
+        lease=SyncLease(store, settings.sync.lease_s, structlog.get_logger(component="sync")),
+        generations=generations,
+        may_sync=settings.sync.interval_s > 0 or settings.sync.on_start,
     )
     a = settings.admission
     services = Services(
@@ -253,6 +290,7 @@ def build_services(settings: Settings) -> Services:
         },
         supervisors=supervisors,
         remote_embedder=remote,
+        generations=generations,
     )
     if settings.memory.enabled:
         services.memory_guard = build_memory_guard(services)

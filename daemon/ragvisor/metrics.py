@@ -76,6 +76,13 @@ class Metrics:
             registry=r,
         )
         # Admission lanes
+        self.migration_chunks = Gauge(
+            "ragvisor_migration_chunks",
+            "A model change in progress: distinct chunk texts with a vector of the new model "
+            "(done) and in all (total); both 0 when no generation is being built.",
+            ["state"],
+            registry=r,
+        )
         self.lane_waiting = Gauge(
             "ragvisor_lane_queue_depth", "Requests waiting in an admission lane.", ["lane"],
             registry=r,

@@ -39,7 +39,9 @@ def jobs(sync: dict, *, guard: bool = True) -> dict[str, str]:
 )
 def test_the_scheduler_holds_the_sync_and_the_memory_guard(sync, guard, expected):
     """A periodic sync is an interval job, a sync only at start a one-off, and the memory guard
-    (when enabled) an interval job beside it, all on the one scheduler."""
+    (when enabled) an interval job beside it, all on the one scheduler — with the store watch
+    (generations switched and leases abandoned by other daemons) always."""
+    expected = expected | {"store-watch": "IntervalTrigger"}
     if guard:
         expected = expected | {"memory_guard": "IntervalTrigger"}
     assert jobs(sync, guard=guard) == expected

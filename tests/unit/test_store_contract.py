@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ragvisor.core.model import Generation, Generations
 from ragvisor.errors import StoreError
 from ragvisor.store.neo4j_store import Neo4jStore
 from ragvisor.store.sqlite import SqliteStore
@@ -127,6 +128,73 @@ def test_prune_drops_other_models_and_unreferenced_vectors(store):
     assert store.prune_vectors(other.fingerprint) == 2
     assert store.hashes_with_vectors(EMB.fingerprint) == set()
     assert len(store.hashes_with_vectors(other.fingerprint)) == 2
+
+
+def test_prune_keeps_every_fingerprint_it_is_given(store):
+    """During a model change the prune keeps both generations' vectors, and only those."""
+    doc = make_document("a.md", "one\n\ntwo")
+    commit(store, doc)
+    other, third = FakeEmbedder(name="other"), FakeEmbedder(name="third")
+    commit(store, doc, embedder=other)
+    commit(store, doc, embedder=third)
+    assert store.prune_vectors(EMB.fingerprint, other.fingerprint) == 2
+    assert len(store.hashes_with_vectors(EMB.fingerprint)) == 2
+    assert len(store.hashes_with_vectors(other.fingerprint)) == 2
+    assert store.hashes_with_vectors(third.fingerprint) == set()
+
+
+def test_generations_are_recorded_as_one_value(store):
+    """1. A new store has no generation; 2. both are written and read back as written, the
+    recorded embedder settings included; 3. activating the building one is one write."""
+    assert store.generations() == Generations()
+    old = Generation("sha256:aaaa/3", "old", 3, {"backend": "onnx", "threads": 2}, 1.0)
+    new = Generation("sha256:bbbb/3", "new", 3, {"backend": "ollama", "model": "m"}, 2.0)
+    store.set_generations(Generations(active=old, building=new))
+    read = store.generations()
+    assert read == Generations(active=old, building=new)
+    assert read.active is not None
+    assert read.active.embedder == {"backend": "onnx", "threads": 2}
+    store.set_generations(Generations(active=new))
+    assert store.generations() == Generations(active=new, building=None)
+
+
+def test_the_sync_lease_has_one_holder_until_it_expires_or_is_released(store):
+    """1. The first taker holds the lease and may renew it; 2. another taker gets the holder's
+    lease back instead; 3. released, or expired (a lease of 0 s), it is anyone's."""
+    assert store.read_lease() is None
+    first = store.take_lease("host-a:1", 60)
+    assert first.holder == "host-a:1"
+    assert 0 < first.expires_in_s <= 60
+    assert store.take_lease("host-a:1", 60).holder == "host-a:1"  # renewed
+    refused = store.take_lease("host-b:2", 60)
+    assert refused.holder == "host-a:1"
+    assert not refused.expired
+    store.release_lease("host-b:2")  # not the holder: nothing happens
+    assert store.read_lease().holder == "host-a:1"
+    store.release_lease("host-a:1")
+    assert store.read_lease() is None
+    store.take_lease("host-b:2", 0)  # expires at once, as a dead holder's lease does
+    assert store.read_lease().expired
+    assert store.take_lease("host-c:3", 60).holder == "host-c:3"
+
+
+def test_lease_takers_racing_get_exactly_one_holder(store):
+    """Eight threads take the lease at once: exactly one holds it, and every one of them is
+    told who."""
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def take(name: str) -> None:
+        barrier.wait()
+        results.append(store.take_lease(name, 60).holder)
+
+    threads = [threading.Thread(target=take, args=(f"host:{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1
+    assert store.read_lease().holder == results[0]
 
 
 def test_commit_by_another_connection_reaches_search(tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ragvisor.allocator import release_free_memory
+from ragvisor.application.generations import ModelGenerations
+from ragvisor.application.sync_lease import SyncLease
 from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
@@ -152,8 +154,18 @@ class SyncRunner:
         quick_check: bool = True,
         metrics: Metrics | None = None,
         before_sync: Callable[[], object] | None = None,
+        lease: SyncLease | None = None,
+        generations: ModelGenerations | None = None,
+        may_sync: bool = True,
     ) -> None:
         self.quick_check = quick_check
+        # The store-wide lease (several daemons on one store: one syncs at a time).
+        self.lease = lease
+        # The store's model generations: a model change builds a new one without a gap.
+        self.generations = generations
+        # Whether this daemon syncs on its own (`sync.interval_s` or `sync.on_start`): only such
+        # a daemon takes an abandoned lease over.
+        self.may_sync = may_sync
         self._metrics = metrics
         # Run first thing in every sync: a remote embedder re-reads its model's identity, so a
         # model re-pulled since the last sync is re-embedded under its new fingerprint instead
@@ -185,10 +197,30 @@ class SyncRunner:
         def progress(done: int, total: int) -> None:
             if self._cancel.is_set():
                 raise SyncCancelled(f"sync cancelled after {done} of {total} embeddings")
+            if self.lease is not None:
+                self.lease.check()
+            if self.generations is not None:
+                self.generations.note_progress(done, total)
             if on_progress is not None:
                 on_progress(done, total)
 
         return progress
+
+    def take_over(self) -> SyncReport | None:
+        """Sync now if the store's lease was left to expire by another daemon (killed
+        mid-sync): the periodic store watch calls this, so a sync cut short on one daemon is
+        finished by another within `sync.lease_s` plus the watch interval."""
+        if self.lease is None or not self.may_sync or self.running:
+            return None
+        lease = self.lease.read()
+        if lease is None or not lease.expired or lease.holder == self.lease.holder:
+            return None
+        self._log.warning(
+            "sync.lease_taken_over",
+            previous_holder=lease.holder,
+            expired_s_ago=round(-lease.expires_in_s, 1),
+        )
+        return self.run_quietly(trigger="takeover")
 
     def run_quietly(self, *, trigger: str) -> SyncReport | None:
         """Run a sync for a background job (scheduler, admin thread); never raises.
@@ -222,6 +254,18 @@ class SyncRunner:
         except BaseException:
             self._lock.release()
             raise
+        if self.lease is not None:
+            try:
+                self.lease.acquire()
+            except BusyError:
+                self._file_lock.release()
+                self._lock.release()
+                raise
+            except StoreError as exc:
+                self._file_lock.release()
+                self._lock.release()
+                self._failed(self._log.bind(trigger=trigger), trigger, exc, duration_s=0.0)
+                raise
         self.state.running, self.state.trigger = True, trigger
         self.state.started_at = time.time()
 
@@ -229,6 +273,8 @@ class SyncRunner:
         release_free_memory()  # the batch peak is garbage now; give it back to the OS
         self.state.running = False
         self.state.finished_at = time.time()
+        if self.lease is not None:
+            self.lease.release()
         self._file_lock.release()
         self._lock.release()
 
@@ -277,6 +323,8 @@ class SyncRunner:
         try:
             if self._before_sync is not None:
                 self._before_sync()
+            if self.generations is not None:
+                self.generations.reconcile()
             stored = self._store.stored_documents()
             fingerprint = self._embedder.fingerprint
             have = self._store.hashes_with_vectors(fingerprint)
@@ -336,7 +384,10 @@ class SyncRunner:
                 self._embedder,
                 on_progress=self._checked_progress(on_progress),
                 on_committed=committed,
+                keep=self.generations.keep_while_building() if self.generations else (),
             )
+            if self.generations is not None:
+                self.generations.finish_if_complete()
             report.seconds = time.perf_counter() - started
         except SyncCancelled as exc:
             self._count(trigger, "cancelled")

@@ -324,6 +324,9 @@ class SyncSettings(_Section):
     quick_check: bool = True
     # At shutdown, how long to wait for a running sync to stop after its current batch.
     stop_timeout_s: float = Field(30.0, ge=0)
+    # The store-wide sync lease (several daemons on one Neo4j): renewed every third of this
+    # while syncing; a daemon that dies mid-sync loses it this long after its last renewal.
+    lease_s: float = Field(30.0, ge=1.0, le=3600.0)
 
 
 class LaneSettings(_Section):

@@ -206,3 +206,62 @@ class GenerationStats:
             "generation": self.eval_ns,
         }
         return {name: round(ns / 1e6, 3) for name, ns in phases.items() if ns is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One complete set of vectors: every chunk embedded by one model.
+
+    ``embedder`` holds the `[embedder]` settings that made it (as JSON values), so a daemon
+    can load that model again to embed queries for it while a newer generation is built.
+    """
+
+    fingerprint: str  # Fingerprint.key
+    model: str  # Fingerprint.name, for people
+    dimensions: int
+    embedder: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
+    started_at: float = 0.0  # unix time the generation was begun
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape (stored, and shown in `/status` without the settings)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "embedder": dict(self.embedder),
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Generation:
+        """Back from :meth:`as_dict`."""
+        embedder = data.get("embedder")
+        return cls(
+            fingerprint=str(data["fingerprint"]),
+            model=str(data.get("model", "")),
+            dimensions=int(str(data.get("dimensions", 0))),
+            embedder=dict(embedder) if isinstance(embedder, dict) else {},
+            started_at=float(str(data.get("started_at", 0.0))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """The store's generations: ``active`` serves every search; ``building`` (during a model
+    change) is being embedded and becomes active, in one write, once complete."""
+
+    active: Generation | None = None
+    building: Generation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who may sync the store now, and for how much longer (by the store's clock)."""
+
+    holder: str
+    expires_in_s: float  # negative once expired: free to take
+
+    @property
+    def expired(self) -> bool:
+        """Whether another daemon may take it."""
+        return self.expires_in_s <= 0

@@ -17,7 +17,9 @@ from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
     Fingerprint,
+    Generations,
     GenerationStats,
+    Lease,
     Retrying,
     ScoredChunk,
     SourceDocument,
@@ -94,8 +96,31 @@ class Store(Protocol):
         """Remove a document, its chunks and vectors no other chunk uses."""
         ...
 
-    def prune_vectors(self, keep: Fingerprint) -> int:
-        """Drop vectors of other fingerprints and unreferenced hashes; returns how many."""
+    def prune_vectors(self, *keep: Fingerprint) -> int:
+        """Drop vectors of fingerprints not in ``keep`` and of hashes no chunk has; returns how
+        many."""
+        ...
+
+    def generations(self) -> Generations:
+        """The active generation (searches use it) and the one being built, if any."""
+        ...
+
+    def set_generations(self, generations: Generations) -> None:
+        """Record both generations in one write: activating a complete one is a single step."""
+        ...
+
+    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """Take the sync lease for ``ttl_s`` if it is free, expired or already ``holder``'s
+        (a renewal); atomic across processes and hosts. Returns the lease as it now stands —
+        another holder's when it could not be taken."""
+        ...
+
+    def release_lease(self, holder: str) -> None:
+        """Give the sync lease up, if ``holder`` has it."""
+        ...
+
+    def read_lease(self) -> Lease | None:
+        """The sync lease, expired or not; None when nobody ever took it or it was released."""
         ...
 
     def load_index(self, fingerprint: Fingerprint) -> int:

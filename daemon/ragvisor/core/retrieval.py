@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ragvisor.core.model import ChunkRecord, ScoredChunk
@@ -163,9 +164,20 @@ def fuse(rankings: list[list[ScoredChunk]], k: int) -> list[ScoredChunk]:
 class Retriever:
     """Answers searches from the store; the only embedding it computes is the query's."""
 
-    def __init__(self, store: Store, embedder: Embedder, limits: QueryLimits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        limits: QueryLimits,
+        *,
+        serving: Callable[[], Embedder] | None = None,
+    ) -> None:
+        """``serving``, when given, names the embedder of the generation searches use at this
+        moment (during a model change, the previous model's); it is asked once per query, so a
+        query's vector and the vectors it is compared with always come from the same model."""
         self._store = store
         self._embedder = embedder
+        self._serving = serving
         self.limits = limits
 
     def search(self, query: str, k: int, mode: SearchMode = SearchMode.DENSE) -> SearchResult:
@@ -207,15 +219,16 @@ class Retriever:
         depth = k if mode is not SearchMode.HYBRID else max(k * 4, 20)
         if mode in (SearchMode.DENSE, SearchMode.HYBRID):
             started = time.perf_counter()
+            embedder = self._serving() if self._serving is not None else self._embedder
             try:
-                vector = self._embedder.embed([query])[0]
+                vector = embedder.embed([query])[0]
             except (BackendUnavailable, BackendError) as exc:
                 degraded = f"embedder unavailable, keyword results: {exc}"
                 mode = SearchMode.KEYWORD
             else:
                 timings["embed"] = _ms_since(started)
                 started = time.perf_counter()
-                fingerprint = self._embedder.fingerprint
+                fingerprint = embedder.fingerprint
                 rankings.append(self._store.dense_search(vector, depth, fingerprint))
                 timings["retrieve"] = _ms_since(started)
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):

@@ -222,12 +222,15 @@ def apply_plan(
     *,
     on_progress: ProgressCallback | None = None,
     on_committed: Callable[[PlannedDocument], None] | None = None,
+    keep: Sequence[Fingerprint] = (),
 ) -> SyncReport:
     """Carry out a plan: embed missing vectors in batches, commit documents, then delete.
 
     Deletions run last so a renamed file is written under its new name before the old one is
-    retired. Progress is reported as (chunks embedded so far, chunks to embed). Raises whatever
-    the embedder or store raises; every document committed before that stays committed.
+    retired. Progress is reported as (chunks embedded so far, chunks to embed). The closing
+    prune keeps the embedder's vectors and those of ``keep`` (during a model change, the
+    generation searches still use). Raises whatever the embedder or store raises; every document
+    committed before that stays committed.
     """
     started = time.perf_counter()
     fingerprint = embedder.fingerprint
@@ -283,7 +286,7 @@ def apply_plan(
             store.delete_document(planned.doc_id)
             if on_committed is not None:
                 on_committed(planned)
-    store.prune_vectors(fingerprint)
+    store.prune_vectors(fingerprint, *keep)
     report.seconds = time.perf_counter() - started
     return report
 

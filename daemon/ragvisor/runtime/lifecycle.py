@@ -41,7 +41,8 @@ SYNC_STOP_POLL_S = 0.05
 
 def build_scheduler(services: Services) -> AsyncIOScheduler:
     """The daemon's one scheduler, on the event loop: the sync every `sync.interval_s` (and once
-    at start if `sync.on_start`), and the memory guard every `memory.interval_s`.
+    at start if `sync.on_start`), the memory guard every `memory.interval_s`, and the store
+    watch (`watch_store`).
 
     The sync runs in a thread (it embeds and writes) and one at a time (`max_instances=1`,
     `coalesce=True`); the runner's locks also keep it from overlapping an admin or CLI sync.
@@ -70,7 +71,38 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         scheduler.add_job(scheduled_sync, "date", run_date=now, id="sync")
     if services.memory_guard is not None:
         schedule_memory_guard(scheduler, services.memory_guard, services.settings.memory.interval_s)
+    scheduler.add_job(
+        watch_store,
+        "interval",
+        args=(services,),
+        seconds=store_watch_s(sync.lease_s),
+        id="store-watch",
+        max_instances=1,
+        coalesce=True,
+    )
     return scheduler
+
+
+def store_watch_s(lease_s: float) -> float:
+    """How often the store watch runs: a third of the lease, at most every 5 s, so an abandoned
+    lease is taken over within `sync.lease_s` + 5 s."""
+    return min(5.0, lease_s / 3)
+
+
+async def watch_store(services: Services) -> None:
+    """What several daemons on one store need to notice without a restart: a generation another
+    daemon activated (queries switch models), and a lease left to expire by a daemon that died
+    mid-sync (this one finishes the sync)."""
+
+    def watch() -> None:
+        if services.generations is not None:
+            try:
+                services.generations.refresh()
+            except StoreError:
+                return  # the store is away: /readyz says so; the next watch tries again
+        services.sync_runner.take_over()
+
+    await asyncio.to_thread(watch)
 
 
 def lifespan(
@@ -134,13 +166,16 @@ def run(
         if notifier is not None:
             notifier.status("starting: loading the index, warming up the embedder")
         try:
-            indexed: int | None = services.store.load_index(services.embedder.fingerprint)
+            serving = services.serving_embedder().fingerprint
+            indexed: int | None = services.store.load_index(serving)
         except StoreError as exc:
             # Neo4j away at start: serve anyway — `/readyz` names the store, searches answer 503
             # `store_unavailable` — and use the database as soon as it is back.
             log.error("app.store_unavailable", error=str(exc))  # noqa: TRY400 - an outage, not a bug
             indexed = None
         services.embedder.embed(["warm-up"])  # the first ONNX run allocates; pay it before traffic
+        if services.serving_embedder() is not services.embedder:  # a model change in progress
+            services.serving_embedder().embed(["warm-up"])
         if services.worker is not None:
             if notifier is not None:
                 notifier.status("starting: waiting for the generator worker")

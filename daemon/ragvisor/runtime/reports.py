@@ -44,6 +44,9 @@ def status(services: Services) -> dict[str, Any]:
         store.update(ok=True, **services.store.stats())
     except Exception as exc:  # noqa: BLE001 - a status page reports, it does not fail
         store.update(ok=False, error=str(exc))
+    if services.generations is not None:
+        store["generations"] = services.generations.snapshot()
+    sync["lease"] = _lease_status(services)
     guard = services.memory_guard
     return {
         "version": __version__,
@@ -57,6 +60,20 @@ def status(services: Services) -> dict[str, Any]:
         "memory": guard.snapshot() if guard is not None else {"level": "unknown"},
         "sync": sync,
         "store": store,
+    }
+
+
+def _lease_status(services: Services) -> dict[str, Any] | None:
+    """Who holds the store's sync lease (None: nobody is syncing)."""
+    lease = services.sync_runner.lease
+    current = lease.read() if lease is not None else None
+    if lease is None or current is None:
+        return None
+    return {
+        "holder": current.holder,
+        "mine": current.holder == lease.holder,
+        "expires_in_s": round(current.expires_in_s, 1),
+        "expired": current.expired,
     }
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ragvisor.application.answerer import Answerer
+from ragvisor.application.generations import ModelGenerations
 from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.config import Settings
 from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, ServedGenerator, Store
@@ -42,10 +43,16 @@ class Services:
     supervisors: dict[str, Supervisor] = field(default_factory=dict)
     memory_guard: MemoryGuard | None = None
     remote_embedder: RemoteEmbedder | None = None
+    generations: ModelGenerations | None = None
 
     def ladders(self) -> list[EscalationLadder]:
         """The escalation ladders of the supervised backends."""
         return [s.ladder for s in self.supervisors.values() if s.ladder is not None]
+
+    def serving_embedder(self) -> Embedder:
+        """The embedder whose vectors searches use now (the previous model's during a model
+        change, see `application.generations`)."""
+        return self.generations.serving if self.generations is not None else self.embedder
 
     def close(self) -> None:
         """Stop the worker (if we started one) and release the store."""

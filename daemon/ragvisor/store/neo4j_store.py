@@ -36,6 +36,8 @@ from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
     Fingerprint,
+    Generations,
+    Lease,
     ScoredChunk,
     SourceDocument,
     StoredDocument,
@@ -43,6 +45,7 @@ from ragvisor.core.model import (
 from ragvisor.core.protocols import Vector
 from ragvisor.errors import StoreError
 from ragvisor.store.keyword_query import index_words, lucene_query
+from ragvisor.store.records import LEASE_KEY, generations_from_json, generations_to_json
 
 SCHEMA_VERSION = 1
 FULLTEXT_INDEX = "ragvisor_chunk_words"
@@ -51,6 +54,8 @@ FULLTEXT_ANALYZER = "english"
 # Vector results are per text hash; several chunks may share one, and a vector may have no
 # chunk left before a prune: ask the index for more than k.
 _OVERSAMPLE = 4
+# Vectors deleted per transaction by a prune.
+_PRUNE_BATCH = 2000
 # A transaction that cannot have this long is not started: it would only time out.
 _MIN_QUERY_S = 0.05
 T = TypeVar("T")
@@ -60,6 +65,7 @@ _CONSTRAINTS = (
     "FOR (d:Document) REQUIRE d.doc_id IS UNIQUE",
     "CREATE CONSTRAINT ragvisor_chunk_id IF NOT EXISTS FOR (c:Chunk) REQUIRE c.chunk_id IS UNIQUE",
     "CREATE CONSTRAINT ragvisor_vector_key IF NOT EXISTS FOR (v:Vector) REQUIRE v.key IS UNIQUE",
+    "CREATE CONSTRAINT ragvisor_meta_id IF NOT EXISTS FOR (m:RagvisorMeta) REQUIRE m.id IS UNIQUE",
     "CREATE INDEX ragvisor_chunk_hash IF NOT EXISTS FOR (c:Chunk) ON (c.text_sha256)",
     "CREATE INDEX ragvisor_vector_fingerprint IF NOT EXISTS FOR (v:Vector) ON (v.fingerprint)",
     f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS FOR (c:Chunk) ON EACH [c.words] "
@@ -313,19 +319,109 @@ class Neo4jStore:
 
         self._guard("delete_document", lambda: self._write(work))
 
-    def prune_vectors(self, keep: Fingerprint) -> int:
-        """Drop vectors of other fingerprints and of hashes no chunk has any more."""
+    def prune_vectors(self, *keep: Fingerprint) -> int:
+        """Drop vectors of fingerprints not kept and of hashes no chunk has any more, in
+        batches (a whole generation is too much for one transaction on a 512 MB heap), then
+        the vector indexes of fingerprints no longer kept."""
+        kept = [f.key for f in keep]
 
-        def work(tx: neo4j.ManagedTransaction) -> int:
+        def batch(tx: neo4j.ManagedTransaction) -> int:
             record = tx.run(
-                "MATCH (v:Vector) WHERE v.fingerprint <> $fp "
+                "MATCH (v:Vector) WHERE NOT v.fingerprint IN $kept "
                 "OR NOT EXISTS { MATCH (c:Chunk {text_sha256: v.text_sha256}) } "
-                "DETACH DELETE v RETURN count(*) AS n",
-                fp=keep.key,
+                "WITH v LIMIT $batch DETACH DELETE v RETURN count(*) AS n",
+                kept=kept,
+                batch=_PRUNE_BATCH,
             ).single()
             return int(record["n"]) if record else 0
 
-        return self._guard("prune_vectors", lambda: self._write(work))
+        def prune() -> int:
+            total = 0
+            while (n := self._write(batch)) > 0:
+                total += n
+            wanted = {f"ragvisor_vectors_{_fingerprint_id(f)}" for f in keep}
+            for record in self._read(
+                "SHOW VECTOR INDEXES YIELD name WHERE name STARTS WITH 'ragvisor_vectors_' "
+                "RETURN name"
+            ):
+                if record["name"] not in wanted:
+                    self._schema(f"DROP INDEX {record['name']} IF EXISTS")
+                    self._indexed.discard(record["name"])
+            return total
+
+        return self._guard("prune_vectors", prune)
+
+    # -- generations and the sync lease ------------------------------------------------------
+
+    def generations(self) -> Generations:
+        """The active and the building generation, from the `RagvisorMeta` node."""
+        records = self._guard(
+            "generations",
+            lambda: self._read(
+                "OPTIONAL MATCH (m:RagvisorMeta {id: 'generations'}) RETURN m.value AS v"
+            ),
+        )
+        return generations_from_json(records[0]["v"] if records else None)
+
+    def set_generations(self, generations: Generations) -> None:
+        """Both generations in one write."""
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(
+                "MERGE (m:RagvisorMeta {id: 'generations'}) SET m.value = $v",
+                v=generations_to_json(generations),
+            ).consume()
+
+        self._guard("set_generations", lambda: self._write(work))
+
+    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """Compare-and-set by Neo4j's clock, under the lease node's write lock (taken first, so
+        two daemons cannot both see it free)."""
+
+        def work(tx: neo4j.ManagedTransaction) -> Lease:
+            record = tx.run(
+                "MERGE (l:RagvisorMeta {id: $key}) SET l.locked_at = timestamp() "
+                "WITH l, timestamp() AS now "
+                "WITH l, now, (l.holder IS NULL OR l.expires_at <= now OR l.holder = $holder) "
+                "AS free "
+                "FOREACH (_ IN CASE WHEN free THEN [1] ELSE [] END | "
+                "SET l.holder = $holder, l.expires_at = now + $ttl_ms) "
+                "RETURN l.holder AS holder, (l.expires_at - now) / 1000.0 AS left",
+                key=LEASE_KEY,
+                holder=holder,
+                ttl_ms=int(ttl_s * 1000),
+            ).single()
+            assert record is not None  # MERGE returns its node
+            return Lease(str(record["holder"]), float(record["left"]))
+
+        return self._guard("take_lease", lambda: self._write(work))
+
+    def release_lease(self, holder: str) -> None:
+        """Clear the lease if it is ``holder``'s."""
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(
+                "MATCH (l:RagvisorMeta {id: $key}) WHERE l.holder = $holder "
+                "REMOVE l.holder, l.expires_at",
+                key=LEASE_KEY,
+                holder=holder,
+            ).consume()
+
+        self._guard("release_lease", lambda: self._write(work))
+
+    def read_lease(self) -> Lease | None:
+        """The lease as it stands, by Neo4j's clock."""
+        records = self._guard(
+            "read_lease",
+            lambda: self._read(
+                "OPTIONAL MATCH (l:RagvisorMeta {id: $key}) "
+                "RETURN l.holder AS holder, (l.expires_at - timestamp()) / 1000.0 AS left",
+                key=LEASE_KEY,
+            ),
+        )
+        if not records or records[0]["holder"] is None:
+            return None
+        return Lease(str(records[0]["holder"]), float(records[0]["left"]))
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
     Fingerprint,
+    Generations,
+    Lease,
     ScoredChunk,
     SourceDocument,
     StoredDocument,
@@ -35,6 +37,13 @@ from ragvisor.datadir import make_private_dir, touch_private
 from ragvisor.errors import StoreError
 from ragvisor.store.dense_index import DenseIndex
 from ragvisor.store.keyword_query import fts_query
+from ragvisor.store.records import (
+    LEASE_KEY,
+    generations_from_json,
+    generations_to_json,
+    lease_from_json,
+    lease_to_json,
+)
 from ragvisor.store.sqlite_schema import DB_FILENAME, SCHEMA, SCHEMA_VERSION, from_blob, to_blob
 
 P = ParamSpec("P")
@@ -129,9 +138,10 @@ class SqliteStore:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that bumps ``commit_seq`` if it changed a row; rolled back on
-        any error.
+    def _write(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction that bumps ``commit_seq`` if it changed a row (unless ``bump``
+        is false: the lease and generation records change no chunk or vector, and must not make
+        every reader reload its matrix); rolled back on any error.
 
         The sequence number it committed is left in ``self._local.committed_seq``, None when
         the body changed nothing (a prune with nothing to prune, as every unchanged re-sync
@@ -145,7 +155,7 @@ class SqliteStore:
                 # the difference is exactly this transaction's rows.
                 changes_before = conn.total_changes
                 yield conn
-                if conn.total_changes == changes_before:
+                if not bump or conn.total_changes == changes_before:
                     self._local.committed_seq = None
                 else:
                     conn.execute(
@@ -328,11 +338,18 @@ class SqliteStore:
                 )
             retired = [(cid, rowid) for cid, rowid in existing.items() if cid not in keep]
             self._retire(conn, retired)
-            if index is not None and index.fingerprint_key == fingerprint.key:
+            if index is not None:
+                # A retired chunk leaves whichever generation the matrix holds; a new chunk
+                # enters it only with a vector of that generation (during a model change the
+                # matrix serves the active one while this commit may write the next).
                 for chunk_id, _ in retired:
                     index.remove(chunk_id)
+                same = index.fingerprint_key == fingerprint.key
                 for chunk in chunks:
-                    index.upsert(chunk.chunk_id, vectors[chunk.text_sha256])
+                    if same:
+                        index.upsert(chunk.chunk_id, vectors[chunk.text_sha256])
+                    elif chunk.chunk_id not in existing:
+                        index.seq = -1  # it may have a vector of the served generation: reload
 
     @staticmethod
     def _retire(conn: sqlite3.Connection, chunks: Sequence[tuple[str, int]]) -> None:
@@ -369,15 +386,65 @@ class SqliteStore:
                     index.remove(chunk_id)
 
     @_store_errors
-    def prune_vectors(self, keep: Fingerprint) -> int:
-        """Drop vectors of other fingerprints and of hashes no chunk has any more."""
+    def prune_vectors(self, *keep: Fingerprint) -> int:
+        """Drop vectors of fingerprints not kept and of hashes no chunk has any more."""
+        marks = ",".join("?" * len(keep)) or "NULL"
         with self._commit() as (conn, _):
             cursor = conn.execute(
-                "DELETE FROM vectors WHERE fingerprint != ? "
+                f"DELETE FROM vectors WHERE fingerprint NOT IN ({marks}) "
                 "OR text_sha256 NOT IN (SELECT text_sha256 FROM chunks)",
-                (keep.key,),
+                tuple(f.key for f in keep),
             )
             return cursor.rowcount
+
+    # -- generations and the sync lease ------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_store_errors
+    def generations(self) -> Generations:
+        """The active and the building generation, from the `meta` table."""
+        return generations_from_json(self._meta("generations"))
+
+    @_store_errors
+    def set_generations(self, generations: Generations) -> None:
+        """Both generations in one write."""
+        with self._write(bump=False) as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('generations', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (generations_to_json(generations),),
+            )
+
+    @_store_errors
+    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """Compare-and-set in one `BEGIN IMMEDIATE` transaction: atomic between processes."""
+        with self._write(bump=False) as conn:
+            now = time.time()
+            current = lease_from_json(self._meta(LEASE_KEY), now)
+            if current is None or current.expired or current.holder == holder:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (LEASE_KEY, lease_to_json(holder, now + ttl_s)),
+                )
+                return Lease(holder, ttl_s)
+            return current
+
+    @_store_errors
+    def release_lease(self, holder: str) -> None:
+        """Delete the lease if it is ``holder``'s."""
+        with self._write(bump=False) as conn:
+            current = lease_from_json(self._meta(LEASE_KEY), time.time())
+            if current is not None and current.holder == holder:
+                conn.execute("DELETE FROM meta WHERE key = ?", (LEASE_KEY,))
+
+    @_store_errors
+    def read_lease(self) -> Lease | None:
+        """The lease as it stands, expired or not."""
+        return lease_from_json(self._meta(LEASE_KEY), time.time())
 
     # -- reading -----------------------------------------------------------------------------
 

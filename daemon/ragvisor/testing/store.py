@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
     Fingerprint,
+    Generations,
+    Lease,
     ScoredChunk,
     SourceDocument,
     StoredDocument,
@@ -45,6 +48,9 @@ class MemoryStore:
         self._docs: dict[str, _Doc] = {}
         self._vectors: dict[tuple[str, str], Vector] = {}
         self.loaded_indexes: list[str] = []  # fingerprints `load_index` was asked for
+        self._generations = Generations()
+        self._lease: tuple[str, float] | None = None  # (holder, expires at by `clock`)
+        self.clock: Callable[[], float] = time.monotonic  # a test may put a FakeClock here
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         """Every stored document by id, with its chunk hashes in position order."""
@@ -94,14 +100,46 @@ class MemoryStore:
         with self._lock:
             self._docs.pop(doc_id, None)
 
-    def prune_vectors(self, keep: Fingerprint) -> int:
-        """Drop vectors of other fingerprints and of hashes no chunk uses; returns how many."""
+    def prune_vectors(self, *keep: Fingerprint) -> int:
+        """Drop vectors of fingerprints not kept and of hashes no chunk uses; returns how many."""
+        kept = {f.key for f in keep}
         with self._lock:
             used = {c.text_sha256 for doc in self._docs.values() for c in doc.chunks}
-            gone = [k for k in self._vectors if k[1] != keep.key or k[0] not in used]
+            gone = [k for k in self._vectors if k[1] not in kept or k[0] not in used]
             for key in gone:
                 del self._vectors[key]
             return len(gone)
+
+    def generations(self) -> Generations:
+        """The active and the building generation."""
+        with self._lock:
+            return self._generations
+
+    def set_generations(self, generations: Generations) -> None:
+        """Both in one step."""
+        with self._lock:
+            self._generations = generations
+
+    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+        """Take or renew the lease if free, expired or ``holder``'s (by `self.clock`)."""
+        with self._lock:
+            now = self.clock()
+            if self._lease is None or self._lease[1] <= now or self._lease[0] == holder:
+                self._lease = (holder, now + ttl_s)
+            return Lease(self._lease[0], self._lease[1] - now)
+
+    def release_lease(self, holder: str) -> None:
+        """Drop the lease if it is ``holder``'s."""
+        with self._lock:
+            if self._lease is not None and self._lease[0] == holder:
+                self._lease = None
+
+    def read_lease(self) -> Lease | None:
+        """The lease as it stands."""
+        with self._lock:
+            if self._lease is None:
+                return None
+            return Lease(self._lease[0], self._lease[1] - self.clock())
 
     def load_index(self, fingerprint: Fingerprint) -> int:
         """Nothing to build: records the call and returns how many chunks have a vector."""
