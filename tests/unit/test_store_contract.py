@@ -197,6 +197,29 @@ def test_lease_takers_racing_get_exactly_one_holder(store):
     assert store.read_lease().holder == results[0]
 
 
+def test_a_document_reads_back_whole_with_its_vectors(store):
+    """read_document returns what was committed (chunks in order, the document's fields, no
+    file text); vectors and vector_counts return what is stored, per fingerprint."""
+    doc = make_document("ops/swap.md", "one\n\ntwo\n\nthree")
+    chunks = commit(store, doc)
+    version = store.read_document(doc.doc_id)
+    assert version is not None
+    assert version.chunks == tuple(chunks)
+    assert version.chunker_version == CHUNKER
+    assert (version.source.path, version.source.title) == (doc.path, doc.title)
+    assert (version.source.content_sha256, version.source.stamp) == (doc.content_sha256, doc.stamp)
+    assert version.source.size_bytes == doc.size_bytes
+    assert version.source.text == ""
+    assert store.read_document("missing") is None
+    hashes = [c.text_sha256 for c in chunks]
+    vectors = store.vectors([*hashes, "unknown"], EMB.fingerprint)
+    assert set(vectors) == set(hashes)
+    expected = EMB.embed([c.text for c in chunks])
+    for chunk, row in zip(chunks, expected, strict=True):
+        assert np.allclose(vectors[chunk.text_sha256], row, atol=1e-6)
+    assert store.vector_counts() == {EMB.fingerprint.key: (EMB.fingerprint.dimensions, 3)}
+
+
 def test_commit_by_another_connection_reaches_search(tmp_path):
     """A commit made through a second store on the same file (another process) reaches search."""
     first = SqliteStore(tmp_path / "d")

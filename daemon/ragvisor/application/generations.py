@@ -39,8 +39,7 @@ def generation_of(embedder: Embedder, settings: Mapping[str, Any], now: float) -
 
 def fingerprint_of(generation: Generation) -> Fingerprint:
     """A generation's fingerprint as the stores key it (the key is all they compare)."""
-    digest = generation.fingerprint.removeprefix("sha256:").split("/", 1)[0]
-    return Fingerprint(generation.model, digest, generation.dimensions)
+    return Fingerprint.from_key(generation.fingerprint, generation.model)
 
 
 @dataclass(slots=True)

@@ -229,6 +229,69 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return runners[args.command](args)
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    """`ragvisor store copy --to-config PATH`: progress bar on a terminal, then a summary."""
+    import os
+
+    import structlog
+    from tqdm import tqdm
+
+    from ragvisor.app import build_store, install_sigterm_as_interrupt
+    from ragvisor.application.store_copy import copy_store
+    from ragvisor.config import load_settings
+
+    install_sigterm_as_interrupt()
+    source_settings = settings_from(args)
+    target_settings = load_settings(args.to_config, os.environ)
+    if _store_identity(source_settings) == _store_identity(target_settings):
+        raise InputError(f"--to-config {args.to_config} names the store being copied")
+    source = build_store(source_settings)
+    try:
+        target = build_store(target_settings)
+    except BaseException:
+        source.close()
+        raise
+    bar = tqdm(
+        unit="doc", desc="copying", file=sys.stderr, disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )  # fmt: skip
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = copy_store(
+            source, target, on_progress=progress, log=structlog.get_logger(component="store")
+        )
+    finally:
+        bar.close()
+        source.close()
+        target.close()
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return EXIT_OK
+    v = report.verified
+    print(
+        f"documents: {report.documents_copied} copied, {report.documents_already_there} "
+        f"already there; vectors copied: {report.vectors_copied} in {report.seconds:.2f}s"
+    )
+    print(
+        f"verified: {v['documents']} documents, {v['chunks']} chunks, vectors "
+        + ", ".join(f"{n} of {key}" for key, n in v["vectors"].items())
+        + f"; {v['vectors_compared']} vectors compared value by value"
+    )
+    return EXIT_OK
+
+
+def _store_identity(settings: Any) -> tuple[str, ...]:
+    """Where a configuration's store is: the same tuple means the same store."""
+    s = settings.store
+    if s.backend == "neo4j":
+        return ("neo4j", s.uri, s.database)
+    return ("sqlite", str(s.data_dir.expanduser().resolve()))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "sync": cmd_sync,
@@ -239,4 +302,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": cmd_ops,
     "status": cmd_ops,
     "faultproxy": cmd_ops,
+    "store": cmd_store,
 }

@@ -83,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exit when this process goes away (set by the daemon that starts the worker)",
     )
+    store = sub.add_parser("store", help="work on the store itself (copy it into another)")
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="copy")
+    copy = store_sub.add_parser(
+        "copy",
+        help="copy documents, chunks and vectors into the store another configuration names, "
+        "without embedding again; run it again to resume; verified at the end",
+    )
+    _common(copy)
+    copy.add_argument(
+        "--to-config",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the TOML configuration whose [store] receives the copy (e.g. Neo4j)",
+    )
+    copy.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     _add_ops_commands(sub)
     for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
         command.add_argument(

@@ -30,6 +30,13 @@ class Fingerprint:
         """Name plus key, for logs and status pages."""
         return f"{self.name} ({self.key})"
 
+    @classmethod
+    def from_key(cls, key: str, name: str = "") -> Fingerprint:
+        """A fingerprint whose :attr:`key` is ``key`` (what stores compare), for vectors whose
+        model is known only by the key they are stored under."""
+        digest, _, dimensions = key.removeprefix("sha256:").partition("/")
+        return cls(name, digest, int(dimensions))
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -72,6 +79,18 @@ class StoredDocument:
     chunker_version: str
     chunk_hashes: tuple[str, ...]  # text_sha256 per position
     stamp: str = ""  # the file's stamp at its last commit ("" = never trust, always re-read)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentVersion:
+    """A stored document whole — what it was read as and its chunks — as a copy needs it.
+
+    ``source.text`` is empty: a store keeps the chunks' text, not the file's.
+    """
+
+    source: SourceDocument
+    chunks: tuple[Chunk, ...]
+    chunker_version: str
 
 
 @dataclass(frozen=True, slots=True)

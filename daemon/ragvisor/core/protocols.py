@@ -16,6 +16,7 @@ from ragvisor.core.model import (
     ChatMessage,
     Chunk,
     ChunkRecord,
+    DocumentVersion,
     Fingerprint,
     Generations,
     GenerationStats,
@@ -99,6 +100,19 @@ class Store(Protocol):
     def prune_vectors(self, *keep: Fingerprint) -> int:
         """Drop vectors of fingerprints not in ``keep`` and of hashes no chunk has; returns how
         many."""
+        ...
+
+    def read_document(self, doc_id: str) -> DocumentVersion | None:
+        """A stored document with its chunks in position order (for copying a store)."""
+        ...
+
+    def vectors(self, hashes: Sequence[str], fingerprint: Fingerprint) -> dict[str, Vector]:
+        """The stored vectors of these text hashes under this fingerprint (missing ones left
+        out)."""
+        ...
+
+    def vector_counts(self) -> dict[str, tuple[int, int]]:
+        """Per fingerprint key: (dimensions, how many vectors)."""
         ...
 
     def generations(self) -> Generations:

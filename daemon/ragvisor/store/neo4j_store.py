@@ -26,15 +26,18 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import neo4j
+import numpy as np
 from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable
 
 from ragvisor.core.deadline import remaining_s
 from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
+    DocumentVersion,
     Fingerprint,
     Generations,
     Lease,
@@ -127,6 +130,9 @@ class Neo4jStore:
             # A connection idle this long is checked before use: one that died with a restarted
             # Neo4j is then replaced instead of failing a request.
             liveness_check_timeout=30.0,
+            # The server's query notes ("this label is not in the database yet", on a fresh
+            # database) are not the operator's business: our own events say what matters.
+            notifications_min_severity="OFF",
         )
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -351,6 +357,69 @@ class Neo4jStore:
 
         return self._guard("prune_vectors", prune)
 
+    # -- copying -----------------------------------------------------------------------------
+
+    def read_document(self, doc_id: str) -> DocumentVersion | None:
+        """A stored document with its chunks, read in one transaction."""
+        records = self._guard(
+            "read_document",
+            lambda: self._read(
+                "MATCH (d:Document {doc_id: $doc_id}) OPTIONAL MATCH (d)-[:HAS_CHUNK]->(c:Chunk) "
+                "WITH d, c ORDER BY c.position RETURN d, collect(c) AS chunks",
+                doc_id=doc_id,
+            ),
+        )
+        if not records:
+            return None
+        d = records[0]["d"]
+        source = SourceDocument(
+            doc_id=doc_id,
+            corpus_root=d["corpus_root"],
+            path=d["path"],
+            title=d["title"],
+            content_sha256=d["content_sha256"],
+            text="",
+            size_bytes=int(d["size_bytes"]),
+            mtime_ns=int(d["mtime_ns"]),
+            stamp=d.get("stamp", ""),
+        )
+        chunks = tuple(
+            Chunk(
+                c["chunk_id"],
+                doc_id,
+                int(c["position"]),
+                c["text"],
+                c["text_sha256"],
+                c["heading"],
+                c["chunker_version"],
+            )
+            for c in records[0]["chunks"]
+        )
+        return DocumentVersion(source, chunks, d["chunker_version"])
+
+    def vectors(self, hashes: Sequence[str], fingerprint: Fingerprint) -> dict[str, Vector]:
+        """Stored vectors of these hashes under this fingerprint."""
+        keys = [f"{fingerprint.key}:{h}" for h in sorted(set(hashes))]
+        records = self._guard(
+            "vectors",
+            lambda: self._read(
+                "MATCH (v:Vector) WHERE v.key IN $keys RETURN v.text_sha256 AS h, v.embedding AS e",
+                keys=keys,
+            ),
+        )
+        return {r["h"]: np.asarray(r["e"], dtype=np.float32) for r in records}
+
+    def vector_counts(self) -> dict[str, tuple[int, int]]:
+        """Per fingerprint: (dimensions, count)."""
+        records = self._guard(
+            "vector_counts",
+            lambda: self._read(
+                "MATCH (v:Vector) RETURN v.fingerprint AS fp, max(v.dimensions) AS dims, "
+                "count(v) AS n"
+            ),
+        )
+        return {r["fp"]: (int(r["dims"]), int(r["n"])) for r in records}
+
     # -- generations and the sync lease ------------------------------------------------------
 
     def generations(self) -> Generations:
@@ -560,3 +629,67 @@ class Neo4jStore:
     def close(self) -> None:
         """Close the driver's connections."""
         self._driver.close()
+
+    # -- for `ragvisor doctor`: read-only, no schema set up, nothing written ------------------
+
+    def _peek(self, what: str, query: str, **params: Any) -> list[neo4j.Record]:
+        """One bounded read outside `_guard`: the doctor looks at the database as it is, and
+        must not wait for (or create) the schema the daemon sets up."""
+        try:
+            return self._read(query, **params)
+        except StoreError:
+            raise
+        except (Neo4jError, DriverError, OSError) as exc:
+            raise StoreError(f"{what} on {self.uri} failed: {_reason(exc)}") from exc
+
+    def recorded_generations(self) -> Generations:
+        """The generations as recorded, like :meth:`generations` but read-only: a database no
+        daemon has used yet reads as no generation at all. Raises StoreError naming the uri and
+        the reason (unreachable, credentials refused) when the database cannot be read."""
+        records = self._peek(
+            "recorded_generations",
+            "OPTIONAL MATCH (m:RagvisorMeta {id: 'generations'}) RETURN m.value AS v",
+        )
+        return generations_from_json(records[0]["v"] if records else None)
+
+    def vector_index_info(self, fingerprint: Fingerprint) -> VectorIndexInfo:
+        """This fingerprint's vector index as Neo4j reports it (`SHOW VECTOR INDEXES`), and how
+        many vectors the fingerprint has; creates nothing. Raises StoreError like
+        :meth:`recorded_generations`."""
+        name = f"ragvisor_vectors_{_fingerprint_id(fingerprint)}"
+        shown = self._peek(
+            "vector_index_info",
+            "SHOW VECTOR INDEXES YIELD name, state, options WHERE name = $name "
+            "RETURN state, options",
+            name=name,
+        )
+        counted = self._peek(
+            "vector_index_info",
+            "MATCH (v:Vector {fingerprint: $fp}) RETURN count(v) AS n",
+            fp=fingerprint.key,
+        )
+        vectors = int(counted[0]["n"]) if counted else 0
+        if not shown:
+            return VectorIndexInfo(name, exists=False, vectors=vectors)
+        config = (shown[0]["options"] or {}).get("indexConfig") or {}
+        dimensions = config.get("vector.dimensions")
+        return VectorIndexInfo(
+            name,
+            exists=True,
+            state=str(shown[0]["state"]),
+            dimensions=int(dimensions) if dimensions is not None else None,
+            vectors=vectors,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VectorIndexInfo:
+    """One fingerprint's vector index as Neo4j reports it (:meth:`Neo4jStore.vector_index_info`):
+    its name, whether it exists, its state (`ONLINE`, `POPULATING`, `FAILED`), its
+    `vector.dimensions`, and the vectors stored under the fingerprint."""
+
+    name: str
+    exists: bool
+    state: str | None = None
+    dimensions: int | None = None
+    vectors: int = 0

@@ -25,6 +25,7 @@ import numpy as np
 from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
+    DocumentVersion,
     Fingerprint,
     Generations,
     Lease,
@@ -396,6 +397,49 @@ class SqliteStore:
                 tuple(f.key for f in keep),
             )
             return cursor.rowcount
+
+    # -- copying -----------------------------------------------------------------------------
+
+    @_store_errors
+    def read_document(self, doc_id: str) -> DocumentVersion | None:
+        """A stored document with its chunks, read in one transaction."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute(
+                "SELECT corpus_root, path, title, content_sha256, chunker_version, size_bytes, "
+                "mtime_ns, stamp FROM documents WHERE doc_id = ?",
+                (doc_id,),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT chunk_id, position, text, text_sha256, heading, chunker_version "
+                "FROM chunks WHERE doc_id = ? ORDER BY position",
+                (doc_id,),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        if row is None:
+            return None
+        root, path, title, content, chunker, size, mtime, stamp = row
+        source = SourceDocument(doc_id, root, path, title, content, "", size, mtime, stamp)
+        chunks = tuple(
+            Chunk(cid, doc_id, position, text, text_hash, heading, version)
+            for cid, position, text, text_hash, heading, version in rows
+        )
+        return DocumentVersion(source, chunks, chunker)
+
+    @_store_errors
+    def vectors(self, hashes: Sequence[str], fingerprint: Fingerprint) -> dict[str, Vector]:
+        """Stored vectors of these hashes under this fingerprint."""
+        return self._vectors_for(self._conn(), sorted(set(hashes)), fingerprint)
+
+    @_store_errors
+    def vector_counts(self) -> dict[str, tuple[int, int]]:
+        """Per fingerprint: (dimensions, count)."""
+        rows = self._conn().execute(
+            "SELECT fingerprint, max(dimensions), count(*) FROM vectors GROUP BY fingerprint"
+        )
+        return {key: (int(dims), int(n)) for key, dims, n in rows}
 
     # -- generations and the sync lease ------------------------------------------------------
 

@@ -8,6 +8,7 @@ query's words a chunk holds — enough for tests of what calls a store, not a mo
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -19,6 +20,7 @@ import numpy as np
 from ragvisor.core.model import (
     Chunk,
     ChunkRecord,
+    DocumentVersion,
     Fingerprint,
     Generations,
     Lease,
@@ -109,6 +111,32 @@ class MemoryStore:
             for key in gone:
                 del self._vectors[key]
             return len(gone)
+
+    def read_document(self, doc_id: str) -> DocumentVersion | None:
+        """A stored document with its chunks."""
+        with self._lock:
+            doc = self._docs.get(doc_id)
+            if doc is None:
+                return None
+            source = dataclasses.replace(doc.source, text="")
+            return DocumentVersion(source, doc.chunks, doc.chunker_version)
+
+    def vectors(self, hashes: Sequence[str], fingerprint: Fingerprint) -> dict[str, Vector]:
+        """Stored vectors of these hashes under this fingerprint."""
+        with self._lock:
+            return {
+                h: self._vectors[(h, fingerprint.key)]
+                for h in hashes
+                if (h, fingerprint.key) in self._vectors
+            }
+
+    def vector_counts(self) -> dict[str, tuple[int, int]]:
+        """Per fingerprint: (dimensions, count)."""
+        counts: dict[str, tuple[int, int]] = {}
+        with self._lock:
+            for (_, key), vector in self._vectors.items():
+                counts[key] = (len(vector), counts.get(key, (0, 0))[1] + 1)
+        return counts
 
     def generations(self) -> Generations:
         """The active and the building generation."""
