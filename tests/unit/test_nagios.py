@@ -662,6 +662,26 @@ def test_status_table_has_every_section():
     assert "0/4 restarts this hour" in text
 
 
+def test_status_table_shows_the_lease_and_a_migrations_progress():
+    """During a model change on a shared store: who holds the sync lease, which model serves,
+    and how many chunks the new model has embedded."""
+    status = copy.deepcopy(STATUS)
+    status["sync"]["lease"] = {"holder": "box-2:4242", "mine": False, "expires_in_s": 21.4}
+    status["store"]["generations"] = {
+        "active": {"fingerprint": "sha256:aaaa/384", "model": "minilm"},
+        "building": {"fingerprint": "sha256:bbbb/768", "model": "nomic-embed-text"},
+        "serving": "sha256:aaaa/384",
+        "migration": {"chunks_done": 1200, "chunks_total": 4800, "ratio": 0.25},
+    }
+    text = render_status(DaemonReply("u", readyz=READYZ, status=status))
+    assert "lease         box-2:4242, 21 s left" in text
+    assert "model         minilm (sha256:aaaa/384)" in text
+    assert (
+        "migrating to  nomic-embed-text (sha256:bbbb/768): 1200 of 4800 chunks embedded (25 %)"
+        in text
+    )
+
+
 def test_status_table_survives_missing_sections():
     """An older daemon (readiness only) and a sparse /status both render, saying what is
     missing."""

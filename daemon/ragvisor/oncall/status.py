@@ -365,6 +365,16 @@ def _sync_section(status: Mapping[str, Any]) -> list[str]:
     report = sync.get("last_report")
     if isinstance(report, Mapping):
         rows.append(("last report", _report_text(report)))
+    lease = sync.get("lease")
+    if isinstance(lease, Mapping):
+        whose = "this daemon" if lease.get("mine") else _show(lease.get("holder"))
+        left = number(lease.get("expires_in_s"))
+        rows.append(
+            ("lease", f"{whose}, expired {duration(-left)} ago" if left is not None and left <= 0
+             else f"{whose}, {_show(left, 's', 0)} left")
+        )  # fmt: skip
+    elif "lease" in sync:
+        rows.append(("lease", "free (no daemon is syncing)"))
     return ["sync", *_pairs(rows)]
 
 
@@ -374,10 +384,32 @@ def _store_section(reply: DaemonReply) -> list[str]:
         store = dig(reply.readyz, "checks", "store")  # older daemons: readiness has the counts
     if not isinstance(store, Mapping):
         return ["store", "  (not reported)"]
-    rows = [(k, _show(v)) for k, v in store.items() if k != "ok"]
+    rows = [(k, _show(v)) for k, v in store.items() if k not in ("ok", "generations")]
     if store.get("ok") is False:
         rows.insert(0, ("state", "NOT REACHABLE"))
+    rows += _generation_rows(store.get("generations"))
     return ["store", *(_pairs(rows) if rows else ["  (no counts)"])]
+
+
+def _generation_rows(generations: Any) -> list[tuple[str, str]]:
+    """The active model's generation and, during a model change, how far the new one is."""
+    if not isinstance(generations, Mapping):
+        return []
+
+    def name(g: Any) -> str:
+        return f"{g.get('model')} ({g.get('fingerprint')})" if isinstance(g, Mapping) else "-"
+
+    rows = [("model", name(generations.get("active")))]
+    migration = generations.get("migration")
+    if isinstance(migration, Mapping):
+        done, total = number(migration.get("chunks_done")), number(migration.get("chunks_total"))
+        ratio = number(migration.get("ratio"))
+        share = f" ({ratio * 100:.0f} %)" if ratio is not None else ""
+        rows.append(
+            ("migrating to", f"{name(generations.get('building'))}: "
+             f"{_show(done)} of {_show(total)} chunks embedded{share}")
+        )  # fmt: skip
+    return rows
 
 
 def render_status(reply: DaemonReply) -> str:
