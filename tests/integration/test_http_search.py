@@ -122,6 +122,22 @@ def test_bad_search_input_is_a_clear_4xx(daemon, params, status, message):
     assert body["code"]
 
 
+QUERY_SYNTAX = [
+    *('"', "~", "AND", "OR NOT", "*", "sw*p~2", "(", "[swap TO", "\\", "title:swap"),
+    *("+swap -file", "a && b || c", "/regex/", "^2", 'he said "swap', "NEAR(a b)"),
+]
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid", "dense"])
+@pytest.mark.parametrize("query", QUERY_SYNTAX)
+def test_query_syntax_typed_by_a_user_is_searched_as_text(daemon, query, mode):
+    """Lucene's and FTS5's syntax — quotes, fuzzy and wildcard marks, operators, brackets, a
+    lone backslash, fields — is answered 200 (or a 4xx), never a 500, in every mode."""
+    response = httpx.get(f"{daemon.url}/search", params={"q": query, "k": 3, "mode": mode})
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json()["results"], list)
+
+
 def test_non_utf8_query_string_is_refused(daemon):
     """Percent-escapes that are not UTF-8 are a 400, not a search for replacement characters."""
     response = httpx.get(f"{daemon.url}/search?q=%ff%fe")
