@@ -8,7 +8,9 @@ The scenario, as Molecule would run it (Docker is not available here, so it runs
 2. the first apply converges; 3. the second reports `changed=0`; 4. so does `--check` now;
 5. testinfra verifies the live swap, vm.swappiness, the fstab line, the sysctl.d file, the
    Ollama drop-in, neo4j.conf, the daemon's user, virtualenv, configuration and unit;
-   a changed swap_file_size_mb resizes the active swap file, and back;
+   a changed swap_file_size_mb resizes the active swap file, and back; the daemon pointed at
+   the real Neo4j (the session's engine) with a vaulted password gets a private password file,
+   and no output shows the password;
 6. applying with every state absent restores the host exactly; 7. a second removal changes
    nothing. The session fixture `local_host` removes everything even when a step fails.
 """
@@ -19,6 +21,7 @@ import configparser
 import json
 import os
 import re
+import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,11 @@ from typing import Any
 
 import pytest
 
+from ragvisor.app import build_store
 from ragvisor.config import parse_settings, read_toml
+from ragvisor.oncall.doctor import diagnose
+from ragvisor.oncall.doctor_checks import Severity
+from ragvisor.oncall.host_facts import read_host
 from tests.infra.localhost import (
     ABSENT,
     LOCAL,
@@ -48,6 +55,8 @@ from tests.infra.playbook import BIN, PlaybookRun, run_playbook
 pytestmark = pytest.mark.slow
 
 FSTAB_LINE = f"{SWAP_FILE} none swap sw 0 0"
+# The role's default ragvisor_neo4j_password_file: beside the configuration.
+NEO4J_PASSWORD_FILE = RAGVISOR_CONFIG.parent / "neo4j.password"
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,89 @@ def test_swap_file_is_resized_when_its_size_changes(
     _succeeded(again)
     assert again.host().changed == 0
     assert Path("/etc/fstab").read_text(encoding="utf-8").splitlines().count(FSTAB_LINE) == 1
+
+
+def _vaulted_vars(
+    folder: Path, ansible_env: dict[str, str], values: dict[str, Any]
+) -> tuple[str, ...]:
+    """`values` in a vars file encrypted with ansible-vault, as an operator keeps the Neo4j
+    password; returns the options that hand it to ansible-playbook."""
+    vault_password = folder / "vault-password"
+    vault_password.write_text(secrets.token_urlsafe(16) + "\n", encoding="utf-8")
+    vars_file = folder / "vault.yml"
+    vars_file.write_text(json.dumps(values), encoding="utf-8")
+    subprocess.run(
+        [
+            str(BIN / "ansible-vault"),
+            "encrypt",
+            "--vault-password-file",
+            str(vault_password),
+            str(vars_file),
+        ],
+        env=ansible_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "$ANSIBLE_VAULT" in vars_file.read_text(encoding="utf-8")
+    return ("--vault-password-file", str(vault_password), "-e", f"@{vars_file}")
+
+
+def test_neo4j_store_gets_its_config_and_a_private_password_file(
+    converged: Converged, ansible_env: dict[str, str], neo4j_engine: Any, tmp_path: Path, host: Any
+) -> None:
+    """With ragvisor_store_backend neo4j and a vaulted password the role writes a [store] table
+    the daemon's parser accepts and a 0600 password file of the daemon's user with which the
+    doctor reaches the real Neo4j; no --check --diff, apply or re-apply output holds the password;
+    back on sqlite the file is gone.
+    """
+    password = neo4j_engine.password
+    store_vars = {"ragvisor_store_backend": "neo4j", "ragvisor_neo4j_uri": neo4j_engine.uri}
+    vault = _vaulted_vars(tmp_path, ansible_env, {"ragvisor_neo4j_password": password})
+    runs = [
+        run_playbook(
+            "ragvisor.yml",
+            inventory="local",
+            env=ansible_env,
+            extra_vars=store_vars,
+            check=check,
+            options=vault,
+        )
+        for check in (True, False, False)
+    ]
+    for run in runs:
+        _succeeded(run)
+        assert password not in run.output
+    predicted, applied, again = runs
+    assert predicted.host().changed > 0
+    assert applied.host().changed > 0
+    assert again.host().changed == 0, again.output[-6000:]
+
+    password_file = host.file(str(NEO4J_PASSWORD_FILE))
+    assert (password_file.user, password_file.group, password_file.mode) == (
+        RAGVISOR_USER,
+        RAGVISOR_USER,
+        0o600,
+    )
+    assert password_file.content_string == password + "\n"
+    assert password not in RAGVISOR_CONFIG.read_text(encoding="utf-8")
+    settings = parse_settings(read_toml(RAGVISOR_CONFIG))
+    store = settings.store
+    assert (store.backend, store.uri, store.user, store.database) == (
+        "neo4j",
+        neo4j_engine.uri,
+        "neo4j",
+        "neo4j",
+    )
+    assert store.password_file == NEO4J_PASSWORD_FILE
+    reached = {f.check: f for f in diagnose(read_host(settings, build_store), settings)}
+    assert reached["store.neo4j"].severity == Severity.OK, reached["store.neo4j"]
+
+    back = run_playbook("ragvisor.yml", inventory="local", env=ansible_env)
+    _succeeded(back)
+    assert not NEO4J_PASSWORD_FILE.exists()
+    assert parse_settings(read_toml(RAGVISOR_CONFIG)).store.backend == "sqlite"
 
 
 # 6-7: remove, verify the host is as it was

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RAGVISOR, cli_env, free_port, gguf_file
+from tests.integration.conftest import RAGVISOR, cli_env, free_port, gguf_file, run_cli
+from tests.integration.corpus import write_corpus
 
 SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
 PROD_DROPIN = """[Service]
@@ -297,3 +299,76 @@ def test_a_data_dir_open_to_other_users_is_a_warning_with_the_fix(tmp_path):
     subprocess.run(["chmod", "-R", "go=", str(data)], check=True)
     after = findings(doctor(tmp_path, tables, "--json"))["store.data_dir"]
     assert after["severity"] == "ok"
+
+
+# --- the Neo4j store: the real database (tests/infra/neo4j_engine.py) -------------------------
+
+
+def neo4j_doctor(tmp_path: Path, store: dict[str, object]) -> dict[str, dict]:
+    """`ragvisor doctor --json`'s findings for a host laid out under `tmp_path` and the given
+    Neo4j `[store]`."""
+    host = lay_out_host(tmp_path / "host", swap_kib=None, swappiness=10, neo4j=None, dropin=None)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700, exist_ok=True)
+    tables = {
+        "store": {"backend": "neo4j", "data_dir": str(data), **store},
+        "generator": {"backend": "none"},
+        "doctor": host,
+    }
+    return findings(doctor(tmp_path, tables, "--json"))
+
+
+def test_neo4j_store_is_reached_and_its_vector_index_checked(neo4j_engine, tmp_path, model_dir):
+    """9. Against the real Neo4j: (1) wiped, the database is reached and the missing index is a
+    warning to run a sync; (2) after `ragvisor sync` the active model's index is ONLINE with
+    384 dimensions and holds the corpus's vectors."""
+    neo4j_engine.wipe()
+    store = {"uri": neo4j_engine.uri, "password_file": str(neo4j_engine.password_file)}
+    before = neo4j_doctor(tmp_path / "before", store)
+    assert before["store.neo4j"]["severity"] == "ok", before["store.neo4j"]
+    assert neo4j_engine.uri in before["store.neo4j"]["message"]
+    assert before["store.vector_index"]["severity"] == "warning"
+    assert "run a sync" in before["store.vector_index"]["hint"]
+
+    corpus = write_corpus(tmp_path / "notes")
+    synced = run_cli(
+        ["sync", "--corpus", str(corpus), "--data-dir", str(tmp_path / "sync-data")],
+        model_dir,
+        **neo4j_engine.daemon_env(),
+    )
+    assert synced.returncode == 0, synced.stderr
+
+    after = neo4j_doctor(tmp_path / "after", store)
+    index = after["store.vector_index"]
+    assert index["severity"] == "ok", index
+    assert index["observed"]["state"] == "ONLINE"
+    assert index["observed"]["dimensions"] == index["expected"]["dimensions"] == 384
+    assert index["observed"]["vectors"] > 0
+    assert "store.vector_index.building" not in after
+
+
+def test_neo4j_refusing_the_password_or_away_is_critical(neo4j_engine, tmp_path):
+    """10. A wrong password: critical, naming the uri and Neo4j's reason, never the password
+    tried; nothing on the port: critical within the connect timeout, saying it cannot be
+    reached."""
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-Password-42\n")
+    wrong.chmod(0o600)
+    refused = neo4j_doctor(
+        tmp_path / "refused", {"uri": neo4j_engine.uri, "password_file": str(wrong)}
+    )["store.neo4j"]
+    assert refused["severity"] == "critical"
+    assert neo4j_engine.uri in refused["message"]
+    assert "authentication failure" in refused["message"]
+    assert "not-the-Password-42" not in json.dumps(refused)
+
+    away_uri = f"bolt://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    away = neo4j_doctor(
+        tmp_path / "away",
+        {"uri": away_uri, "password_file": str(wrong), "connect_timeout_s": 2},
+    )["store.neo4j"]
+    assert time.monotonic() - started < 30
+    assert away["severity"] == "critical"
+    assert away_uri in away["message"]
+    assert "cannot be reached" in away["message"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ragvisor.config import parse_settings
+from ragvisor.core.model import Fingerprint, Generation, Generations
 from ragvisor.datadir import OpenPath
+from ragvisor.errors import ConfigError, StoreError
 from ragvisor.oncall.doctor import diagnose, exit_code, render_text, report
 from ragvisor.oncall.doctor_checks import (
     Finding,
@@ -33,6 +36,8 @@ from ragvisor.oncall.host_facts import (
     parse_size_mb,
     parse_swaps,
 )
+from ragvisor.oncall.store_checks import check_store
+from ragvisor.oncall.store_facts import read_store
 
 SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 /swapfile                               file\t\t2097148\t\t1024\t\t-2
@@ -437,3 +442,160 @@ def test_private_missing_or_unreadable_data_dir(modes, severity, words):
 def test_facts_without_a_data_dir_give_no_data_dir_finding():
     """Facts assembled by hand (no data directory examined) add no finding."""
     assert check_data_dir(HostFacts()) == []
+
+
+# --- the Neo4j store (store.backend = "neo4j") -------------------------------------------------
+
+NEO4J_STORE = {"backend": "neo4j", "uri": "bolt://db.internal:7687", "user": "ragvisor"}
+GEN_384 = Generation("sha256:0123456789abcdef/384", "all-MiniLM-L6-v2", 384)
+GEN_768 = Generation("sha256:fedcba9876543210/768", "nomic-embed-text", 768)
+
+
+@dataclass(frozen=True)
+class Index:
+    """What the fake store reports of one vector index."""
+
+    name: str = "ragvisor_vectors_0011223344556677"
+    exists: bool = True
+    state: str | None = "ONLINE"
+    dimensions: int | None = 384
+    vectors: int = 12
+
+
+@dataclass
+class FakeProbe:
+    """A store answering the doctor's two questions from fixed values, or raising `error`."""
+
+    generations: Generations = field(default_factory=Generations)
+    indexes: dict[str, Index] = field(default_factory=dict)
+    error: Exception | None = None
+    asked: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    def recorded_generations(self) -> Generations:
+        if self.error is not None:
+            raise self.error
+        return self.generations
+
+    def vector_index_info(self, fingerprint: Fingerprint) -> Index:
+        self.asked.append(fingerprint.key)
+        return self.indexes.get(fingerprint.key, Index(exists=False, state=None, vectors=0))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def store_findings(probe: FakeProbe | None, **store: object) -> dict[str, Finding]:
+    s = settings(store={**NEO4J_STORE, **store})
+    opener = (lambda _settings: probe) if probe is not None else None
+    return by_check(check_store(read_store(s, opener), s))
+
+
+def test_sqlite_store_gives_no_store_finding():
+    """With the SQLite store the doctor opens nothing and reports nothing about a database."""
+    s = settings()
+    assert read_store(s, lambda _settings: pytest.fail("opened a store")) is None
+    assert check_store(None, s) == []
+
+
+def test_store_without_an_opener_is_noted_as_not_checked():
+    """A caller that passes no way to open the store gets an info finding, never a verdict."""
+    found = store_findings(None)
+    assert list(found) == ["store.neo4j"]
+    assert found["store.neo4j"].severity == Severity.INFO
+    assert "not checked" in found["store.neo4j"].message
+
+
+def test_unreachable_database_is_critical_naming_uri_and_reason_not_the_password():
+    """A refused login is critical; the finding names the uri, user and Neo4j's reason, and the
+    password appears nowhere in the rendered report."""
+    refused = StoreError(
+        "recorded_generations on bolt://db.internal:7687 failed: The client is unauthorized "
+        "due to authentication failure."
+    )
+    probe = FakeProbe(error=refused)
+    s = settings(store={**NEO4J_STORE, "password": "s3cret-Pa55"})
+    facts = read_store(s, lambda _settings: probe)
+    found = check_store(facts, s)
+    assert probe.closed
+    [finding] = found
+    assert (finding.check, finding.severity) == ("store.neo4j", Severity.CRITICAL)
+    assert "bolt://db.internal:7687" in finding.message
+    assert "'ragvisor'" in finding.message
+    assert "authentication failure" in finding.message
+    assert "store.password_file" in finding.hint
+    rendered = render_text(found) + str(report(found, 1))
+    assert "s3cret-Pa55" not in rendered
+
+
+def test_a_store_that_cannot_be_opened_is_critical():
+    """ConfigError from the opener (no password, an unreadable password file) is a critical
+    finding with its message, not a crash of the doctor."""
+
+    def opener(_settings):
+        raise ConfigError("store.password_file: cannot read /etc/ragvisor/neo4j.password")
+
+    s = settings(store=NEO4J_STORE)
+    [finding] = check_store(read_store(s, opener), s)
+    assert finding.severity == Severity.CRITICAL
+    assert "/etc/ragvisor/neo4j.password" in finding.message
+
+
+def test_no_generation_recorded_is_a_warning_to_run_a_sync():
+    """A database nothing was synced into: reached (ok), and a warning that says run a sync."""
+    found = store_findings(FakeProbe())
+    assert found["store.neo4j"].severity == Severity.OK
+    assert found["store.vector_index"].severity == Severity.WARNING
+    assert "run a sync" in found["store.vector_index"].hint
+
+
+def test_online_index_of_the_right_size_is_ok_and_asked_by_the_generations_key():
+    """The active generation's index ONLINE with the model's dimensions: ok; the store is asked
+    with the fingerprint key the generation recorded."""
+    probe = FakeProbe(Generations(active=GEN_384), {GEN_384.fingerprint: Index()})
+    found = store_findings(probe)
+    assert probe.asked == [GEN_384.fingerprint]
+    index = found["store.vector_index"]
+    assert index.severity == Severity.OK
+    assert index.expected == {"state": "ONLINE", "dimensions": 384}
+    assert "12 vectors" in index.message
+
+
+@pytest.mark.parametrize(
+    ("index", "severity", "words"),
+    [
+        (Index(exists=False, state=None, vectors=0), Severity.WARNING, "does not exist yet"),
+        (Index(exists=False, state=None, vectors=40), Severity.CRITICAL, "40 vectors"),
+        (Index(state="POPULATING"), Severity.WARNING, "POPULATING, not ONLINE"),
+        (Index(state="FAILED"), Severity.CRITICAL, "FAILED, not ONLINE"),
+        (Index(dimensions=768), Severity.CRITICAL, "holds 768 dimensions, the model makes 384"),
+    ],
+)
+def test_missing_unready_or_wrongly_sized_index(index, severity, words):
+    """Missing before the first sync: warning; missing with vectors, FAILED or of another size:
+    critical; still populating: warning."""
+    found = store_findings(FakeProbe(Generations(active=GEN_384), {GEN_384.fingerprint: index}))
+    assert found["store.vector_index"].severity == severity
+    assert words in found["store.vector_index"].message
+
+
+def test_a_model_change_checks_the_building_generations_index_too():
+    """During a model change the building generation's index is judged under its own name."""
+    probe = FakeProbe(
+        Generations(active=GEN_384, building=GEN_768),
+        {GEN_384.fingerprint: Index(), GEN_768.fingerprint: Index(dimensions=768, vectors=0)},
+    )
+    found = store_findings(probe)
+    assert found["store.vector_index"].severity == Severity.OK
+    assert found["store.vector_index.building"].severity == Severity.OK
+    assert "nomic-embed-text" in found["store.vector_index.building"].message
+
+
+def test_diagnose_includes_the_store_findings():
+    """`diagnose` runs the store's checks with the others; an unreachable database is the worst
+    finding and fails the run."""
+    s = settings(store=NEO4J_STORE, generator={"backend": "none"})
+    facts = HostFacts(store=read_store(s, lambda _s: FakeProbe(error=StoreError("down"))))
+    findings = diagnose(facts, s)
+    assert findings[0].check == "store.neo4j"
+    assert exit_code(findings) == 1

@@ -37,11 +37,6 @@ def generation_of(embedder: Embedder, settings: Mapping[str, Any], now: float) -
     return Generation(f.key, f.name, f.dimensions, dict(settings), now)
 
 
-def fingerprint_of(generation: Generation) -> Fingerprint:
-    """A generation's fingerprint as the stores key it (the key is all they compare)."""
-    return Fingerprint.from_key(generation.fingerprint, generation.model)
-
-
 @dataclass(slots=True)
 class MigrationProgress:
     """How far the building generation is: chunks (distinct texts) with a vector of it."""
@@ -105,7 +100,7 @@ class ModelGenerations:
         active = self._records.active
         if active is None or active.fingerprint == self.configured.fingerprint.key:
             return ()
-        return (fingerprint_of(active),)
+        return (active.identity(),)
 
     # -- reading and writing the records -----------------------------------------------------
 
@@ -267,7 +262,7 @@ class ModelGenerations:
             return
         try:
             wanted = {h for d in self._store.stored_documents().values() for h in d.chunk_hashes}
-            have = self._store.hashes_with_vectors(fingerprint_of(building))
+            have = self._store.hashes_with_vectors(building.identity())
         except StoreError:
             return
         self.progress = MigrationProgress(done=len(wanted & have), total=len(wanted))

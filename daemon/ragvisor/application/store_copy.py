@@ -58,7 +58,7 @@ def fingerprints_to_copy(source: Store) -> list[Fingerprint]:
     records = source.generations()
     kept = [g for g in (records.active, records.building) if g is not None]
     if kept:
-        return [Fingerprint.from_key(g.fingerprint, g.model) for g in kept]
+        return [g.identity() for g in kept]
     return [Fingerprint.from_key(key) for key in sorted(source.vector_counts())]
 
 

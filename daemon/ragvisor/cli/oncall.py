@@ -14,12 +14,12 @@ import json
 import math
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import structlog
 
 from ragvisor.cli.options import add_config_argument
-from ragvisor.errors import RagvisorError
+from ragvisor.errors import ConfigError, RagvisorError
 from ragvisor.oncall.doctor import diagnose, exit_code, render_text, report
 from ragvisor.oncall.doctor_checks import Severity
 from ragvisor.oncall.health import GRACE_S, SERVICE, THRESHOLD_NAMES, default_thresholds, verdict
@@ -35,6 +35,10 @@ from ragvisor.oncall.status import (
     render_status,
     url_from_config,
 )
+
+if TYPE_CHECKING:
+    from ragvisor.config import Settings
+    from ragvisor.store.neo4j_store import Neo4jStore
 
 # --- health ---------------------------------------------------------------------------------
 
@@ -196,6 +200,20 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def open_neo4j(settings: Settings) -> Neo4jStore:
+    """The configured Neo4j store, for the doctor's read-only questions (`read_host` asks only
+    when `store.backend = "neo4j"`): do the daemon's credentials reach it, are the vector indexes
+    there. Raises ConfigError (no password) or StoreError."""
+    from ragvisor.app import build_store
+    from ragvisor.store.neo4j_store import Neo4jStore
+
+    store = build_store(settings)
+    if not isinstance(store, Neo4jStore):  # read_host asks only for store.backend = "neo4j"
+        store.close()
+        raise ConfigError(f"store.backend = {settings.store.backend!r}: not a Neo4j store")
+    return store
+
+
 def run_doctor(args: argparse.Namespace) -> int:
     """`ragvisor doctor`: 0 when nothing reaches --fail-on, 1 when something does.
 
@@ -204,7 +222,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     from ragvisor.config import load_settings
 
     settings = load_settings(args.config, os.environ)
-    findings = diagnose(read_host(settings), settings)
+    findings = diagnose(read_host(settings, open_neo4j), settings)
     code = exit_code(findings, Severity[args.fail_on.upper()])
     if args.json:
         print(json.dumps(report(findings, code), indent=2))

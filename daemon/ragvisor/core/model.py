@@ -251,6 +251,10 @@ class Generation:
             "started_at": self.started_at,
         }
 
+    def identity(self) -> Fingerprint:
+        """The fingerprint its vectors are stored under (stores compare only its key)."""
+        return Fingerprint.from_key(self.fingerprint, self.model)
+
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Generation:
         """Back from :meth:`as_dict`."""

@@ -7,10 +7,12 @@ finding per check, each with a severity: ok, info (nothing to compare with), war
 but not as the deploy intended) or critical (the daemon or the box will fail).
 
 Three layers, from I/O to pure: `read_host` gathers `HostFacts` (ragvisor.oncall.host_facts:
-files under `doctor.proc_dir`, `neo4j.conf`, Ollama's systemd drop-in, and the model's trained
-context — a short timeout, never a model load); the checks (ragvisor.oncall.doctor_checks) are
-pure functions of facts and settings; `diagnose` here runs them all, worst first, and this
-module renders the findings as text or JSON.
+files under `doctor.proc_dir`, `neo4j.conf`, Ollama's systemd drop-in, the model's trained
+context — a short timeout, never a model load — and, with the Neo4j store, the database as
+ragvisor.oncall.store_facts reads it); the checks (ragvisor.oncall.doctor_checks, and
+ragvisor.oncall.store_checks for the store) are pure functions of facts and settings;
+`diagnose` here runs them all, worst first, and this module renders the findings as text or
+JSON.
 
 Exit codes: 0 nothing at or above `--fail-on` (default critical), 1 something is, 2 bad
 configuration or arguments.
@@ -32,6 +34,7 @@ from ragvisor.oncall.doctor_checks import (
     check_swappiness,
 )
 from ragvisor.oncall.host_facts import HostFacts
+from ragvisor.oncall.store_checks import check_store
 
 if TYPE_CHECKING:
     from ragvisor.config import Settings
@@ -48,6 +51,7 @@ def diagnose(facts: HostFacts, settings: Settings) -> list[Finding]:
         *check_ollama(facts, settings),
         check_num_ctx(facts, settings),
         *check_data_dir(facts),
+        *check_store(facts.store, settings),
     ]
     return sorted(findings, key=lambda f: -f.severity)
 

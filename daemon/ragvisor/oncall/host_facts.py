@@ -21,6 +21,7 @@ from ragvisor.core.durations import parse_keep_alive_setting
 from ragvisor.datadir import OpenPath, find_open_paths, is_open
 from ragvisor.errors import InputError, ModelFileError
 from ragvisor.llm.gguf_header import gguf_context_length
+from ragvisor.oncall.store_facts import StoreFacts, StoreOpener, read_store
 
 if TYPE_CHECKING:
     from ragvisor.config import Settings
@@ -189,6 +190,7 @@ class HostFacts:
     dropin: DropIn | None = None
     model: ModelContext | None = None  # None: generator.backend is "none"
     data_dir: DataDirModes | None = None  # None: not examined (facts assembled by hand)
+    store: StoreFacts | None = None  # None: the SQLite store, or facts assembled by hand
     errors: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -273,8 +275,10 @@ def data_dir_modes(data_dir: Path) -> DataDirModes:
         return DataDirModes(str(data_dir), open_paths=wide, error=error)
 
 
-def read_host(settings: Settings) -> HostFacts:
-    """Gather the facts: /proc files, neo4j.conf, the Ollama drop-in and the model's context."""
+def read_host(settings: Settings, open_store: StoreOpener | None = None) -> HostFacts:
+    """Gather the facts: /proc files, neo4j.conf, the Ollama drop-in, the model's context and,
+    with `store.backend = "neo4j"`, the database as `open_store` reaches it (without an opener
+    the store is noted as not checked)."""
     d = settings.doctor
     errors: dict[str, str] = {}
     proc = Path(d.proc_dir)
@@ -291,5 +295,6 @@ def read_host(settings: Settings) -> HostFacts:
         dropin=parse_dropin(dropin) if dropin is not None else None,
         model=model_context(settings),
         data_dir=data_dir_modes(Path(settings.store.data_dir)),
+        store=read_store(settings, open_store),
         errors=errors,
     )
