@@ -3,13 +3,16 @@ taken over once that daemon's lease expired, given up when the sync ends."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from ragvisor.application.sync_lease import SyncLease
+from ragvisor.application.sync_lease import SyncLease, dead_here
 from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
@@ -82,3 +85,24 @@ def test_take_over_leaves_a_live_lease_and_a_serving_only_daemon_alone(tmp_path,
         store.take_lease(*lease)
     assert runner_on(store, tmp_path, may_sync=may_sync).take_over() is None
     assert store.stats()["documents"] == 0
+
+
+def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(tmp_path):
+    """`ragvisor sync` killed with SIGKILL leaves its lease unexpired; the next sync on the same
+    host sees its pid gone and takes the lease without waiting `lease_s`."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    store = MemoryStore()
+    store.take_lease(f"{socket.gethostname()}:{gone.pid}", 3600)
+    assert dead_here(f"{socket.gethostname()}:{gone.pid}")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ragvisor"])
+    try:
+        assert not dead_here(f"{socket.gethostname()}:{alive.pid}")  # a running ragvisor
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not dead_here(f"another-host:{gone.pid}")  # another host's pids are not ours to judge
+    with capture_logs() as logs:
+        report = runner_on(store, tmp_path).run(trigger="test")
+    assert report.documents.new == 1
+    assert any(e["event"] == "sync.lease_taken_from_dead_process" for e in logs)

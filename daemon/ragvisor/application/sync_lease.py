@@ -3,7 +3,8 @@
 A lease lives in the store (so every daemon on one Neo4j sees the same one), is taken
 atomically when a sync starts, renewed in the background every third of `sync.lease_s` while it
 runs, and given up when it ends. A daemon killed mid-sync stops renewing: its lease expires
-after `sync.lease_s`, and any daemon that syncs takes it over (see `SyncRunner.take_over`).
+after `sync.lease_s`, and any daemon that syncs takes it over (see `SyncRunner.take_over`); on
+the same host, a holder whose process is gone is replaced at once.
 A sync that finds its lease taken by another daemon (it stalled past `lease_s`) stops after its
 current batch: every commit is atomic, so the store stays consistent either way.
 """
@@ -15,6 +16,8 @@ import socket
 import threading
 from typing import Any
 
+import psutil
+
 from ragvisor.core.model import Lease
 from ragvisor.core.protocols import Store
 from ragvisor.errors import BusyError, StoreError, SyncCancelled
@@ -23,6 +26,21 @@ from ragvisor.errors import BusyError, StoreError, SyncCancelled
 def holder_id() -> str:
     """This process, as other daemons and `/status` see it: host and pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_here(holder: str) -> bool:
+    """Whether ``holder`` names a process of this host that is not a running ragvisor (gone, or
+    its pid reused by another program)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        command = " ".join(psutil.Process(int(pid)).cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+    except psutil.Error:
+        return False  # not ours to judge (another user's process)
+    return "ragvisor" not in command
 
 
 class SyncLease:
@@ -39,8 +57,14 @@ class SyncLease:
 
     def acquire(self) -> None:
         """Take the lease and start renewing it. Raises BusyError naming the holder when
-        another daemon has it, StoreError when the store cannot be asked."""
+        another daemon has it, StoreError when the store cannot be asked.
+
+        A lease held by a process of this host that no longer runs (a `ragvisor sync` or a
+        daemon killed mid-sync) is taken at once rather than after it expires."""
         lease = self._store.take_lease(self.holder, self.ttl_s)
+        if lease.holder != self.holder and dead_here(lease.holder):
+            self._log.warning("sync.lease_taken_from_dead_process", previous_holder=lease.holder)
+            lease = self._store.take_lease(self.holder, self.ttl_s, replacing=lease.holder)
         if lease.holder != self.holder:
             raise BusyError(
                 f"another daemon is syncing this store ({lease.holder}; its lease runs "

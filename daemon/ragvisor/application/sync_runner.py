@@ -20,7 +20,7 @@ from typing import Any
 
 from ragvisor.allocator import release_free_memory
 from ragvisor.application.generations import ModelGenerations
-from ragvisor.application.sync_lease import SyncLease
+from ragvisor.application.sync_lease import SyncLease, dead_here
 from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
@@ -213,7 +213,9 @@ class SyncRunner:
         if self.lease is None or not self.may_sync or self.running:
             return None
         lease = self.lease.read()
-        if lease is None or not lease.expired or lease.holder == self.lease.holder:
+        if lease is None or lease.holder == self.lease.holder:
+            return None
+        if not lease.expired and not dead_here(lease.holder):
             return None
         self._log.warning(
             "sync.lease_taken_over",

@@ -123,10 +123,11 @@ class Store(Protocol):
         """Record both generations in one write: activating a complete one is a single step."""
         ...
 
-    def take_lease(self, holder: str, ttl_s: float) -> Lease:
-        """Take the sync lease for ``ttl_s`` if it is free, expired or already ``holder``'s
-        (a renewal); atomic across processes and hosts. Returns the lease as it now stands —
-        another holder's when it could not be taken."""
+    def take_lease(self, holder: str, ttl_s: float, *, replacing: str | None = None) -> Lease:
+        """Take the sync lease for ``ttl_s`` if it is free, expired, already ``holder``'s (a
+        renewal) or held by ``replacing`` (a holder known to be dead); atomic across processes
+        and hosts. Returns the lease as it now stands — another holder's when it could not be
+        taken."""
         ...
 
     def release_lease(self, holder: str) -> None:

@@ -443,7 +443,7 @@ class Neo4jStore:
 
         self._guard("set_generations", lambda: self._write(work))
 
-    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+    def take_lease(self, holder: str, ttl_s: float, *, replacing: str | None = None) -> Lease:
         """Compare-and-set by Neo4j's clock, under the lease node's write lock (taken first, so
         two daemons cannot both see it free)."""
 
@@ -451,13 +451,14 @@ class Neo4jStore:
             record = tx.run(
                 "MERGE (l:RagvisorMeta {id: $key}) SET l.locked_at = timestamp() "
                 "WITH l, timestamp() AS now "
-                "WITH l, now, (l.holder IS NULL OR l.expires_at <= now OR l.holder = $holder) "
-                "AS free "
+                "WITH l, now, (l.holder IS NULL OR l.expires_at <= now OR l.holder = $holder "
+                "OR l.holder = $replacing) AS free "
                 "FOREACH (_ IN CASE WHEN free THEN [1] ELSE [] END | "
                 "SET l.holder = $holder, l.expires_at = now + $ttl_ms) "
                 "RETURN l.holder AS holder, (l.expires_at - now) / 1000.0 AS left",
                 key=LEASE_KEY,
                 holder=holder,
+                replacing=replacing,
                 ttl_ms=int(ttl_s * 1000),
             ).single()
             assert record is not None  # MERGE returns its node

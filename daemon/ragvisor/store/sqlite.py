@@ -463,12 +463,12 @@ class SqliteStore:
             )
 
     @_store_errors
-    def take_lease(self, holder: str, ttl_s: float) -> Lease:
+    def take_lease(self, holder: str, ttl_s: float, *, replacing: str | None = None) -> Lease:
         """Compare-and-set in one `BEGIN IMMEDIATE` transaction: atomic between processes."""
         with self._write(bump=False) as conn:
             now = time.time()
             current = lease_from_json(self._meta(LEASE_KEY), now)
-            if current is None or current.expired or current.holder == holder:
+            if current is None or current.expired or current.holder in (holder, replacing):
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES(?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",

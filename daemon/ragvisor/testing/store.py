@@ -148,11 +148,13 @@ class MemoryStore:
         with self._lock:
             self._generations = generations
 
-    def take_lease(self, holder: str, ttl_s: float) -> Lease:
-        """Take or renew the lease if free, expired or ``holder``'s (by `self.clock`)."""
+    def take_lease(self, holder: str, ttl_s: float, *, replacing: str | None = None) -> Lease:
+        """Take or renew the lease if free, expired, ``holder``'s or ``replacing``'s (by
+        `self.clock`)."""
         with self._lock:
             now = self.clock()
-            if self._lease is None or self._lease[1] <= now or self._lease[0] == holder:
+            lease = self._lease
+            if lease is None or lease[1] <= now or lease[0] in (holder, replacing):
                 self._lease = (holder, now + ttl_s)
             return Lease(self._lease[0], self._lease[1] - now)
 
