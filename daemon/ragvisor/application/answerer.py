@@ -24,10 +24,11 @@ from ragvisor.core.answers import (
     plan_prompt,
     prompt_truncated,
 )
+from ragvisor.core.deadline import by_deadline
 from ragvisor.core.model import GenerationStats, Retrying, TextDelta
 from ragvisor.core.protocols import Generator
 from ragvisor.core.retrieval import QueryLimits, Retriever, validate_query
-from ragvisor.errors import BackendError, BackendUnavailable
+from ragvisor.errors import BackendError, BackendUnavailable, StoreError
 from ragvisor.metrics import Metrics
 
 
@@ -114,9 +115,16 @@ class Answerer:
         degraded: str | None = None
         if self._is_available is not None and not self._is_available():
             degraded = "the generator is restarting"
-        candidates, timings, search_degraded = await asyncio.to_thread(
-            self._retriever.passages, question, k
-        )
+        try:
+            candidates, timings, search_degraded = await by_deadline(
+                asyncio.to_thread(self._retriever.passages, question, k),
+                when_late_done=lambda: None,
+            )
+        except TimeoutError as exc:  # the embedder is bounded by its own deadlines
+            raise StoreError(
+                "the store did not answer within the retrieval's deadline "
+                "(embedder.deadlines.request_s)"
+            ) from exc
         trace.timings_ms.update(timings)
         if degraded is None and self._memory_check is not None:
             # Before counting tokens: the worker loads the model to count with its tokenizer,

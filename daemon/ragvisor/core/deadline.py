@@ -8,10 +8,14 @@ into another request's work.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # When the current request must be finished (time.monotonic()); None outside a request.
 _REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -38,3 +42,26 @@ def remaining_s() -> float | None:
     """Seconds left for the current request, or None outside one."""
     deadline = _REQUEST_DEADLINE.get()
     return None if deadline is None else deadline - time.monotonic()
+
+
+async def by_deadline(work: Awaitable[T], *, when_late_done: Callable[[], None]) -> T:
+    """Await ``work`` (typically a call running in a worker thread) no longer than the current
+    request's deadline. A thread cannot be stopped: when time runs out, ``TimeoutError`` is
+    raised at once and ``when_late_done`` runs when the work does finish (to free the admission
+    slot it still occupies), its result or error discarded. Outside a request, waits as long as
+    the work takes."""
+    task = asyncio.ensure_future(work)
+    left = remaining_s()
+    if left is None:
+        return await task
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), max(0.0, left))
+    except TimeoutError:
+
+        def finished(done: asyncio.Future[T]) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved: an error after the answer is nobody's to report
+            when_late_done()
+
+        task.add_done_callback(finished)
+        raise

@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 
 import neo4j
 import numpy as np
-from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable
+from neo4j.exceptions import (
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
 
 from ragvisor.core.deadline import remaining_s
 from ragvisor.core.model import (
@@ -59,6 +65,9 @@ FULLTEXT_ANALYZER = "english"
 _OVERSAMPLE = 4
 # Vectors deleted per transaction by a prune.
 _PRUNE_BATCH = 2000
+# Back-off between attempts of a transient failure: doubling from the first to the last.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 1.0
 # A transaction that cannot have this long is not started: it would only time out.
 _MIN_QUERY_S = 0.05
 T = TypeVar("T")
@@ -126,7 +135,7 @@ class Neo4jStore:
             auth=(user, password),
             connection_timeout=connect_timeout_s,
             connection_acquisition_timeout=connect_timeout_s,
-            max_transaction_retry_time=query_timeout_s,
+            max_transaction_retry_time=0.0,  # retried by `_attempts`, within our deadlines
             # A connection idle this long is checked before use: one that died with a restarted
             # Neo4j is then replaced instead of failing a request.
             liveness_check_timeout=30.0,
@@ -160,26 +169,50 @@ class Neo4jStore:
             raise StoreError(f"{what} on {self.uri} failed: {_reason(exc)}") from exc
 
     def _session(self, budget_s: float) -> neo4j.Session:
+        # The driver's own retries are off: its back-off sleeps (1, 2, 4 s) are not bounded by
+        # any deadline of ours, so `_attempts` retries instead.
         return self._driver.session(
             database=self._database,
             connection_acquisition_timeout=budget_s,
-            max_transaction_retry_time=max(0.0, budget_s - 1.0),
+            max_transaction_retry_time=0.0,
         )
 
+    def _attempts(self, work: Callable[[neo4j.Session, float], T]) -> T:
+        """Run ``work(session, seconds_left)``, retrying what Neo4j calls transient (a lost
+        connection, a leader switch, a deadlock) with short back-offs, all within one budget
+        (`_budget_s`): the last attempt gets what is left, and none starts without time."""
+        deadline = time.monotonic() + self._budget_s()
+        delay = _RETRY_FIRST_S
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                with self._session(left) as session:
+                    return work(session, left)
+            except (ServiceUnavailable, SessionExpired, TransientError):
+                left = deadline - time.monotonic()
+                if left <= delay + _MIN_QUERY_S:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
-        budget = self._budget_s()
-        with self._session(budget) as session:
+        def work(session: neo4j.Session, left: float) -> list[neo4j.Record]:
             return session.execute_read(
-                neo4j.unit_of_work(timeout=budget)(lambda tx: list(tx.run(query, **params))),
+                neo4j.unit_of_work(timeout=left)(lambda tx: list(tx.run(query, **params)))
             )
 
+        return self._attempts(work)
+
     def _write(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
-        budget = self._budget_s()
-        with self._session(budget) as session:
-            return session.execute_write(neo4j.unit_of_work(timeout=budget)(work))
+        def attempt(session: neo4j.Session, left: float) -> T:
+            return session.execute_write(neo4j.unit_of_work(timeout=left)(work))
+
+        return self._attempts(attempt)
 
     def _schema(self, statement: str, **params: Any) -> None:
-        with self._driver.session(database=self._database) as session:
+        with self._driver.session(
+            database=self._database, connection_acquisition_timeout=self._budget_s()
+        ) as session:
             session.run(statement, **params).consume()
 
     def _ensure_schema(self) -> None:
@@ -190,7 +223,9 @@ class Neo4jStore:
         with self._schema_lock:
             if self._schema_ready:
                 return
-            with self._driver.session(database=self._database) as session:
+            with self._driver.session(
+                database=self._database, connection_acquisition_timeout=self._budget_s()
+            ) as session:
                 record = session.run(
                     "OPTIONAL MATCH (m:RagvisorMeta {id: 'schema'}) RETURN m.version AS v"
                 ).single()

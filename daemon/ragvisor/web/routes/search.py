@@ -12,9 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ragvisor.asgi.request_log import note
-from ragvisor.core.deadline import request_deadline
+from ragvisor.core.deadline import by_deadline, request_deadline
 from ragvisor.core.retrieval import SearchMode
-from ragvisor.errors import InputError, Overloaded
+from ragvisor.errors import InputError, Overloaded, StoreError
 from ragvisor.runtime.services import Services
 from ragvisor.web.openapi import (
     error_responses,
@@ -63,11 +63,24 @@ def add_search_route(app: FastAPI, services: Services) -> None:
                 retry_after_s=lane.retry_after_s(),
             ) from exc
         waited_s = ticket.waited_s
+        late = False
         try:
             with request_deadline(deadline):  # the thread pool carries it to the embedder
-                result = await run_in_threadpool(services.retriever.search, q, k, mode)
+                result = await by_deadline(
+                    run_in_threadpool(services.retriever.search, q, k, mode),
+                    when_late_done=ticket.release,  # the slot is busy until the thread ends
+                )
+        except TimeoutError as exc:
+            late = True
+            # The embedder's calls are bounded by their own deadlines; what is left is a store
+            # that stopped answering (a frozen Neo4j holds a socket open without a word).
+            raise StoreError(
+                f"the store did not answer within /search's deadline ({limit_s:g} s, "
+                "embedder.deadlines.request_s)"
+            ) from exc
         finally:
-            ticket.release()
+            if not late:
+                ticket.release()
         timings = {**result.timings_ms, "queue": round(waited_s * 1000, 3)}
         note(request.scope, **{f"{phase}_ms": ms for phase, ms in timings.items()})
         body: dict[str, Any] = {
