@@ -67,7 +67,11 @@ class Store(Protocol):
       document is stored, never a mix, never neither.
     - a vector is keyed by (chunk text hash, fingerprint); a chunk whose hash has a vector under
       the active fingerprint is never embedded again.
-    - searches see every committed document without a reload.
+    - searches see every committed document without a reload — from any process using the
+      same store.
+    - the generation records are written in one step, so a reader sees the old pair or the new.
+    - the sync lease has one holder at a time, across processes and hosts (compare-and-set by
+      the store's own clock).
     """
 
     def stored_documents(self) -> dict[str, StoredDocument]:
