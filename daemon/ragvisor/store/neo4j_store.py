@@ -325,8 +325,13 @@ class Neo4jStore:
                 keep=[c.chunk_id for c in ordered],
             ).consume()
             tx.run(
+                # A chunk id names its text, so a chunk that exists is written again only when
+                # its document's path or title changed: a model change re-commits every
+                # document, and rewriting unchanged chunks would re-index their words.
                 "MATCH (d:Document {doc_id: $doc_id}) UNWIND $chunks AS row "
-                "MERGE (c:Chunk {chunk_id: row.chunk_id}) SET c += row "
+                "MERGE (c:Chunk {chunk_id: row.chunk_id}) ON CREATE SET c += row "
+                "WITH d, c, row FOREACH (_ IN CASE WHEN c.path <> row.path "
+                "OR c.title <> row.title THEN [1] ELSE [] END | SET c += row) "
                 "MERGE (d)-[:HAS_CHUNK]->(c)",
                 doc_id=document.doc_id,
                 chunks=[
