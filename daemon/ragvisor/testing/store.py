@@ -155,8 +155,8 @@ class MemoryStore:
             now = self.clock()
             lease = self._lease
             if lease is None or lease[1] <= now or lease[0] in (holder, replacing):
-                self._lease = (holder, now + ttl_s)
-            return Lease(self._lease[0], self._lease[1] - now)
+                lease = self._lease = (holder, now + ttl_s)
+            return Lease(lease[0], lease[1] - now)
 
     def release_lease(self, holder: str) -> None:
         """Drop the lease if it is ``holder``'s."""
