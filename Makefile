@@ -109,6 +109,12 @@ bench: install
 bench-faults: install
 	$(BIN)/python bench/fault_bench.py
 
+# SQLite beside a real Neo4j (heap and page cache from inventory/prod): /search p50/p99 at 10k and
+# 100k chunks, first sync against the raw embedder, the vector index's recall@10, RSS. ~15-20 min.
+.PHONY: bench-store
+bench-store: neo4j-build
+	$(BIN)/python bench/store_bench.py
+
 # 30 minutes of mixed load (search, ask plain and streamed, syncs with edits); RSS of daemon and
 # worker every minute. Not part of `make bench`: it takes half an hour. See docs/performance.md.
 soak: install

@@ -125,15 +125,25 @@ def running(cmd: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
 
 
 def run_sync(
-    corpus: Path, data_dir: Path, log_path: Path, *, timeout_s: float, watch: bool = False
+    corpus: Path,
+    data_dir: Path,
+    log_path: Path,
+    *,
+    timeout_s: float,
+    watch: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run `ragvisor sync --json`; returns the report plus wall time and (if watched) RSS."""
+    """Run `ragvisor sync --json`; returns the report plus wall time and (if watched) RSS.
+
+    ``env`` adds settings to the clean environment (another store, a shared model dir)."""
     cmd = [str(RAGVISOR), "sync", "--corpus", str(corpus), "--data-dir", str(data_dir), "--json"]
     rss_samples: list[float] = []
     hwm = float("nan")
     started = time.perf_counter()
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, env=clean_env(**(env or {})), stdout=subprocess.PIPE, stderr=log, cwd=REPO
+        )
         try:
             deadline = started + timeout_s
             next_note = started + 20.0

@@ -23,13 +23,15 @@ from ragvisor.store.sqlite import SqliteStore
 from ragvisor.testing import FakeEmbedder
 
 OLD = FakeEmbedder(name="old-model", dimensions=32)
+# Enough notes for several embedding windows (32 texts each at batch size 1).
+NOTES = 40
 
 
 class FailingAfter(FakeEmbedder):
     """A new model (other dimensions) whose backend dies past `texts` embeddings."""
 
     def __init__(self, texts: int) -> None:
-        super().__init__(name="new-model", dimensions=24, batch_size=1)  # 8 texts per window
+        super().__init__(name="new-model", dimensions=24, batch_size=1)  # 32 texts per window
         self.limit = texts
 
     def embed(self, texts):  # type: ignore[override]
@@ -55,8 +57,8 @@ def loader(*models: FakeEmbedder):
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "notes"
     root.mkdir()
-    for i in range(12):
-        (root / f"note{i:02}.md").write_text(f"# Note {i}\n\ntopic{i} " * 30)
+    for i in range(NOTES):
+        (root / f"note{i:02}.md").write_text(f"# Note {i}\n\n" + f"topic{i} " * 40)
     return root
 
 
@@ -90,12 +92,12 @@ def found_notes(retriever: Retriever) -> set[str]:
     """Which notes a dense search for each note's topic ranks first."""
     return {
         retriever.search(f"topic{i}", 1).hits[0].path
-        for i in range(12)
+        for i in range(NOTES)
         if retriever.search(f"topic{i}", 1).hits
     }
 
 
-ALL_NOTES = {f"note{i:02}.md" for i in range(12)}
+ALL_NOTES = {f"note{i:02}.md" for i in range(NOTES)}
 
 
 def test_a_fresh_store_activates_the_configured_model_at_once(tmp_path, corpus):
@@ -122,8 +124,8 @@ def test_a_model_change_serves_the_old_generation_until_the_new_one_is_complete(
     store, _, runner, _, _ = daemon_parts(tmp_path, corpus, OLD)
     runner.run(trigger="test")
     store.close()
-    # 2. A new model, failing after 5 texts: a migration cut short.
-    new = FailingAfter(texts=10)
+    # 2. A new model, failing past 40 texts: a migration cut short.
+    new = FailingAfter(texts=40)
     store, generations, runner, retriever, metrics = daemon_parts(tmp_path, corpus, new, OLD, new)
     assert store.generations().building is not None
     assert generations.serving is OLD
@@ -177,7 +179,7 @@ def test_configuring_the_active_model_again_abandons_the_building_generation(tmp
     store, _, runner, _, _ = daemon_parts(tmp_path, corpus, OLD)
     runner.run(trigger="test")
     store.close()
-    new = FailingAfter(texts=10)
+    new = FailingAfter(texts=40)
     store, _, runner, _, _ = daemon_parts(tmp_path, corpus, new, OLD, new)
     with pytest.raises(BackendUnavailable):
         runner.run(trigger="test")

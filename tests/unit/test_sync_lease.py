@@ -6,8 +6,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -97,6 +99,8 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(tmp_path
     assert dead_here(f"{socket.gethostname()}:{gone.pid}")
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ragvisor"])
     try:
+        while "ragvisor" not in " ".join(psutil.Process(alive.pid).cmdline()):
+            time.sleep(0.01)  # until the child has exec'd (before, it shows pytest's command)
         assert not dead_here(f"{socket.gethostname()}:{alive.pid}")  # a running ragvisor
     finally:
         alive.kill()

@@ -44,18 +44,24 @@ def remaining_s() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+# How long past the request's deadline `by_deadline` still waits: the calls inside are bounded
+# by the same deadline and answer a moment after it (a timed-out embedder's keyword fallback);
+# a store that says nothing at all is given up on here.
+GRACE_S = 0.5
+
+
 async def by_deadline(work: Awaitable[T], *, when_late_done: Callable[[], None]) -> T:
     """Await ``work`` (typically a call running in a worker thread) no longer than the current
-    request's deadline. A thread cannot be stopped: when time runs out, ``TimeoutError`` is
-    raised at once and ``when_late_done`` runs when the work does finish (to free the admission
-    slot it still occupies), its result or error discarded. Outside a request, waits as long as
-    the work takes."""
+    request's deadline (and `GRACE_S`). A thread cannot be stopped: when time runs out,
+    ``TimeoutError`` is raised at once and ``when_late_done`` runs when the work does finish (to
+    free the admission slot it still occupies), its result or error discarded. Outside a
+    request, waits as long as the work takes."""
     task = asyncio.ensure_future(work)
     left = remaining_s()
     if left is None:
         return await task
     try:
-        return await asyncio.wait_for(asyncio.shield(task), max(0.0, left))
+        return await asyncio.wait_for(asyncio.shield(task), max(0.0, left) + GRACE_S)
     except TimeoutError:
 
         def finished(done: asyncio.Future[T]) -> None:

@@ -14,6 +14,7 @@ import collections
 import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ragvisor.core.model import (
@@ -212,7 +213,7 @@ def quick_check_stamps(
 
 
 ProgressCallback = Callable[[int, int], None]
-EMBED_WINDOW_BATCHES = 8
+EMBED_WINDOW_BATCHES = 32
 
 
 def apply_plan(
@@ -253,32 +254,22 @@ def apply_plan(
     if on_progress is not None:
         on_progress(0, total)
 
-    fresh: dict[str, Vector] = {}
-    pending = list(to_write)
-    # Hand the embedder several batches at once so it can group texts of similar length;
-    # small enough that documents still commit every few seconds.
-    batch_size = max(1, embedder.batch_size) * EMBED_WINDOW_BATCHES
-    order = list(queued.items())
     # One pass per window, plus a first pass with nothing embedded: documents whose vectors
     # all exist already (renames, reused text) commit before any embedding starts.
-    windows = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in [[], *windows]:
-        if batch:
-            vectors = embedder.embed([text for _, text in batch])
-            report.embeddings_computed += len(batch)
-            for (text_hash, _), vector in zip(batch, vectors, strict=True):
-                fresh[text_hash] = vector
-        pending = _commit_ready(
-            pending,
-            store,
-            fresh=fresh,
-            have=have,
-            fingerprint=fingerprint,
-            chunker_version=plan.chunker_version,
-            on_committed=on_committed,
-        )
-        if batch and on_progress is not None:
-            on_progress(report.embeddings_computed, total)
+    window = max(1, embedder.batch_size) * EMBED_WINDOW_BATCHES
+    order = list(queued.items())
+    windows = [order[i : i + window] for i in range(0, len(order), window)]
+    pending = _embed_and_commit(
+        [[], *windows],
+        list(to_write),
+        store,
+        embedder,
+        report,
+        have=have,
+        chunker_version=plan.chunker_version,
+        on_progress=(lambda done: on_progress(done, total)) if on_progress else None,
+        on_committed=on_committed,
+    )
     if pending:  # pragma: no cover - every queued hash was embedded above
         raise RuntimeError(f"{len(pending)} documents left without vectors")
     for planned in plan.documents:
@@ -291,30 +282,87 @@ def apply_plan(
     return report
 
 
-def _commit_ready(
+def _embed_and_commit(
+    windows: list[list[tuple[str, str]]],
     pending: list[PlannedDocument],
     store: Store,
+    embedder: Embedder,
+    report: SyncReport,
     *,
-    fresh: dict[str, Vector],
     have: set[str],
+    chunker_version: str,
+    on_progress: Callable[[int], None] | None,
+    on_committed: Callable[[PlannedDocument], None] | None,
+) -> list[PlannedDocument]:
+    """Embed each window of (hash, text) and commit the documents it completes; returns the
+    documents still pending (none, once every window is embedded).
+
+    A window is many batches: the embedder groups texts of similar length within it (padding
+    is most of what a window of 8 batches lost against one call for everything), and it is
+    small enough that documents still commit every few seconds. Commits run on one thread of
+    their own, a window behind the embedding, so a store's write time (Neo4j's round trips)
+    overlaps the next window's inference instead of adding to it — still one at a time and in
+    plan order; a commit's error ends the sync at the next window.
+    """
+    fresh: dict[str, Vector] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-commit") as committer:
+        committing: Future[None] | None = None
+        for batch in windows:
+            if batch:
+                vectors = embedder.embed([text for _, text in batch])
+                report.embeddings_computed += len(batch)
+                for (text_hash, _), vector in zip(batch, vectors, strict=True):
+                    fresh[text_hash] = vector
+                if on_progress is not None:  # may raise to stop: nothing more is committed
+                    on_progress(report.embeddings_computed)
+            ready, pending = _take_ready(pending, fresh=fresh, have=have)
+            if committing is not None:
+                committing.result()
+            committing = committer.submit(
+                _commit_all,
+                ready,
+                store,
+                fingerprint=embedder.fingerprint,
+                chunker_version=chunker_version,
+                on_committed=on_committed,
+            )
+        if committing is not None:
+            committing.result()
+    return pending
+
+
+def _take_ready(
+    pending: list[PlannedDocument], *, fresh: dict[str, Vector], have: set[str]
+) -> tuple[list[tuple[PlannedDocument, dict[str, Vector]]], list[PlannedDocument]]:
+    """The leading pending documents whose chunks all have vectors, each with the vectors it
+    brings (taken out of ``fresh``, their hashes added to ``have``), and the rest."""
+    ready: list[tuple[PlannedDocument, dict[str, Vector]]] = []
+    for index, planned in enumerate(pending):
+        if not all(c.text_sha256 in have or c.text_sha256 in fresh for c in planned.chunks):
+            return ready, pending[index:]
+        new_vectors = {
+            c.text_sha256: fresh.pop(c.text_sha256)
+            for c in planned.chunks
+            if c.text_sha256 in fresh
+        }
+        have.update(new_vectors)
+        ready.append((planned, new_vectors))
+    return ready, []
+
+
+def _commit_all(
+    ready: list[tuple[PlannedDocument, dict[str, Vector]]],
+    store: Store,
+    *,
     fingerprint: Fingerprint,
     chunker_version: str,
     on_committed: Callable[[PlannedDocument], None] | None,
-) -> list[PlannedDocument]:
-    """Commit, in plan order, the leading pending documents whose chunks all have vectors."""
-    for index, planned in enumerate(pending):
-        if not all(c.text_sha256 in have or c.text_sha256 in fresh for c in planned.chunks):
-            return pending[index:]
+) -> None:
+    """Commit documents in order, each in its own atomic commit."""
+    for planned, new_vectors in ready:
         assert planned.source is not None
-        new_vectors = {
-            c.text_sha256: fresh[c.text_sha256] for c in planned.chunks if c.text_sha256 in fresh
-        }
         store.commit_document(
             planned.source, planned.chunks, new_vectors, fingerprint, chunker_version
         )
-        for text_hash in new_vectors:
-            have.add(text_hash)
-            del fresh[text_hash]
         if on_committed is not None:
             on_committed(planned)
-    return []
