@@ -113,8 +113,11 @@ class ModelGenerations:
             records = self._store.generations()
             mine = generation_of(self.configured, self._settings, self._clock())
             active, building = records.active, records.building
-            if active is None:
-                updated = Generations(active=self._adopt_legacy(mine), building=None)
+            if active is None:  # a new store, or one written before generations existed
+                self._log.info(
+                    "store.generation_adopted", fingerprint=mine.fingerprint, model=mine.model
+                )
+                updated = Generations(active=mine, building=None)
             elif active.fingerprint == mine.fingerprint:
                 updated = Generations(active=active, building=None)
                 if building is not None:
@@ -204,12 +207,6 @@ class ModelGenerations:
         }
 
     # -- inside the lock ---------------------------------------------------------------------
-
-    def _adopt_legacy(self, mine: Generation) -> Generation:
-        """A store without records (new, or written before generations existed): the
-        configured model's generation is the active one."""
-        self._log.info("store.generation_adopted", fingerprint=mine.fingerprint, model=mine.model)
-        return mine
 
     def _apply(self, records: Generations) -> None:
         """Point `serving` at the active generation's model (loading it if it is not the

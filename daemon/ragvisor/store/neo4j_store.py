@@ -161,9 +161,13 @@ class Neo4jStore:
             raise StoreError("the request's deadline passed before the store was asked")
         return min(self._timeout, left)
 
-    def _guard(self, what: str, action: Callable[[], T]) -> T:
+    def _guard(self, what: str, action: Callable[[], T], *, set_up: bool = True) -> T:
+        """Run ``action`` with driver and server errors as StoreError naming ``what``; the
+        schema is set up first unless ``set_up`` is false (the doctor reads a database as it
+        is, without waiting for or creating the schema the daemon sets up)."""
         try:
-            self._ensure_schema()
+            if set_up:
+                self._ensure_schema()
             return action()
         except StoreError:
             raise
@@ -478,11 +482,15 @@ class Neo4jStore:
 
     def generations(self) -> Generations:
         """The active and the building generation, from the `RagvisorMeta` node."""
+        return self._generations(set_up=True)
+
+    def _generations(self, *, set_up: bool) -> Generations:
         records = self._guard(
             "generations",
             lambda: self._read(
                 "OPTIONAL MATCH (m:RagvisorMeta {id: 'generations'}) RETURN m.value AS v"
             ),
+            set_up=set_up,
         )
         return generations_from_json(records[0]["v"] if records else None)
 
@@ -693,24 +701,14 @@ class Neo4jStore:
     # -- for `ragvisor doctor`: read-only, no schema set up, nothing written ------------------
 
     def _peek(self, what: str, query: str, **params: Any) -> list[neo4j.Record]:
-        """One bounded read outside `_guard`: the doctor looks at the database as it is, and
-        must not wait for (or create) the schema the daemon sets up."""
-        try:
-            return self._read(query, **params)
-        except StoreError:
-            raise
-        except (Neo4jError, DriverError, OSError) as exc:
-            raise StoreError(f"{what} on {self.uri} failed: {_reason(exc)}") from exc
+        """One bounded read without setting the schema up."""
+        return self._guard(what, lambda: self._read(query, **params), set_up=False)
 
     def recorded_generations(self) -> Generations:
         """The generations as recorded, like :meth:`generations` but read-only: a database no
         daemon has used yet reads as no generation at all. Raises StoreError naming the uri and
         the reason (unreachable, credentials refused) when the database cannot be read."""
-        records = self._peek(
-            "recorded_generations",
-            "OPTIONAL MATCH (m:RagvisorMeta {id: 'generations'}) RETURN m.value AS v",
-        )
-        return generations_from_json(records[0]["v"] if records else None)
+        return self._generations(set_up=False)
 
     def vector_index_info(self, fingerprint: Fingerprint) -> VectorIndexInfo:
         """This fingerprint's vector index as Neo4j reports it (`SHOW VECTOR INDEXES`), and how
