@@ -29,7 +29,8 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn neo4j neo4j-build neo4j-stop clean
+.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn neo4j neo4j-build neo4j-stop \
+	ollama ollama-build ollama-stop clean
 
 install: $(STAMP)
 
@@ -76,6 +77,8 @@ lint: install
 test: install nspawn
 	@# Neo4j's artifacts: a machine that cannot resolve them skips the Neo4j tests, saying why.
 	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
+	@# Real Ollama, built from the Go module proxy once per machine: a failed build stops here.
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 	$(BIN)/python -m pytest
@@ -99,6 +102,20 @@ neo4j: neo4j-build
 
 neo4j-stop:
 	$(BIN)/python -m tests.infra.neo4j_engine stop
+
+# A real Ollama (github.com/ollama/ollama at a pinned version, compiled from the Go module proxy
+# once per machine into $(RAGVISOR_CACHE)/ollama, ~10 minutes on 2 cores; models imported from
+# the pinned Gemma GGUF and MiniLM) for development: `make ollama` starts `ollama serve` on a free
+# loopback port with inventory/prod's OLLAMA_* settings and state under .ollama/, and prints the
+# [generator]/[embedder] settings for it; `make ollama-stop` stops it. `make test` starts its own.
+ollama-build: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
+
+ollama: ollama-build
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine start
+
+ollama-stop:
+	$(BIN)/python -m tests.infra.ollama_engine stop
 
 bench: install
 	$(BIN)/python bench/search_bench.py

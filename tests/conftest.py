@@ -45,3 +45,22 @@ def neo4j_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     engine = engines.Engine.in_folder(tmp_path_factory.mktemp("neo4j"), engines.free_port())
     yield engine.start()
     engine.stop()
+
+
+@pytest.fixture(scope="session")
+def ollama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real `ollama serve` for the whole run (tests/infra/ollama_engine.py: built from the Go
+    module proxy once per machine), with inventory/prod's `ollama_env`. Skips, saying why, only
+    on a machine without Go or a C compiler; a failed build fails the tests that need it."""
+    from tests.infra import ollama_engine as engines  # noqa: PLC0415 - only when a test asks
+
+    missing = engines.missing_tools()
+    if missing:
+        pytest.skip(f"no Ollama on this machine: {', '.join(missing)} not found on PATH")
+    try:
+        engines.build()
+    except engines.EngineError as exc:
+        pytest.fail(f"building Ollama failed: {exc}")
+    server = engines.Server(tmp_path_factory.mktemp("ollama"), engines.free_port())
+    yield server.start()
+    server.stop()
