@@ -21,6 +21,7 @@ from ragvisor.embed.model_files import assemble_default_model
 from ragvisor.embed.onnx import OnnxEmbedder
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
 from tests.integration.corpus import write_corpus
+from tests.integration.generators import KINDS, Generator, generator_for
 
 RAGVISOR = [sys.executable, "-m", "ragvisor.cli"]
 
@@ -163,11 +164,24 @@ def synced_daemon(
 def store_backend(request: pytest.FixtureRequest) -> dict[str, str]:
     """The environment that selects each store in turn: SQLite under the data directory, then
     the run's real Neo4j, emptied first (a module's daemon has the database to itself)."""
-    if request.param == "sqlite":
+    return store_env_for(request.param, request)
+
+
+def store_env_for(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The `store_backend` fixture's body, for modules that choose their own combinations."""
+    if kind == "sqlite":
         return {}
     engine = request.getfixturevalue("neo4j_engine")
     engine.wipe()
     return engine.daemon_env()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def generator(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Generator]:
+    """The generator each module's daemons talk to, in turn: the embedded worker, then a real
+    Ollama of the module's own (tests/integration/generators.py)."""
+    with generator_for(request.param, request, tmp_path_factory.mktemp("ollama")) as chosen:
+        yield chosen
 
 
 def stop_daemon(daemon: Daemon) -> None:

@@ -1,4 +1,8 @@
-"""`POST /ask` over real HTTP: the daemon, its real llama.cpp worker, the real store and model."""
+"""`POST /ask` over real HTTP: the daemon, a real generator, the real store and model.
+
+The generator is the daemon's embedded llama.cpp worker (over SQLite, then the real Neo4j) and a
+real Ollama built from source (over SQLite): the `stack` fixture.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +16,59 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import Daemon, run_cli, stop_daemon, synced_daemon
+from tests.integration.conftest import Daemon, run_cli, stop_daemon, store_env_for, synced_daemon
 from tests.integration.corpus import write_corpus
+from tests.integration.generators import Generator, generator_for
 
 QUESTION = "what should vm.swappiness be on a small droplet?"
 
 
+# (store, generator): the worker over both stores, real Ollama over SQLite (the store makes no
+# difference to the generator, and each combination costs a daemon and a model load).
+STACKS = [("sqlite", "worker"), ("neo4j", "worker"), ("sqlite", "ollama")]
+
+
+@pytest.fixture(scope="module", params=STACKS, ids=["-".join(stack) for stack in STACKS])
+def stack(request, tmp_path_factory):
+    """The store's environment and the generator, for this module's daemons."""
+    store, kind = request.param
+    with generator_for(kind, request, tmp_path_factory.mktemp("ollama")) as generator:
+        yield store_env_for(store, request), generator
+
+
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, model_dir, store_backend):
-    """Short answers (24 tokens) keep the module fast; the model is the real one; the store is
-    SQLite, then the real Neo4j."""
+def ask_generator(stack) -> Generator:
+    return stack[1]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, model_dir, stack):
+    """Short answers (24 tokens) keep the module fast; the model is the real one."""
+    store_env, generator = stack
     d = synced_daemon(
         tmp_path_factory.mktemp("ask"),
         model_dir,
-        store_env=store_backend,
+        store_env=store_env,
         RAGVISOR_GENERATOR__NUM_PREDICT="24",
         RAGVISOR_ASK__DEFAULT_K="2",
+        **generator.daemon_env(),
     )
     yield d
     stop_daemon(d)
 
 
 @pytest.fixture(scope="module")
-def long_daemon(tmp_path_factory, model_dir):
-    """Answers up to 2000 tokens and no stop at a new turn: generation that lasts seconds."""
+def long_daemon(tmp_path_factory, model_dir, generator):
+    """Answers up to 1500 tokens and no stop at a new turn: generation that lasts seconds."""
     d = synced_daemon(
         tmp_path_factory.mktemp("ask-long"),
         model_dir,
         RAGVISOR_GENERATOR__NUM_PREDICT="1500",
         RAGVISOR_GENERATOR__TEMPERATURE="1.0",
         RAGVISOR_ASK__DEFAULT_K="1",
+        **generator.daemon_env(),
     )
-    yield d
+    yield d, generator
     stop_daemon(d)
 
 
@@ -82,6 +107,20 @@ def wait_for_log(daemon: Daemon, needle: str, timeout: float = 15.0) -> bool:
     return False
 
 
+def goes_idle(pid: int, timeout: float = 20.0, window_s: float = 0.5) -> bool:
+    """Whether process `pid` stops using the CPU (under 10 % of a core over `window_s`) within
+    `timeout`: how a generation that was cancelled shows from outside, when the backend logs
+    nothing about it (Ollama's runner)."""
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(process.cpu_times()[:2])
+        time.sleep(window_s)
+        if sum(process.cpu_times()[:2]) - before < 0.1 * window_s:
+            return True
+    return False
+
+
 def gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -89,7 +128,7 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_ask_answers_citing_the_chunks_search_retrieves(daemon):
+def test_ask_answers_citing_the_chunks_search_retrieves(daemon, ask_generator):
     """The citations are the retrieved chunks, in rank order, with path, title and chunk id."""
     response = httpx.post(f"{daemon.url}/ask", json={"question": QUESTION, "k": 3}, timeout=120)
     assert response.status_code == 200, response.text
@@ -107,7 +146,8 @@ def test_ask_answers_citing_the_chunks_search_retrieves(daemon):
     tokens = body["tokens"]
     assert 0 < tokens["completion"] <= 24
     assert tokens["prompt"] > 0
-    assert tokens["counted_with"] == "tokenizer"
+    # The worker counts with the model's tokenizer; Ollama has no token counter (an estimate).
+    assert tokens["counted_with"] == ("tokenizer" if ask_generator.kind == "worker" else "estimate")
     assert tokens["per_second"] > 0
     assert set(body["timings_ms"]) >= {
         "embed", "retrieve", "pack", "first_token", "prompt_eval", "generation", "total",
@@ -166,13 +206,15 @@ def test_the_request_log_carries_the_generator_phases(daemon):
     assert line["passages"] >= 1
 
 
-def test_readiness_includes_the_generator(daemon):
-    """/readyz checks the generator: the worker running and the model it serves."""
+def test_readiness_includes_the_generator(daemon, ask_generator):
+    """/readyz checks the generator: the backend answering (the worker running) and the model
+    it serves."""
     ready = httpx.get(f"{daemon.url}/readyz", timeout=30).json()
     generator = ready["checks"]["generator"]
     assert ready["ready"] is True
     assert generator["ok"] is True
-    assert generator["worker"]["state"] == "running"
+    if ask_generator.kind == "worker":
+        assert generator["worker"]["state"] == "running"
     assert generator["model"] == "gemma3-270m"
 
 
@@ -255,7 +297,12 @@ def test_packing_under_a_small_context_sends_only_what_fits(tmp_path, model_dir)
 
 
 def test_a_disconnecting_client_cancels_the_generation(long_daemon):
-    """A client that leaves mid-answer stops the generation in the worker, logged as 499."""
+    """A client that leaves mid-answer stops the generation in the backend — the worker logs
+    `worker.cancelled`; Ollama's runner (which logs nothing then) stops using the CPU — and the
+    request is logged as 499."""
+    long_daemon, generator = long_daemon
+    # Gemma under Ollama's own template ends its turn sooner: leave at its first words.
+    leave_after = 3 if generator.server is None else 1
     with httpx.stream(
         "POST",
         f"{long_daemon.url}/ask",
@@ -267,18 +314,25 @@ def test_a_disconnecting_client_cancels_the_generation(long_daemon):
         for line in response.iter_lines():
             if '"delta"' in line:
                 deltas += 1
-            if deltas >= 3:
+            if deltas >= leave_after:
                 break  # leave mid-answer
-    assert wait_for_log(long_daemon, "worker.cancelled"), long_daemon.logs()[-3000:]
+    if generator.server is None:
+        assert wait_for_log(long_daemon, "worker.cancelled"), long_daemon.logs()[-3000:]
+    else:
+        runner = generator.server.runner_pids()[0]
+        assert goes_idle(runner), "Ollama's runner kept generating for a client that left"
     assert wait_for_log(long_daemon, '"client_gone": true')
     # The worker is free again at once: the next answer starts, not stuck behind the abandoned
     # one (its first piece is enough; this daemon's answers run to 1500 tokens).
     assert first_delta(long_daemon.url, "swap?")
 
 
-def test_a_worker_killed_mid_answer_is_answered_and_restarted(long_daemon):
-    """A worker killed mid-answer still gets the client an answer, and is respawned."""
-    pid = worker_pid(long_daemon)
+def test_a_generator_killed_mid_answer_is_answered_and_replaced(long_daemon):
+    """The process generating (the worker; Ollama's model runner) killed mid-answer: the
+    client still gets an answer, and generation comes back — the daemon respawns its worker,
+    Ollama starts a new runner on the next request."""
+    long_daemon, generator = long_daemon
+    pid = generator.hang_pid(long_daemon.url)
     killed = threading.Event()
     with httpx.stream(
         "POST",
@@ -312,14 +366,19 @@ def test_a_worker_killed_mid_answer_is_answered_and_restarted(long_daemon):
     if during.json().get("degraded"):
         assert during.json()["citations"]
 
+    if generator.server is not None:
+        assert first_delta(long_daemon.url, "swap?")  # a new runner answers
+        assert gone(pid)
+        assert pid not in generator.server.runner_pids()
+        return
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        generator = httpx.get(f"{long_daemon.url}/readyz", timeout=30).json()["checks"]["generator"]
-        if generator["ok"] and generator["worker"]["state"] == "running":
+        ready = httpx.get(f"{long_daemon.url}/readyz", timeout=30).json()["checks"]["generator"]
+        if ready["ok"] and ready["worker"]["state"] == "running":
             break
         time.sleep(0.2)
-    assert generator["worker"]["restarts"] >= 1
-    assert generator["worker"]["pid"] != pid
+    assert ready["worker"]["restarts"] >= 1
+    assert ready["worker"]["pid"] != pid
     assert gone(pid)
     assert first_delta(long_daemon.url, "swap?")  # the new worker answers
     assert "worker.exited" in long_daemon.logs()

@@ -1,5 +1,6 @@
-"""`ragvisor health` and `ragvisor status` against a real daemon, its real worker, and daemons
-that are down, silent or pointed at a dead backend.
+"""`ragvisor health` and `ragvisor status` against a real daemon and a real generator (its
+embedded worker, then a real Ollama built from source), and daemons that are down, silent or
+pointed at a dead backend.
 
 The plugin runs as a subprocess exactly as Nagios runs it; every scenario checks the exit code
 and the status line with its perfdata.
@@ -61,11 +62,12 @@ def loaded_models(worker_url: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, model_dir) -> Iterator[Daemon]:
-    """A daemon with its embedded worker over the small notes corpus, synced at start."""
+def daemon(tmp_path_factory, model_dir, generator) -> Iterator[Daemon]:
+    """A daemon with the module's generator over the small notes corpus, synced at start."""
     base = tmp_path_factory.mktemp("health")
     corpus = write_corpus(base / "notes")
-    d = start_daemon(corpus, base / "data", model_dir, base / "daemon.log")
+    env = generator.daemon_env()
+    d = start_daemon(corpus, base / "data", model_dir, base / "daemon.log", **env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the sync on start runs once the daemon is up
         status = httpx.get(f"{d.url}/status", timeout=5).json()
@@ -81,11 +83,11 @@ def daemon(tmp_path_factory, model_dir) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def worker_url(daemon) -> str:
-    """The embedded worker's URL, as the daemon reports it."""
+    """The generator backend's URL (the worker's, or Ollama's), as the daemon reports it."""
     return httpx.get(f"{daemon.url}/status", timeout=5).json()["backends"]["generator"]["url"]
 
 
-def test_healthy_daemon_is_ok_without_loading_a_model(daemon, worker_url, model_dir):
+def test_healthy_daemon_is_ok_without_loading_a_model(daemon, worker_url, model_dir, generator):
     """1. the model is not loaded; 2. health runs three times: OK, exit 0, perfdata with the
     defaults from the daemon's interval; 3. the model is still not loaded."""
     assert loaded_models(worker_url) == []
@@ -103,7 +105,7 @@ def test_healthy_daemon_is_ok_without_loading_a_model(daemon, worker_url, model_
     assert re.fullmatch(r"[0-9.]+MB;;;0", perf["rss_daemon"]), perf
     assert perf["breaker_generator"] == "0;;;0;2"
     assert perf["generator_loaded"] == "0;;;0;1"
-    assert set(perf) >= {"time", "rss_worker"}
+    assert set(perf) >= {"time", "rss_worker" if generator.server is None else "rss_ollama"}
     assert loaded_models(worker_url) == []
 
 
@@ -139,16 +141,40 @@ def test_deep_check_searches_generates_and_leaves_the_model_unloaded(daemon, wor
     assert loaded_models(worker_url) == []
 
 
-def test_frozen_worker_is_critical(daemon, model_dir):
-    """1. SIGSTOP the worker (alive but silent, as in a hang); 2. health with a short timeout is
-    CRITICAL "generator backend down"; 3. SIGCONT: OK again."""
-    pid = httpx.get(f"{daemon.url}/readyz", timeout=10).json()["checks"]["generator"]["worker"]
-    pid = pid["pid"]
-    os.kill(pid, signal.SIGSTOP)
+def test_deep_check_leaves_a_loaded_model_loaded(daemon, worker_url, model_dir):
+    """The other half of "as it found it": a model loaded before --deep is still loaded after
+    (the check must not unload what someone else is using)."""
+    preload = httpx.post(
+        f"{worker_url}/api/generate", json={"model": "gemma3-270m", "keep_alive": "10m"}, timeout=60
+    )
+    assert preload.status_code == 200, preload.text
+    assert loaded_models(worker_url)
+    try:
+        result = run(
+            HEALTH, model_dir, "--url", daemon.url, "--deep", "--timeout", "120", timeout=180
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "generated 1 token in " in result.stdout
+        assert loaded_models(worker_url)
+    finally:
+        unload = {"model": "gemma3-270m", "keep_alive": 0}
+        httpx.post(f"{worker_url}/api/generate", json=unload, timeout=60)
+
+
+def test_frozen_worker_is_critical(daemon, model_dir, generator):
+    """1. SIGSTOP the backend's server (the worker; `ollama serve` and its runners) — alive but
+    silent, as in a hang; 2. health with a short timeout is CRITICAL "generator backend down";
+    3. SIGCONT: OK again."""
+    if generator.server is None:
+        ready = httpx.get(f"{daemon.url}/readyz", timeout=10).json()["checks"]["generator"]
+        pid, signal_to = ready["worker"]["pid"], os.kill
+    else:
+        pid, signal_to = generator.server.pid, os.killpg
+    signal_to(pid, signal.SIGSTOP)
     try:
         result = run(HEALTH, model_dir, "--url", daemon.url, "--timeout", "4")
     finally:
-        os.kill(pid, signal.SIGCONT)
+        signal_to(pid, signal.SIGCONT)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout.startswith("RAGVISOR CRITICAL - generator backend down (")
     deadline = time.monotonic() + 30
@@ -160,13 +186,14 @@ def test_frozen_worker_is_critical(daemon, model_dir):
     assert again.returncode == 0, again.stdout
 
 
-def test_status_prints_every_section_and_json(daemon, model_dir):
+def test_status_prints_every_section_and_json(daemon, model_dir, generator):
     """`status` prints the table with every section; `--json` the combined JSON."""
     table = run(STATUS, model_dir, "--url", daemon.url)
     assert table.returncode == 0, table.stderr
     for heading in ("daemon", "lanes", "backends", "memory", "sync", "store"):
         assert re.search(rf"^{heading}$", table.stdout, re.MULTILINE), table.stdout
-    assert re.search(r"^  generator\s+embedded\s+gemma3-270m\s+http://", table.stdout, re.M)
+    row = rf"^  generator\s+{generator.label}\s+gemma3-270m\s+http://"
+    assert re.search(row, table.stdout, re.M), table.stdout
     assert re.search(r"^  ready\s+yes \(", table.stdout, re.M)
     raw = run(STATUS, model_dir, "--url", daemon.url, "--json")
     assert raw.returncode == 0, raw.stderr
