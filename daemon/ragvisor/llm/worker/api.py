@@ -236,8 +236,14 @@ def _add_generation_routes(app: FastAPI, worker: Worker) -> None:
         texts = [text for text in texts if text] if isinstance(body.input, str) else texts
         keep_alive_s = worker.keep_alive(body.keep_alive)
         started = asyncio.get_running_loop().time()
-        if not texts and keep_alive_s == 0:
-            await worker.embeddings.slot.unload(reason="request")
+        if not texts:
+            # Ollama's load/unload form: the model and no vectors, without statistics.
+            if keep_alive_s == 0:
+                await worker.embeddings.slot.unload(reason="request")
+            else:
+                await worker.embeddings.embed(
+                    [], name=body.model, keep_alive_s=keep_alive_s, truncate=True, dimensions=None
+                )
             return JSONResponse({"model": body.model, "embeddings": []})
         result = await worker.embeddings.embed(
             texts,
@@ -328,4 +334,4 @@ def _add_model_routes(app: FastAPI, worker: Worker) -> None:
         name = body.model or body.name
         note(request, model=name)
         kind = worker.kind(name)
-        return JSONResponse(await asyncio.to_thread(inventory.show, worker, kind))
+        return JSONResponse(await asyncio.to_thread(inventory.show, worker, kind, name))

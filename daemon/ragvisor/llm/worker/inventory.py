@@ -96,8 +96,8 @@ def loaded_models(worker: Worker) -> list[dict[str, Any]]:
     return models
 
 
-def show(worker: Worker, kind: ModelKind) -> dict[str, Any]:
-    """The `/api/show` body for one of the two models."""
+def show(worker: Worker, kind: ModelKind, name: str) -> dict[str, Any]:
+    """The `/api/show` body for one of the two models, `name` being the one asked for."""
     if kind is ModelKind.GENERATOR:
         return generator_show(
             worker.engine.facts(),
@@ -107,4 +107,9 @@ def show(worker: Worker, kind: ModelKind) -> dict[str, Any]:
             modified_at=mtime(worker.model_path),
         )
     facts, _digest, path = worker.embeddings.facts_blocking()
-    return embedder_show(facts, modified_at=mtime(path))
+    return embedder_show(
+        facts,
+        model_path=str(path),
+        name=worker.catalog.listed_name(name),
+        modified_at=mtime(path),
+    )

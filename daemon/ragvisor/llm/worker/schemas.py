@@ -81,9 +81,12 @@ class Options(_Body):
 
 
 class ChatMessage(_Body):
-    """One message of `/api/chat` (images and tool calls are accepted and ignored)."""
+    """One message of `/api/chat` (images and tool calls are accepted and ignored).
 
-    role: str
+    A message without a role is accepted, as Ollama accepts it; it is written as the user's.
+    """
+
+    role: str = ""
     content: str = ""
 
 
