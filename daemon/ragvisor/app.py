@@ -42,6 +42,7 @@ from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.datadir import tighten_data_dir
 from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.embed.onnx import build_onnx_embedder
+from ragvisor.embed.prefixes import TaskPrefixes, for_documents, for_queries
 from ragvisor.errors import ConfigError, StoreError
 from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.metrics import Metrics
@@ -175,16 +176,18 @@ def build_store(settings: Settings) -> Store:
 
 def embedder_loader(data_dir: Path) -> EmbedderLoader:
     """Loads the model of a generation from the `[embedder]` settings the store recorded for it
-    (`application.generations`): the previous model, for queries during a model change."""
+    (`application.generations`): the previous model, for queries during a model change, with
+    the query prefix it was used with."""
 
     def load(recorded: Mapping[str, Any]) -> Embedder:
         try:
             e = EmbedderSettings.model_validate(dict(recorded))
         except ValidationError as exc:
             raise ConfigError(f"the recorded embedder settings are not valid now: {exc}") from exc
-        if e.backend == "ollama":
-            return build_remote_embedder(e)
-        return build_onnx_embedder(e, data_dir)
+        model: Embedder = (
+            build_remote_embedder(e) if e.backend == "ollama" else build_onnx_embedder(e, data_dir)
+        )
+        return for_queries(model, TaskPrefixes.from_settings(e))
 
     return load
 
@@ -207,7 +210,7 @@ def build_services(settings: Settings) -> Services:
     store = build_store(settings)
     supervisors: dict[str, Supervisor] = {}
     remote: OllamaEmbedder | None = None
-    embedder: Embedder
+    model: Embedder
     try:
         if settings.embedder.backend == "ollama":
             remote = build_remote_embedder(settings.embedder)
@@ -220,26 +223,34 @@ def build_services(settings: Settings) -> Services:
                 ladder_settings=e.ladder,
                 metrics=metrics,
             )
-            embedder = SupervisedEmbedder(remote, supervisors["embedder"])
+            model = SupervisedEmbedder(remote, supervisors["embedder"])
             where = remote.base_url
         else:
             onnx = build_onnx_embedder(settings.embedder, data_dir)
-            embedder, where = onnx, str(onnx.model_dir)
+            model, where = onnx, str(onnx.model_dir)
     except BaseException:
         store.close()
         raise
+    # The one place that tells documents from queries: the sync embeds chunks through the
+    # first, every search its query through the second (each with its task prefix, if any).
+    prefixes = TaskPrefixes.from_settings(settings.embedder)
+    embedder = for_documents(model, prefixes)
+    queries = for_queries(model, prefixes)
     log.info(
         "app.embedder_loaded",
         backend=settings.embedder.backend,
         model=embedder.fingerprint.name,
         fingerprint=embedder.fingerprint.key,
         model_dir=where,
+        query_prefix=prefixes.query,
+        document_prefix=prefixes.document,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
     generations = ModelGenerations(
         store,
         embedder,
         settings.embedder.model_dump(mode="json"),
+        queries=queries,
         load_embedder=embedder_loader(data_dir),
         log=structlog.get_logger(component="store"),
         metrics=metrics,
@@ -251,7 +262,7 @@ def build_services(settings: Settings) -> Services:
     s = settings.server
     retriever = Retriever(
         store,
-        embedder,
+        queries,
         QueryLimits(
             max_query_chars=s.max_query_chars, max_k=s.max_k, snippet_chars=s.snippet_chars
         ),

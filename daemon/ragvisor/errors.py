@@ -94,6 +94,12 @@ class BackendRejected(BackendError):
     retryable = False
 
 
+class InputRefused(BackendRejected):
+    """The backend refused an input itself, not the request as a whole: a text longer than the
+    embedding model's context. That text cannot be embedded, the others can — a sync skips the
+    document that holds it instead of failing."""
+
+
 class BackendOutOfMemory(BackendError):
     """The backend could not load a model for lack of memory ("model requires more system
     memory … than is available"): retrying makes it worse; the memory guard must act first.

@@ -54,6 +54,14 @@ def test_environment_values_are_read_as_toml_when_they_parse():
         ({"server": {"header_timeout_s": 0}}, "server.header_timeout_s"),
         ({"server": {"keep_alive_s": 0.5}}, "server.keep_alive_s"),
         ({"server": {"max_connections": 0}}, "server.max_connections"),
+        ({"generator": {"ladder": {"hang_rate": 0}}}, "generator.ladder.hang_rate"),
+        ({"generator": {"ladder": {"hang_rate": 1.5}}}, "generator.ladder.hang_rate"),
+        ({"embedder": {"ladder": {"hang_window": 0}}}, "embedder.ladder.hang_window"),
+        (
+            {"embedder": {"ladder": {"hang_threshold": 12}}},
+            "embedder.ladder: Value error, hang_threshold must not exceed hang_window",
+        ),
+        ({"embedder": {"query_prefix": "x" * 201}}, "embedder.query_prefix"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_key(data, named):

@@ -1,4 +1,4 @@
-"""The escalation ladder: count hangs, unload, confirm, restart within a budget, probe."""
+"""The escalation ladder: a hang rate, unload, confirm, restart within a budget, probe."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ class RecordingControl:
 
     `unload`: "ok", "fail" (an error answer), "hang" (silent until its timeout) or "ignore"
     (silent past its timeout: a control that does not honour it). `loaded`: what /api/ps lists.
-    `probe_failures`: probes that fail before one passes (None: never passes).
+    `probe_failures`: probes that fail before one passes (None: never passes); `probe_ok`, when
+    set, decides instead.
     """
 
     def __init__(self) -> None:
@@ -53,6 +54,7 @@ class RecordingControl:
         self.restart_s = 0.0
         self.restart_gate: asyncio.Event | None = None
         self.probe_failures: int | None = 0
+        self.probe_ok: Callable[[], bool] | None = None
         self.observed: list[Any] = []  # whatever `on_restart` returns, per restart
         self.on_restart: Callable[[], Any] | None = None
 
@@ -88,6 +90,10 @@ class RecordingControl:
 
     async def probe(self, timeout_s: float) -> None:
         self.calls.append("probe")
+        if self.probe_ok is not None:
+            if not self.probe_ok():
+                raise BackendUnavailable("connection refused")
+            return
         if self.probe_failures is None:
             raise BackendUnavailable("connection refused")
         if self.probe_failures > 0:
@@ -109,9 +115,20 @@ def settings(**overrides: Any) -> LadderSettings:
 
 
 class Rig:
-    """A ladder, its breaker, control, clock and metrics, on the running loop."""
+    """A ladder, its breaker, control, clock and metrics, on the running loop.
 
-    def __init__(self, breaker_open_s: float = 30.0, log: Any = None, **ladder: Any) -> None:
+    With `fake_sleep`, the ladder's waits (backoff, time between probes) move the clock instead
+    of taking real time.
+    """
+
+    def __init__(
+        self,
+        breaker_open_s: float = 30.0,
+        log: Any = None,
+        *,
+        fake_sleep: bool = False,
+        **ladder: Any,
+    ) -> None:
         self.clock = Clock()
         self.metrics = Metrics()
         self.control = RecordingControl()
@@ -130,8 +147,14 @@ class Rig:
             metrics=self.metrics,
             log=log,
             clock=self.clock,
+            sleep=self.sleep if fake_sleep else asyncio.sleep,
         )
         self.ladder.bind(asyncio.get_running_loop())
+
+    async def sleep(self, seconds: float) -> None:
+        """Let `seconds` pass on the clock at once (and let other tasks run)."""
+        self.clock.advance(seconds)
+        await asyncio.sleep(0)
 
     async def climbed(self, runs: int = 1) -> None:
         """Wait (bounded) until `runs` climbs have started and none is running."""
@@ -164,19 +187,15 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(bounded())
 
 
-def test_a_run_of_hangs_starts_the_ladder_and_other_failures_reset_the_count():
-    """Two hangs, an error answer, two hangs: no climb; the third hang in a row starts one."""
+def test_a_backend_hanging_from_the_start_climbs_after_hang_threshold_hangs():
+    """Frozen from the start: the third hang (3 of 3 calls) starts the climb, the second not."""
 
     async def scenario() -> None:
         rig = Rig()
-        for exc in (HANG, HANG, BackendError("500"), HANG, HANG):
-            rig.ladder.note_failure(exc)
-        rig.ladder.note_success()
         rig.ladder.note_failure(HANG)
         rig.ladder.note_failure(HANG)
         await asyncio.sleep(0.05)
         assert rig.ladder.runs == 0
-        assert rig.control.calls == []
         rig.ladder.note_failure(HANG)
         await rig.climbed()
         assert rig.ladder.runs == 1
@@ -184,7 +203,52 @@ def test_a_run_of_hangs_starts_the_ladder_and_other_failures_reset_the_count():
     run(scenario)
 
 
-def test_a_request_deadline_cut_neither_counts_nor_breaks_a_run_of_hangs():
+def test_a_hang_rate_not_a_run_starts_the_ladder_after_a_healthy_stretch():
+    """Ten answered calls (errors count as answered), then eight hangs in a row: no climb, as
+    40 % random hangs make such runs; the ninth (9 of the last 10) starts it."""
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            rig = Rig(log=structlog.get_logger(component="supervise"))
+            for _ in range(8):
+                rig.ladder.note_success()
+            rig.ladder.note_failure(BackendError("500"))
+            rig.ladder.note_failure(BackendUnavailable("connection refused"))
+            for _ in range(8):
+                rig.ladder.note_failure(HANG)
+            await asyncio.sleep(0.05)
+            assert rig.ladder.runs == 0
+            assert rig.control.calls == []
+            rig.ladder.note_failure(HANG)
+            await rig.climbed()
+        assert rig.ladder.runs == 1
+        started = next(e for e in logs if e["event"] == "ladder.started")
+        assert started["reason"] == "9 of the last 10 calls hung"
+
+    run(scenario)
+
+
+def test_after_a_climb_another_needs_a_full_windows_evidence():
+    """A climb forgets the hangs it dealt with: a backend still hanging afterwards climbs again
+    at its ninth new hang (9 of 10), not at its third a few seconds later."""
+
+    async def scenario() -> None:
+        rig = Rig()
+        for _ in range(3):
+            rig.ladder.note_failure(HANG)
+        await rig.climbed()
+        for _ in range(8):
+            rig.ladder.note_failure(HANG)
+        await asyncio.sleep(0.05)
+        assert rig.ladder.runs == 1
+        rig.ladder.note_failure(HANG)
+        await rig.climbed(2)
+        assert rig.ladder.runs == 2
+
+    run(scenario)
+
+
+def test_a_request_deadline_cut_is_left_out_of_the_window():
     """hang, hang, cut by the request's deadline, hang: the third hang starts the climb (the
     default deadlines cut every wedged /ask's third attempt like that)."""
 
@@ -249,9 +313,29 @@ def test_a_model_still_listed_after_the_unload_leads_to_a_restart(listed):
         rig.control.loaded = [listed]
         rig.ladder.trigger("test")
         await rig.climbed()
-        assert rig.control.calls == ["unload", "ps", "restart", "probe"]
+        # /api/ps is asked again while confirm_timeout_s (0.3) lasts, every 0.25 s.
+        assert rig.control.calls == ["unload", "ps", "ps", "restart", "probe"]
         assert rig.steps("confirm", "failed") == 1
         assert rig.restarts() == 1
+
+    run(scenario)
+
+
+def test_a_model_listed_a_moment_after_the_unload_is_confirmed_without_a_restart():
+    """Real Ollama goes on listing an unloaded model in /api/ps for up to a second: the confirm
+    step looks again, sees it gone, and no restart follows."""
+
+    async def scenario() -> None:
+        rig = Rig()
+        rig.control.loaded = [MODEL]
+        rig.ladder.trigger("test")
+        await asyncio.sleep(0.1)  # the first look saw it; Ollama finishes unloading now
+        rig.control.loaded = []
+        await rig.climbed()
+        assert rig.control.calls == ["unload", "ps", "ps", "probe"]
+        assert rig.steps("confirm", "ok") == 1
+        assert rig.restarts() == 0
+        assert rig.breaker.state is BreakerState.CLOSED
 
     run(scenario)
 
@@ -353,15 +437,17 @@ def test_restarts_back_off_and_the_backoff_grows():
 
 
 def test_a_failed_probe_leaves_the_breaker_open_until_its_usual_pause():
-    """No healthy answer within probe_timeout_s: the breaker stays open, then half-opens on time."""
+    """No healthy answer within probe_timeout_s and no restart left in the budget: the breaker
+    stays open, then half-opens on time."""
 
     async def scenario() -> None:
-        rig = Rig(breaker_open_s=30.0, probe_timeout_s=1.0)
+        rig = Rig(breaker_open_s=30.0, probe_timeout_s=1.0, restart_budget_per_hour=1)
         rig.control.unload_mode = "fail"  # wedged: the breaker is held from the restart on
         rig.control.probe_failures = None
         rig.ladder.trigger("test")
         await rig.climbed()
         assert rig.steps("probe", "failed") == 1
+        assert rig.steps("restart", "skipped_budget") == 1
         assert rig.breaker.state is BreakerState.OPEN
         assert rig.control.calls.count("probe") >= 2  # it kept trying within the timeout
         rig.clock.advance(30)
@@ -575,5 +661,161 @@ def test_snapshot_describes_the_ladder():
         assert snap["restarts_last_hour"] == 1
         assert snap["last_step"]["step"] == "probe"
         assert snap["last_step"]["outcome"] == "ok"
+
+    run(scenario)
+
+
+def test_a_backend_still_dead_after_a_restart_is_restarted_again_after_the_backoff():
+    """The first restart does not bring the backend back, the second does: the ladder waits out
+    the backoff (10 s) on its own, restarts again and half-opens the breaker, logging each
+    step with its duration (no new hang is needed: the breaker is held open meanwhile)."""
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            rig = Rig(
+                log=structlog.get_logger(component="supervise"),
+                fake_sleep=True,
+                restart_backoff_s=10.0,
+                probe_timeout_s=3.0,
+            )
+            rig.control.unload_mode = "fail"
+            restarted_at: list[float] = []
+
+            def restart() -> None:
+                restarted_at.append(rig.clock())
+
+            rig.control.on_restart = restart
+            rig.control.probe_ok = lambda: len(restarted_at) >= 2
+            rig.ladder.trigger("test")
+            await rig.climbed()
+        assert rig.control.calls.count("restart") == 2
+        assert restarted_at[1] - restarted_at[0] >= 10.0  # the backoff, on the ladder's clock
+        assert rig.breaker.state is BreakerState.HALF_OPEN
+        assert rig.ladder.restarts_last_hour() == 2
+        assert rig.steps("restart", "ok") == 2
+        assert rig.steps("probe", "failed") == 1
+        assert rig.steps("probe", "ok") == 1
+        names = [e["event"] for e in logs if e["event"].startswith("ladder.")]
+        assert names == [
+            "ladder.started",
+            "ladder.unload",
+            "ladder.restart",
+            "ladder.probe",
+            "ladder.restart_scheduled",
+            "ladder.restart",
+            "ladder.probe",
+            "ladder.finished",
+        ]
+        scheduled = next(e for e in logs if e["event"] == "ladder.restart_scheduled")
+        assert 6.0 <= scheduled["retry_in_s"] <= 10.0  # the backoff left after a 3 s probe
+        assert scheduled["restarts"] == 1
+        assert scheduled["restarts_last_hour"] == 1
+        assert scheduled["budget_per_hour"] == 4
+        for event in logs:
+            if event["event"] in ("ladder.restart", "ladder.probe", "ladder.finished"):
+                assert event["duration_ms"] >= 0
+        finished = next(e for e in logs if e["event"] == "ladder.finished")
+        assert finished["restarts"] == 2
+        assert finished["restarted"] is True
+        assert finished["healthy"] is True
+
+    run(scenario)
+
+
+def test_a_backend_that_never_comes_back_is_restarted_until_the_budget_is_spent():
+    """Three restarts allowed an hour, none helps: three restarts with a growing backoff, then
+    ladder.restart_skipped (budget) once, and the breaker's usual pause takes over."""
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            rig = Rig(
+                log=structlog.get_logger(component="supervise"),
+                fake_sleep=True,
+                breaker_open_s=30.0,
+                restart_budget_per_hour=3,
+                restart_backoff_s=10.0,
+                probe_timeout_s=3.0,
+            )
+            rig.control.unload_mode = "fail"
+            rig.control.probe_failures = None
+            rig.control.on_restart = rig.clock
+            rig.ladder.trigger("test")
+            await rig.climbed()
+        assert rig.control.calls.count("restart") == 3
+        gaps = [b - a for a, b in zip(rig.control.observed, rig.control.observed[1:], strict=False)]
+        assert gaps[0] >= 10.0
+        assert gaps[1] >= 20.0  # the backoff doubles
+        assert rig.steps("restart", "skipped_budget") == 1
+        skipped = [e for e in logs if e["event"] == "ladder.restart_skipped"]
+        assert [e["reason"] for e in skipped] == ["budget"]
+        assert skipped[0]["restarts_last_hour"] == 3
+        assert len([e for e in logs if e["event"] == "ladder.restart_scheduled"]) == 2
+        assert not rig.ladder.running
+        assert rig.breaker.state is BreakerState.OPEN
+        rig.clock.advance(30)
+        assert rig.breaker.state is BreakerState.HALF_OPEN
+
+    run(scenario)
+
+
+def test_a_backend_that_answers_while_the_ladder_waits_is_not_restarted_again():
+    """Still dead after its restart, the backend answers during the backoff: no second
+    restart; ladder.recovered is logged and the breaker half-opens."""
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            rig = Rig(
+                log=structlog.get_logger(component="supervise"),
+                fake_sleep=True,
+                restart_backoff_s=60.0,
+                probe_timeout_s=3.0,
+            )
+            rig.control.unload_mode = "fail"
+            back_at: list[float] = []
+
+            def restart() -> None:
+                back_at.append(rig.clock() + 10.0)  # comes up 10 s after the restart
+
+            rig.control.on_restart = restart
+            rig.control.probe_ok = lambda: bool(back_at) and rig.clock() >= back_at[0]
+            rig.ladder.trigger("test")
+            await rig.climbed()
+        assert rig.control.calls.count("restart") == 1
+        assert rig.breaker.state is BreakerState.HALF_OPEN
+        recovered = [e for e in logs if e["event"] == "ladder.recovered"]
+        assert len(recovered) == 1
+        finished = next(e for e in logs if e["event"] == "ladder.finished")
+        assert finished["restarts"] == 1
+        assert finished["healthy"] is True
+
+    run(scenario)
+
+
+def test_a_climb_within_the_restart_backoff_waits_it_out_when_the_backend_stays_dead():
+    """A second climb 0 s after a restart may not restart at once (backoff 10 s): its probe
+    fails, so it waits the backoff out, restarts, and the backend answers."""
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            rig = Rig(
+                log=structlog.get_logger(component="supervise"),
+                fake_sleep=True,
+                restart_backoff_s=10.0,
+                probe_timeout_s=3.0,
+            )
+            rig.control.unload_mode = "fail"
+            rig.control.on_restart = rig.clock
+            rig.ladder.trigger("first")
+            await rig.climbed()
+            rig.control.probe_ok = lambda: len(rig.control.observed) >= 2
+            rig.ladder.trigger("second")
+            await rig.climbed(2)
+        assert rig.control.calls.count("restart") == 2
+        assert rig.control.observed[1] - rig.control.observed[0] >= 10.0
+        assert rig.steps("restart", "skipped_backoff") == 1
+        (scheduled,) = [e for e in logs if e["event"] == "ladder.restart_scheduled"]
+        assert "backoff" in scheduled["why"]
+        assert scheduled["restarts"] == 0
+        assert rig.breaker.state is BreakerState.HALF_OPEN
 
     run(scenario)

@@ -365,7 +365,9 @@ def test_call_sync_gives_up_and_never_retries_a_rejection():
 
 
 def test_hangs_through_the_supervisor_start_the_ladder():
-    """hang_threshold timeouts in a row, whatever the calls, start a climb; errors do not."""
+    """Every attempt's outcome reaches the ladder: after a call that failed with errors (two
+    attempts that did not hang), four calls whose two attempts hung leave 8 of the last 10
+    calls hung, no climb; the fifth's first hang (9 of 10) starts one."""
 
     async def scenario() -> None:
         control = RecordingControl()
@@ -381,8 +383,10 @@ def test_hangs_through_the_supervisor_start_the_ladder():
         sup.ladder.bind(asyncio.get_running_loop())
         with pytest.raises(BackendError):
             await sup.call("chat", forever(BackendError("500")))
-        with pytest.raises(BackendTimeout):
-            await sup.call("chat", forever(BackendTimeout("x", phase="stall")))
+        for _ in range(4):
+            with pytest.raises(BackendTimeout):
+                await sup.call("chat", forever(BackendTimeout("x", phase="stall")))
+        await asyncio.sleep(0.05)
         assert sup.ladder.runs == 0
         with pytest.raises((BackendTimeout, BackendUnavailable)):
             await sup.call("chat", forever(BackendTimeout("x", phase="stall")))

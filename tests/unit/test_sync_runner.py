@@ -372,3 +372,82 @@ def test_unusable_sync_lock_is_a_recorded_failure(tmp_path, corpus):
     assert runner.state.consecutive_failures == 1
     assert not runner.running  # the in-process lock was given back
     store.close()
+
+
+MARK = "OVERLONG"  # a text holding it is refused, as Ollama refuses one over the context
+
+
+def refusing() -> FakeEmbedder:
+    return FakeEmbedder(batch_size=4, refuses=lambda text: MARK in text)
+
+
+def test_a_chunk_the_model_refuses_skips_its_document_and_the_rest_is_synced(tmp_path, corpus):
+    """One document with a refused chunk is skipped, reported and logged; every other document
+    is committed, the sync succeeds, and the store is consistent."""
+    (corpus / "d.md").write_text(f"# Delta\n\nfine start\n\n## Long\n\n{MARK} " + "x " * 50)
+    embedder = refusing()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    assert embedder.refused_calls >= 2  # the window, then the text on its own
+    assert [s["path"] for s in report.skipped] == [f"{corpus}/d.md"]
+    assert "refused chunk 2 of 2" in report.skipped[0]["reason"]
+    assert "exceeds the context length" in report.skipped[0]["reason"]
+    assert report.documents.new == 3  # a, b and c; d was neither written nor counted
+    assert {d.path for d in store.stored_documents().values()} == {"a.md", "b.md", "sub/c.txt"}
+    (skipped,) = _events(logs, "sync.document_skipped")
+    assert skipped["path"] == f"{corpus}/d.md"
+    assert skipped["action"] == "new"
+    assert skipped["kept"] == "nothing"
+    assert skipped["log_level"] == "warning"
+    assert _events(logs, "sync.finished")[0]["skipped"] == 1
+    assert runner.state.consecutive_failures == 0
+    assert runner.state.last_report is not None
+    assert runner.state.last_report["skipped_count"] == 1
+    check_store(store.path, embedder.fingerprint.key)
+    store.close()
+
+
+def test_a_refused_chunk_keeps_the_documents_stored_version(tmp_path, corpus):
+    """An edit that makes a chunk too long for the model leaves the previous version stored
+    and searchable; once the edit is undone the document syncs again."""
+    embedder = refusing()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    runner.run(trigger="test")
+    before = {d.path: d.chunk_hashes for d in store.stored_documents().values()}
+    (corpus / "b.md").write_text(f"# Beta\n\nbeta text about swap files {MARK}")
+    with capture_logs() as logs:
+        report = runner.run(trigger="test")
+    assert [s["path"] for s in report.skipped] == [f"{corpus}/b.md"]
+    assert report.documents.as_dict() == {"new": 0, "changed": 0, "unchanged": 2, "deleted": 0}
+    assert report.changed_because == {}
+    assert _events(logs, "sync.document_skipped")[0]["kept"] == "the stored version"
+    after = {d.path: d.chunk_hashes for d in store.stored_documents().values()}
+    assert after == before
+    hits = store.keyword_search("swap files", 5)
+    assert any(r.path == "b.md" for r in store.get_chunks([h.chunk_id for h in hits]))
+    (corpus / "b.md").write_text("# Beta\n\nbeta text about swap files, edited")
+    again = runner.run(trigger="test")
+    assert again.skipped == []
+    assert again.documents.changed == 1
+    store.close()
+
+
+def test_a_backend_that_goes_down_while_a_refusal_is_sorted_out_fails_the_sync(tmp_path, corpus):
+    """A refusal is one document's problem; a backend that is down while the refused window is
+    taken apart is the sync's: it fails as a whole, as before, and is counted."""
+    (corpus / "d.md").write_text(f"# Delta\n\n{MARK}")
+
+    class DownAfterRefusal(FakeEmbedder):
+        def embed(self, texts):
+            if self.refused_calls:
+                raise BackendUnavailable("cannot connect to the embedder")
+            return super().embed(texts)
+
+    embedder = DownAfterRefusal(batch_size=4, refuses=lambda text: MARK in text)
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    with capture_logs() as logs, pytest.raises(BackendUnavailable):
+        runner.run(trigger="test")
+    assert _events(logs, "sync.document_skipped") == []
+    assert _events(logs, "sync.failed")[0]["consecutive_failures"] == 1
+    store.close()

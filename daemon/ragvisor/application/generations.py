@@ -27,7 +27,7 @@ from ragvisor.core.protocols import Embedder, Store
 from ragvisor.errors import RagvisorError, StoreError
 from ragvisor.metrics import Metrics
 
-# Builds an embedder from recorded `[embedder]` settings (the composition root's factory).
+# Builds the query embedder of recorded `[embedder]` settings (the composition root's factory).
 EmbedderLoader = Callable[[Mapping[str, Any]], Embedder]
 
 
@@ -54,7 +54,9 @@ class ModelGenerations:
     """The daemon's view of the store's generations, and the query embedder that goes with it.
 
     `serving` is the embedder for queries (the active generation's model), `configured` the one
-    the sync embeds with. Thread-safe: searches read `serving` while a sync switches it.
+    the sync embeds with. `queries` is the configured model as queries are embedded with it,
+    when that differs (a task prefix, `ragvisor.embed.prefixes`); both have one fingerprint.
+    Thread-safe: searches read `serving` while a sync switches it.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ModelGenerations:
         configured: Embedder,
         configured_settings: Mapping[str, Any],
         *,
+        queries: Embedder | None = None,
         load_embedder: EmbedderLoader | None,
         log: Any,
         metrics: Metrics | None = None,
@@ -70,6 +73,7 @@ class ModelGenerations:
     ) -> None:
         self._store = store
         self.configured = configured
+        self._queries = queries if queries is not None else configured
         self._settings = dict(configured_settings)
         self._load = load_embedder
         self._log = log
@@ -77,7 +81,7 @@ class ModelGenerations:
         self._clock = clock
         self._lock = threading.Lock()
         self._records = Generations()
-        self._serving: Embedder = configured
+        self._serving: Embedder = self._queries
         self._old: Embedder | None = None
         self.progress = MigrationProgress()
         self._base_done: int | None = None  # chunks done when the running sync began
@@ -214,12 +218,12 @@ class ModelGenerations:
         self._records = records
         active = records.active
         if active is None or active.fingerprint == self.configured.fingerprint.key:
-            self._serving, self._old = self.configured, None
+            self._serving, self._old = self._queries, None
         elif self._old is not None and self._old.fingerprint.key == active.fingerprint:
             self._serving = self._old
         else:
             self._old = self._load_old(active)
-            self._serving = self._old or self.configured
+            self._serving = self._old or self._queries
         if records.building is not None:
             self._count_progress()
         else:

@@ -3,8 +3,9 @@
 The daemon's scheduler, `POST /admin/sync` and `ragvisor sync` all come through `SyncRunner.run`.
 A thread lock stops two syncs inside one process, an `flock` on `<data_dir>/sync.lock` stops a
 CLI sync from racing the daemon's; the loser gets `BusyError` at once instead of waiting.
-A file that cannot be indexed is one skipped file, never a failed sync; a sync that fails as a
-whole is counted (`consecutive_failures`) so readiness, `/status` and `ragvisor health` say so.
+A file that cannot be indexed — unreadable, or with a chunk the embedding model refuses — is one
+skipped file, never a failed sync; a sync that fails as a whole is counted
+(`consecutive_failures`) so readiness, `/status` and `ragvisor health` say so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
-from ragvisor.core.sync import PlannedDocument, apply_plan, plan_sync, quick_check_stamps
+from ragvisor.core.sync import (
+    Action,
+    PlannedDocument,
+    apply_plan,
+    plan_sync,
+    quick_check_stamps,
+)
 from ragvisor.datadir import open_private
 from ragvisor.errors import BusyError, RagvisorError, StoreError, SyncCancelled
 from ragvisor.metrics import Metrics
@@ -380,12 +387,23 @@ class SyncRunner:
                     reasons=list(planned.reasons),
                 )
 
+            def refused(planned: PlannedDocument, reason: str) -> None:
+                root = planned.source.corpus_root if planned.source is not None else ""
+                log.warning(
+                    "sync.document_skipped",
+                    path=display_path(f"{root.rstrip('/')}/{planned.path}"),
+                    action=planned.action.value,
+                    reason=reason,
+                    kept="the stored version" if planned.action is Action.CHANGED else "nothing",
+                )
+
             report = apply_plan(
                 plan,
                 self._store,
                 self._embedder,
                 on_progress=self._checked_progress(on_progress),
                 on_committed=committed,
+                on_skipped=refused,
                 keep=self.generations.keep_while_building() if self.generations else (),
             )
             if self.generations is not None:

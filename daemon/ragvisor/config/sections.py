@@ -176,11 +176,18 @@ class BreakerSettings(_Section):
 class LadderSettings(_Section):
     """What to do when calls keep hanging: unload, confirm, restart, probe.
 
-    `restart_command` is run for the `ollama` backend (argv, no shell); the embedded worker is
-    respawned instead.
+    The ladder starts when, among the last `hang_window` calls, at least `hang_threshold` hung
+    and they are at least `hang_rate` of those calls: a wedged backend hangs on every call, a
+    flaky one now and then, and only the first is cured by unloading (a run of three hangs is
+    common when 40 % of calls hang). `restart_command` is run for the `ollama` backend (argv, no
+    shell); the embedded worker is respawned instead.
     """
 
-    hang_threshold: int = Field(3, ge=1)  # timeouts in a row that start the ladder
+    hang_threshold: int = Field(3, ge=1)  # the fewest hangs in the window that start the ladder
+    # The recent calls the hang rate is taken over (fewer right after start or a climb).
+    hang_window: int = Field(10, ge=1, le=1000)
+    # The share of those calls that must have hung; 0.9 tolerates one answer in ten.
+    hang_rate: float = Field(0.9, gt=0, le=1)
     unload_timeout_s: float = Field(10.0, gt=0)
     confirm_timeout_s: float = Field(5.0, gt=0)
     restart_command: tuple[str, ...] = ("systemctl", "restart", "ollama")
@@ -189,13 +196,21 @@ class LadderSettings(_Section):
     restart_backoff_s: float = Field(10.0, ge=0)  # doubled after each restart, up to 10 min
     probe_timeout_s: float = Field(60.0, gt=0)  # how long to wait for a healthy backend
 
+    @model_validator(mode="after")
+    def _threshold_fits_the_window(self) -> LadderSettings:
+        if self.hang_threshold > self.hang_window:
+            raise ValueError(
+                "hang_threshold must not exceed hang_window (the window holds that many calls)"
+            )
+        return self
+
 
 class EmbedderSettings(_Section):
     """The embedding model.
 
     `onnx` runs MiniLM in-process (an empty `model_dir` means the pinned, packaged MiniLM);
-    `ollama` calls `/api/embed` on the server at `url` for `model`. Switching either changes the
-    fingerprint, and the next sync re-embeds.
+    `ollama` calls `/api/embed` on the server at `url` for `model`. Switching either, or changing
+    a task prefix, changes the fingerprint, and the next sync re-embeds.
     """
 
     backend: Literal["onnx", "ollama"] = "onnx"
@@ -208,6 +223,10 @@ class EmbedderSettings(_Section):
     model: str = "nomic-embed-text"
     keep_alive: KeepAlive = "5m"
     num_ctx: int = Field(2048, ge=16)
+    # Task prefixes some models were trained with (nomic-embed-text: "search_query: " and
+    # "search_document: "), put before each query and each chunk; part of the fingerprint.
+    query_prefix: str = Field("", max_length=200)
+    document_prefix: str = Field("", max_length=200)
     deadlines: EmbedderDeadlineSettings = EmbedderDeadlineSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()

@@ -127,6 +127,13 @@ class Counts:
     unchanged: int = 0
     deleted: int = 0
 
+    def subtract(self, other: Counts) -> None:
+        """Take `other`'s counts off these (a planned document that was skipped after all)."""
+        self.new -= other.new
+        self.changed -= other.changed
+        self.unchanged -= other.unchanged
+        self.deleted -= other.deleted
+
     def as_dict(self) -> dict[str, int]:
         """Plain mapping for JSON output."""
         return {
@@ -142,10 +149,11 @@ class SyncReport:
     """What one sync did; printed by `ragvisor sync --json` and logged as `sync.finished`.
 
     ``skipped`` holds every file that could not be indexed (``path``, shown with ``\\xff`` for
-    bytes that are not UTF-8, and ``reason``). The JSON shape lists the first
+    bytes that are not UTF-8, and ``reason``), read errors and documents with a chunk the
+    embedding model refused alike. The JSON shape lists the first
     ``SKIPPED_LISTED_MAX`` of them and counts all in ``skipped_count``: the report is served in
     every `/status` answer, and a folder of 5,000 Latin-1 files must not make that megabytes
-    (each skip is also logged as ``sync.file_skipped``).
+    (each skip is also logged, as ``sync.file_skipped`` or ``sync.document_skipped``).
     """
 
     documents: Counts = field(default_factory=Counts)

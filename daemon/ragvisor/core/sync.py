@@ -6,6 +6,8 @@ it embeds, in batches, only chunk texts whose hash has no vector under the embed
 fingerprint, and commits a document as soon as all of its vectors exist — new version written
 before the old is retired. A document is unchanged only when the bytes, the chunker version and
 the model fingerprint all match, so a model change or a chunker change re-embeds by itself.
+A chunk the embedding model refuses (longer than its context) skips its document — reported,
+its stored version kept — instead of failing the sync; a backend that fails still fails it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ragvisor.core.model import (
     SyncReport,
 )
 from ragvisor.core.protocols import Embedder, Store, Vector
+from ragvisor.core.refusals import embed_sorting_refusals
 
 
 class Action(enum.Enum):
@@ -213,6 +216,8 @@ def quick_check_stamps(
 
 
 ProgressCallback = Callable[[int, int], None]
+# Told of each document skipped because the model refused one of its chunks, with the reason.
+SkipCallback = Callable[["PlannedDocument", str], None]
 EMBED_WINDOW_BATCHES = 32
 
 
@@ -223,6 +228,7 @@ def apply_plan(
     *,
     on_progress: ProgressCallback | None = None,
     on_committed: Callable[[PlannedDocument], None] | None = None,
+    on_skipped: SkipCallback | None = None,
     keep: Sequence[Fingerprint] = (),
 ) -> SyncReport:
     """Carry out a plan: embed missing vectors in batches, commit documents, then delete.
@@ -230,8 +236,10 @@ def apply_plan(
     Deletions run last so a renamed file is written under its new name before the old one is
     retired. Progress is reported as (chunks embedded so far, chunks to embed). The closing
     prune keeps the embedder's vectors and those of ``keep`` (during a model change, the
-    generation searches still use). Raises whatever the embedder or store raises; every document
-    committed before that stays committed.
+    generation searches still use). A document with a chunk the embedder refuses
+    (:class:`InputRefused`) is not committed: it is listed in the report's ``skipped`` and
+    passed to ``on_skipped``, and its stored version, if any, stays. Raises whatever else the
+    embedder or store raises; every document committed before that stays committed.
     """
     started = time.perf_counter()
     fingerprint = embedder.fingerprint
@@ -269,6 +277,7 @@ def apply_plan(
         chunker_version=plan.chunker_version,
         on_progress=(lambda done: on_progress(done, total)) if on_progress else None,
         on_committed=on_committed,
+        on_skipped=on_skipped,
     )
     if pending:  # pragma: no cover - every queued hash was embedded above
         raise RuntimeError(f"{len(pending)} documents left without vectors")
@@ -293,6 +302,7 @@ def _embed_and_commit(
     chunker_version: str,
     on_progress: Callable[[int], None] | None,
     on_committed: Callable[[PlannedDocument], None] | None,
+    on_skipped: SkipCallback | None,
 ) -> list[PlannedDocument]:
     """Embed each window of (hash, text) and commit the documents it completes; returns the
     documents still pending (none, once every window is embedded).
@@ -309,10 +319,11 @@ def _embed_and_commit(
         committing: Future[None] | None = None
         for batch in windows:
             if batch:
-                vectors = embedder.embed([text for _, text in batch])
-                report.embeddings_computed += len(batch)
-                for (text_hash, _), vector in zip(batch, vectors, strict=True):
-                    fresh[text_hash] = vector
+                vectors, refused = embed_sorting_refusals(embedder, batch)
+                report.embeddings_computed += len(vectors)
+                fresh.update(vectors)
+                if refused:
+                    pending = _skip_refused(pending, refused, report, on_skipped)
                 if on_progress is not None:  # may raise to stop: nothing more is committed
                     on_progress(report.embeddings_computed)
             ready, pending = _take_ready(pending, fresh=fresh, have=have)
@@ -329,6 +340,45 @@ def _embed_and_commit(
         if committing is not None:
             committing.result()
     return pending
+
+
+def _skip_refused(
+    pending: list[PlannedDocument],
+    refused: Mapping[str, str],
+    report: SyncReport,
+    on_skipped: SkipCallback | None,
+) -> list[PlannedDocument]:
+    """The pending documents without those holding a refused chunk; each of those is reported
+    as skipped (and taken out of the plan's counts: it was neither written nor retired)."""
+    kept: list[PlannedDocument] = []
+    for planned in pending:
+        blamed = next((c for c in planned.chunks if c.text_sha256 in refused), None)
+        if blamed is None:
+            kept.append(planned)
+            continue
+        assert planned.source is not None  # pending documents are new or changed ones
+        source = planned.source
+        path = f"{source.corpus_root.rstrip('/')}/{source.path}"
+        reason = (
+            f"the embedding model refused chunk {blamed.position + 1} of {len(planned.chunks)} "
+            f"({len(blamed.text)} characters): {refused[blamed.text_sha256]}"
+        )
+        report.skipped.append({"path": path, "reason": reason})
+        _uncount(report, planned)
+        if on_skipped is not None:
+            on_skipped(planned, reason)
+    return kept
+
+
+def _uncount(report: SyncReport, planned: PlannedDocument) -> None:
+    """Take a skipped document out of the report's plan counts."""
+    action = Counts(new=1) if planned.action is Action.NEW else Counts(changed=1)
+    report.documents.subtract(action)
+    report.chunks.subtract(planned.chunk_counts)
+    for reason in planned.reasons:
+        report.changed_because[reason] -= 1
+        if report.changed_because[reason] == 0:
+            del report.changed_because[reason]
 
 
 def _take_ready(

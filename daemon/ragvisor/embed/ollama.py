@@ -27,14 +27,10 @@ import structlog
 
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
-from ragvisor.errors import BackendError, BackendRejected, ConfigError
+from ragvisor.errors import BackendError, BackendRejected, ConfigError, InputRefused
 from ragvisor.ollama.names import bare_digest, find_model
 from ragvisor.ollama.sync_calls import SyncCalls
-from ragvisor.ollama.wire import (
-    CONTEXT_EXCEEDED,
-    Deadlines,
-    keep_alive_value,
-)
+from ragvisor.ollama.wire import Deadlines, is_context_exceeded, keep_alive_value
 
 
 class ModelChanged(BackendError):
@@ -182,9 +178,10 @@ class OllamaEmbedder:
         (time.monotonic()) ends the call early when the caller's own deadline comes first.
 
         Raises BackendUnavailable (unreachable, 503/429), BackendTimeout (a deadline passed,
-        `phase` says which), BackendRejected (a 4xx: over-long input, unknown model),
-        BackendOutOfMemory, ModelChanged (vectors of another size than the fingerprint's) or
-        BackendError (5xx, a cut connection, a malformed answer).
+        `phase` says which), InputRefused (a text longer than the model's context),
+        BackendRejected (another 4xx: unknown model), BackendOutOfMemory, ModelChanged (vectors
+        of another size than the fingerprint's) or BackendError (5xx, a cut connection, a
+        malformed answer).
         """
         fingerprint = self.fingerprint
         out: Matrix = np.empty((len(texts), fingerprint.dimensions), dtype=np.float32)
@@ -253,8 +250,8 @@ class OllamaEmbedder:
         normalised: Matrix = (matrix / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalised
 
-    def _context_advice(self, error: Exception, texts: Sequence[str]) -> BackendRejected:
-        """A 400 for an over-long input, with what to change and where."""
+    def _context_advice(self, error: Exception, texts: Sequence[str]) -> InputRefused:
+        """The refusal of an over-long input, with what to change and where."""
         limit = self._context_length
         if limit is not None and self._num_ctx >= limit:
             advice = (
@@ -268,7 +265,7 @@ class OllamaEmbedder:
                 "corpus.chunk_size_chars"
             )
         longest = max((len(text) for text in texts), default=0)
-        return BackendRejected(
+        return InputRefused(
             f"{error}. A text of this batch (the longest has {longest} characters) does not fit "
             f"the embedding model's context: {advice}, then sync again. ragvisor sends "
             "truncate: false so that no chunk is embedded with its tail silently cut off."
@@ -362,14 +359,14 @@ class OllamaEmbedder:
         limit: tuple[str, float] | None = None,
         texts: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """One bounded call (see :meth:`SyncCalls.call`); `texts` (embed only) explains a 400
-        for an over-long input."""
+        """One bounded call (see :meth:`SyncCalls.call`); `texts` (embed only) explains the
+        refusal of an over-long input."""
         try:
             return self._http.call(
                 method, path, body, what=what, until=until, first_byte_s=first_byte_s, limit=limit
             )
         except BackendRejected as exc:
-            if texts is not None and CONTEXT_EXCEEDED in str(exc):
+            if texts is not None and is_context_exceeded(str(exc)):
                 raise self._context_advice(exc, texts) from exc
             raise
 

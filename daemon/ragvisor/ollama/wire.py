@@ -20,6 +20,7 @@ from ragvisor.errors import (
     BackendRejected,
     BackendTimeout,
     BackendUnavailable,
+    InputRefused,
     RagvisorError,
 )
 
@@ -27,7 +28,9 @@ from ragvisor.errors import (
 MODEL_MISSING = "try pulling it first"
 # Ollama's refusal to load a model that does not fit (llm/server.go); retrying cannot help.
 OUT_OF_MEMORY = "requires more system memory"
-# Ollama's 400 for an input longer than the context when `truncate` is false (server/routes.go).
+# Ollama's refusal of an input longer than the context when `truncate` is false: a 400 from
+# server/routes.go ("input length exceeds the context length"), and, from versions that embed in
+# the runner, a 500 ("the input length exceeds the context length"). Matched in lower case.
 CONTEXT_EXCEEDED = "input length exceeds the context length"
 _ERROR_TEXT_CHARS = 500
 
@@ -74,16 +77,24 @@ def error_for_status(status: int, message: str, what: str, backend: str = "gener
     """The error an Ollama-protocol status stands for, classified for the retry policy.
 
     503 (queue full, starting) and 429 are "busy": retried. A message saying a model does not
-    fit in memory is never retried. Other 4xx are our own request's fault: not retried. Other
-    5xx are the backend's: retried.
+    fit in memory is never retried. An input longer than the context is refused for that input,
+    whatever the status (400, or 500 from newer runners): not retried, and a sync skips it.
+    Other 4xx are our own request's fault: not retried. Other 5xx are the backend's: retried.
     """
     if OUT_OF_MEMORY in message:
         return BackendOutOfMemory(f"{backend} is out of memory ({what}): {message}")
+    if is_context_exceeded(message):
+        return InputRefused(f"{backend} refused {what} ({status}): {message}")
     if status in (503, 429):
         return BackendUnavailable(f"{backend} is busy or starting ({what}): {message}")
     if 400 <= status < 500:
         return BackendRejected(f"{backend} refused {what} ({status}): {message}")
     return BackendError(f"{backend} answered {status} to {what}: {message}")
+
+
+def is_context_exceeded(message: str) -> bool:
+    """Whether an error message is Ollama's refusal of an input longer than the context."""
+    return CONTEXT_EXCEEDED in message.lower()
 
 
 def error_text(raw: bytes | str) -> str:

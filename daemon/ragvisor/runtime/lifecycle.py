@@ -165,8 +165,8 @@ def run(
     try:
         if notifier is not None:
             notifier.status("starting: loading the index, warming up the embedder")
+        serving = services.serving_embedder().fingerprint
         try:
-            serving = services.serving_embedder().fingerprint
             indexed: int | None = services.store.load_index(serving)
         except StoreError as exc:
             # Neo4j away at start: serve anyway — `/readyz` names the store, searches answer 503
@@ -174,7 +174,9 @@ def run(
             log.error("app.store_unavailable", error=str(exc))  # noqa: TRY400 - an outage, not a bug
             indexed = None
         services.embedder.embed(["warm-up"])  # the first ONNX run allocates; pay it before traffic
-        if services.serving_embedder() is not services.embedder:  # a model change in progress
+        # A model change in progress: queries use the previous model (the configured one's
+        # query side, with a task prefix, is the same model and is warm already).
+        if serving.key != services.embedder.fingerprint.key:
             services.serving_embedder().embed(["warm-up"])
         if services.worker is not None:
             if notifier is not None:
