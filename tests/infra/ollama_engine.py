@@ -121,9 +121,9 @@ def build(progress: bool = False) -> Path:
     try:
         started = time.monotonic()
         say(f"ollama {OLLAMA_VERSION}: llama.cpp's vendored headers from {LLAMA_SDIST}")
-        _vendored_headers(work / "vendor")
+        headers = _vendored_headers(root.parent / f"vendor-{LLAMA_SDIST_SHA256[:12]}")
         say(f"ollama {OLLAMA_VERSION}: go install {MODULE}@v{OLLAMA_VERSION} (10-20 minutes)")
-        _compile(work)
+        _compile(work, headers)
         say(f"ollama {OLLAMA_VERSION}: compiled in {time.monotonic() - started:.0f} s")
         say(f"ollama {OLLAMA_VERSION}: importing {CHAT_MODEL} and {EMBED_MODEL}")
         _import_models(work)
@@ -157,9 +157,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _vendored_headers(target: Path) -> None:
-    """nlohmann/json, miniaudio and stb from the pinned sdist's `vendor/llama.cpp/vendor/`."""
-    downloads = target.parent / "sdist"
+def _vendored_headers(target: Path) -> Path:
+    """nlohmann/json, miniaudio and stb from the pinned sdist's `vendor/llama.cpp/vendor/`, in
+    a folder named for the sdist's hash: a stable path keeps Go's build cache valid across
+    rebuilds (the include path is part of each cgo package's cache key)."""
+    if (target / "complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    downloads = target.parent / f"{target.name}.sdist"
     _step(
         [
             sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
@@ -185,16 +190,18 @@ def _vendored_headers(target: Path) -> None:
             member.name = member.name[len(prefix) :]
         archive.extractall(target, members=members, filter="data")
     shutil.rmtree(downloads)
+    (target / "complete").touch()
+    return target
 
 
-def _compile(work: Path) -> None:
+def _compile(work: Path, headers: Path) -> None:
     """`go install` the pinned release into `work/bin` (cgo; CPU only)."""
     flags = "-O3 -march=native"
     env = {
         **os.environ,
         "GOBIN": str(work / "bin"),
         "CGO_ENABLED": "1",
-        "CGO_CPPFLAGS": f"-I{work / 'vendor'}",
+        "CGO_CPPFLAGS": f"-I{headers}",
         "CGO_CFLAGS": flags,
         "CGO_CXXFLAGS": flags,
     }
@@ -283,6 +290,9 @@ class Server:
     port: int
     root: Path | None = None
     extra_env: dict[str, str] | None = None
+    # A file shown to Ollama as /proc/meminfo (a mount namespace of its own): the memory a
+    # small box has, so a load is refused for memory by Ollama's own check.
+    meminfo: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -332,13 +342,23 @@ class Server:
         root = self.root or cache_dir()
         if self.root is None:
             build()
+        if self.process is not None:
+            self.process.poll()  # collect a server that died (killed, say) before replacing it
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "server.json").write_text(
-            json.dumps({"port": self.port, "root": str(root), "extra_env": self.extra_env or {}})
-        )
+        saved = {
+            "port": self.port,
+            "root": str(root),
+            "extra_env": self.extra_env or {},
+            "meminfo": str(self.meminfo) if self.meminfo else None,
+        }
+        (self.home / "server.json").write_text(json.dumps(saved))
+        argv = [str(binary(root)), "serve"]
+        if self.meminfo is not None:
+            mount = 'mount --bind "$0" /proc/meminfo && exec "$@"'
+            argv = ["unshare", "--mount", "sh", "-c", mount, str(self.meminfo), *argv]
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
-                [str(binary(root)), "serve"],
+                argv,
                 env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -362,13 +382,18 @@ class Server:
     def from_folder(cls, home: Path) -> Server:
         """The server last started from `home`, as it was started."""
         saved = json.loads((home / "server.json").read_text())
-        return cls(home, int(saved["port"]), Path(saved["root"]), saved["extra_env"] or None)
+        meminfo = Path(saved["meminfo"]) if saved.get("meminfo") else None
+        return cls(
+            home, int(saved["port"]), Path(saved["root"]), saved["extra_env"] or None, meminfo
+        )
 
     def stop(self) -> bool:
         """SIGTERM the server and its runners, SIGKILL what is left after STOP_TIMEOUT_S (a
         frozen runner ignores SIGTERM until it is continued). False when none was running."""
         pid = self.pid
         if pid is None:
+            if self.process is not None:
+                self.process.poll()  # collect it if it died on its own
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGCONT)  # a frozen runner would never see the TERM
@@ -382,6 +407,8 @@ class Server:
             self.process.wait(STOP_TIMEOUT_S)
         else:
             _reap(pid)
+            if self.process is not None:
+                self.process.poll()  # ours, replaced by a restart from elsewhere: collect it
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -438,6 +465,23 @@ class Server:
     def tail(self) -> str:
         """The end of its log."""
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+
+def small_box_meminfo(path: Path, total_mb: int, available_mb: int) -> Path:
+    """Write a /proc/meminfo of a box with `total_mb` of RAM, `available_mb` of it available
+    and no swap, for `Server.meminfo`."""
+    values = {
+        "MemTotal": total_mb * 1024,
+        "MemFree": available_mb * 1024,
+        "MemAvailable": available_mb * 1024,
+        "Buffers": 0,
+        "Cached": 0,
+        "SwapCached": 0,
+        "SwapTotal": 0,
+        "SwapFree": 0,
+    }
+    path.write_text("".join(f"{key}:{value:>16} kB\n" for key, value in values.items()))
+    return path
 
 
 def _alive(pid: int) -> bool:

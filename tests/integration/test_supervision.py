@@ -50,6 +50,9 @@ SUPERVISED = {
     "RAGVISOR_GENERATOR__BREAKER__FAILURE_THRESHOLD": "4",
     "RAGVISOR_GENERATOR__BREAKER__OPEN_S": "3",
     "RAGVISOR_GENERATOR__LADDER__HANG_THRESHOLD": "2",
+    # A short window (the rate over it is unit-tested): 2 of the last 2 calls hung start the
+    # ladder. Each /ask here reaches about one hang before its 12 s run out.
+    "RAGVISOR_GENERATOR__LADDER__HANG_WINDOW": "2",
     "RAGVISOR_GENERATOR__LADDER__UNLOAD_TIMEOUT_S": "2",
     "RAGVISOR_GENERATOR__LADDER__CONFIRM_TIMEOUT_S": "2",
     "RAGVISOR_GENERATOR__LADDER__RESTART_BACKOFF_S": "1",
@@ -132,12 +135,17 @@ def rig(tmp_path_factory, model_dir, generator: Generator) -> Iterator[Rig]:
             }
         else:
             chat_env = generator.daemon_env(chat_proxy.url)
+        # The sync embeds with the same embedder the daemon queries (through the proxy): its
+        # vectors are the active generation, so /search embeds with it, not another model.
+        embedder_env = {
+            "RAGVISOR_EMBEDDER__BACKEND": "ollama",
+            "RAGVISOR_EMBEDDER__URL": embed_proxy.url,
+            "RAGVISOR_EMBEDDER__MODEL": embed_model,
+        }
         daemon = synced_daemon(
             base,
             model_dir,
-            RAGVISOR_EMBEDDER__BACKEND="ollama",
-            RAGVISOR_EMBEDDER__URL=embed_proxy.url,
-            RAGVISOR_EMBEDDER__MODEL=embed_model,
+            store_env=embedder_env,
             RAGVISOR_TEST_MEMORY_FILE=str(memory_file),
             **SUPERVISED,
             **chat_env,
