@@ -37,12 +37,13 @@ def neo4j_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     heap and page cache as inventory/prod gives them. Skips, saying why, only on a machine that
     cannot build the engine."""
     from tests.infra import neo4j_engine as engines  # noqa: PLC0415 - only when a test asks
+    from tests.infra.engine_steps import free_port  # noqa: PLC0415
 
     try:
         engines.build()
     except engines.EngineError as exc:
         pytest.skip(f"no Neo4j engine on this machine: {exc}")
-    engine = engines.Engine.in_folder(tmp_path_factory.mktemp("neo4j"), engines.free_port())
+    engine = engines.Engine.in_folder(tmp_path_factory.mktemp("neo4j"), free_port())
     yield engine.start()
     engine.stop()
 
@@ -53,6 +54,7 @@ def ollama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     module proxy once per machine), with inventory/prod's `ollama_env`. Skips, saying why, only
     on a machine without Go or a C compiler; a failed build fails the tests that need it."""
     from tests.infra import ollama_engine as engines  # noqa: PLC0415 - only when a test asks
+    from tests.infra.engine_steps import free_port  # noqa: PLC0415
 
     missing = engines.missing_tools()
     if missing:
@@ -61,6 +63,6 @@ def ollama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         engines.build()
     except engines.EngineError as exc:
         pytest.fail(f"building Ollama failed: {exc}")
-    server = engines.Server(tmp_path_factory.mktemp("ollama"), engines.free_port())
+    server = engines.Server(tmp_path_factory.mktemp("ollama"), free_port())
     yield server.start()
     server.stop()

@@ -31,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.infra.engine_steps import EngineError, cache_root, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools" / "neo4j"
@@ -57,14 +58,9 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 
 
-class EngineError(RuntimeError):
-    """Neo4j could not be built, started or stopped; the message says which step and why."""
-
-
 def cache_dir() -> Path:
     """`$RAGVISOR_CACHE/neo4j/<version>` (default under `~/.cache/ragvisor`): outside the clone."""
-    base = os.environ.get("RAGVISOR_CACHE") or "~/.cache/ragvisor"
-    return Path(base).expanduser() / "neo4j" / NEO4J_VERSION
+    return cache_root() / "neo4j" / NEO4J_VERSION
 
 
 def _recipe_stamp() -> str:
@@ -96,7 +92,7 @@ def build() -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{NEO4J_VERSION}-", dir=root.parent))
     try:
-        _step(
+        run_step(
             [
                 "mvn", "-q", "-B", "-f", str(TOOLS / "pom.xml"),
                 "dependency:copy-dependencies", f"-DoutputDirectory={work / 'lib'}",
@@ -104,7 +100,7 @@ def build() -> Path:
             RESOLVE_TIMEOUT_S,
             f"resolving org.neo4j:neo4j:{NEO4J_VERSION} from Maven",
         )  # fmt: skip
-        _step(
+        run_step(
             [
                 "javac", "--release", "17", "-cp", str(work / "lib" / "*"),
                 "-d", str(work / "classes"), str(TOOLS / "Launcher.java"),
@@ -121,16 +117,6 @@ def build() -> Path:
     return root
 
 
-def _step(argv: list[str], timeout_s: float, what: str) -> None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"{what}: no result within {timeout_s:g} s") from exc
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip()[-3000:]
-        raise EngineError(f"{what} failed (exit {done.returncode}):\n{tail}")
-
-
 def _mb(size: str) -> int:
     """`512m`, `1g` or `1024k` (neo4j.conf's sizes) in MiB."""
     match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", size.strip().lower())
@@ -144,13 +130,6 @@ def prod_memory() -> tuple[int, int]:
     """(heap MiB, page cache MiB) as `inventory/prod` gives them to the `neo4j` role."""
     values = yaml.safe_load(PROD_VARS.read_text())
     return _mb(str(values["neo4j_heap_size"])), _mb(str(values["neo4j_pagecache_size"]))
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_password(path: Path) -> str:

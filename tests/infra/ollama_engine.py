@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -48,6 +47,9 @@ from pathlib import Path
 
 import httpx
 import yaml
+
+from ragvisor.core.hashing import file_sha256
+from tests.infra.engine_steps import EngineError, cache_root, free_port, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 OLLAMA_VERSION = "0.17.4"
@@ -72,14 +74,9 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
 
-class EngineError(RuntimeError):
-    """Ollama could not be built, started or stopped; the message says which step and why."""
-
-
 def cache_dir() -> Path:
     """`$RAGVISOR_CACHE/ollama/<version>` (default under `~/.cache/ragvisor`): outside the clone."""
-    base = os.environ.get("RAGVISOR_CACHE") or "~/.cache/ragvisor"
-    return Path(base).expanduser() / "ollama" / OLLAMA_VERSION
+    return cache_root() / "ollama" / OLLAMA_VERSION
 
 
 def binary(root: Path | None = None) -> Path:
@@ -137,26 +134,6 @@ def build(progress: bool = False) -> Path:
     return root
 
 
-def _step(argv: list[str], timeout_s: float, what: str, env: dict[str, str] | None = None) -> None:
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"{what}: no result within {timeout_s:g} s") from exc
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip()[-3000:]
-        raise EngineError(f"{what} failed (exit {done.returncode}):\n{tail}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _vendored_headers(target: Path) -> Path:
     """nlohmann/json, miniaudio and stb from the pinned sdist's `vendor/llama.cpp/vendor/`, in
     a folder named for the sdist's hash: a stable path keeps Go's build cache valid across
@@ -165,7 +142,7 @@ def _vendored_headers(target: Path) -> Path:
         return target
     shutil.rmtree(target, ignore_errors=True)
     downloads = target.parent / f"{target.name}.sdist"
-    _step(
+    run_step(
         [
             sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
             "-d", str(downloads), LLAMA_SDIST_REQUIREMENT,
@@ -174,7 +151,7 @@ def _vendored_headers(target: Path) -> Path:
         f"downloading {LLAMA_SDIST_REQUIREMENT} (the source of llama.cpp's vendored headers)",
     )  # fmt: skip
     sdist = downloads / LLAMA_SDIST
-    digest = _sha256(sdist)
+    digest = file_sha256(sdist)
     if digest != LLAMA_SDIST_SHA256:
         raise EngineError(f"{sdist} has sha256 {digest}, expected {LLAMA_SDIST_SHA256}")
     prefix = f"{LLAMA_SDIST.removesuffix('.tar.gz')}/vendor/llama.cpp/vendor/"
@@ -205,7 +182,7 @@ def _compile(work: Path, headers: Path) -> None:
         "CGO_CFLAGS": flags,
         "CGO_CXXFLAGS": flags,
     }
-    _step(
+    run_step(
         [
             "go", "install", "-trimpath",
             f"-ldflags=-X={MODULE}/version.Version={OLLAMA_VERSION}",
@@ -225,12 +202,12 @@ def _import_models(work: Path) -> None:
     sources = work / "gguf"
     sources.mkdir()
     minilm = sources / f"{EMBED_MODEL}.gguf"
-    _step(
+    run_step(
         [sys.executable, str(CONVERTER), str(minilm)],
         CREATE_TIMEOUT_S,
         f"converting MiniLM to GGUF ({CONVERTER.name})",
     )
-    digest = _sha256(minilm)
+    digest = file_sha256(minilm)
     if digest != MINILM_GGUF_SHA256:
         raise EngineError(f"{minilm} has sha256 {digest}, expected {MINILM_GGUF_SHA256}")
     gemma = ensure_default_gguf(gguf_cache())
@@ -247,7 +224,7 @@ def _import_models(work: Path) -> None:
         for name, text in modelfiles.items():
             modelfile = sources / f"{name}.Modelfile"
             modelfile.write_text(text)
-            _step(
+            run_step(
                 [str(binary(work)), "create", name, "-f", str(modelfile)],
                 CREATE_TIMEOUT_S,
                 f"ollama create {name} -f {modelfile}",
@@ -263,13 +240,6 @@ def _module_file(relative: str) -> Path:
     """A file of the pinned module's source, as `go install` left it in the module cache."""
     done = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True)
     return Path(done.stdout.strip()) / f"{MODULE}@v{OLLAMA_VERSION}" / relative
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prod_environment() -> dict[str, str]:

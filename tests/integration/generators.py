@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.infra.ollama_engine import CHAT_MODEL, Server, free_port
+from tests.infra.engine_steps import free_port
+from tests.infra.ollama_engine import CHAT_MODEL, Server
 
 KINDS = ("worker", "ollama")
 

@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from tests.infra.neo4j_engine import Engine, free_port
+from tests.infra.engine_steps import free_port
+from tests.infra.neo4j_engine import Engine
 from tests.integration.conftest import run_cli, start_daemon, stop_daemon, synced_daemon
 from tests.integration.corpus import write_corpus
 

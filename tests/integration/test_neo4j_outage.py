@@ -18,7 +18,8 @@ import neo4j
 import pytest
 
 from tests.consistency import check_neo4j_store
-from tests.infra.neo4j_engine import USER, Engine, free_port
+from tests.infra.engine_steps import free_port
+from tests.infra.neo4j_engine import USER, Engine
 from tests.integration.conftest import QUIET, start_daemon, stop_daemon, synced_daemon
 from tests.integration.corpus import synthetic_corpus
 

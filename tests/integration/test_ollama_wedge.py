@@ -35,7 +35,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.infra.ollama_engine import CHAT_MODEL, Server, free_port, small_box_meminfo
+from tests.infra.engine_steps import free_port
+from tests.infra.ollama_engine import CHAT_MODEL, Server, small_box_meminfo
 from tests.integration.conftest import Daemon, stop_daemon, synced_daemon
 from tests.integration.generators import Generator
 from tests.integration.test_ask import goes_idle, wait_for_log
@@ -180,6 +181,8 @@ def _stuck_client(url: str) -> None:
 def test_a_load_refused_for_memory_is_extractive_at_once(ollama, tmp_path, model_dir):
     """Ollama, shown a 4 GB box with 300 MB available, refuses to load the model ("model
     requires more system memory"): not retried, the answer is extractive and says so."""
+    if os.geteuid() != 0:
+        pytest.skip("showing Ollama another /proc/meminfo needs a mount namespace: root only")
     meminfo = small_box_meminfo(tmp_path / "meminfo", total_mb=3900, available_mb=300)
     server = ollama(meminfo=str(meminfo))
     daemon = daemon_on(server, tmp_path / "d", model_dir)
