@@ -49,20 +49,28 @@ def neo4j_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def ollama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One real `ollama serve` for the whole run (tests/infra/ollama_engine.py: built from the Go
-    module proxy once per machine), with inventory/prod's `ollama_env`. Skips, saying why, only
-    on a machine without Go or a C compiler; a failed build fails the tests that need it."""
+def ollama_build() -> Any:
+    """The run's Ollama, built from the Go module proxy once per machine (tests/infra/
+    ollama_engine.py); each test module starts the servers it needs from it, and stops them, so
+    none outlives its module. Skips, saying why, only on a machine without Go or a C compiler;
+    a failed build fails the tests that need it."""
     from tests.infra import ollama_engine as engines  # noqa: PLC0415 - only when a test asks
-    from tests.infra.engine_steps import free_port  # noqa: PLC0415
 
     missing = engines.missing_tools()
     if missing:
         pytest.skip(f"no Ollama on this machine: {', '.join(missing)} not found on PATH")
     try:
-        engines.build()
+        return engines.build()
     except engines.EngineError as exc:
         pytest.fail(f"building Ollama failed: {exc}")
-    server = engines.Server(tmp_path_factory.mktemp("ollama"), free_port())
+
+
+@pytest.fixture(scope="module")
+def ollama_server(ollama_build: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real `ollama serve` for a module, with inventory/prod's `ollama_env`."""
+    from tests.infra.engine_steps import free_port  # noqa: PLC0415 - only when a test asks
+    from tests.infra.ollama_engine import Server  # noqa: PLC0415
+
+    server = Server(tmp_path_factory.mktemp("ollama"), free_port())
     yield server.start()
     server.stop()

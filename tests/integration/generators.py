@@ -94,7 +94,7 @@ def generator_for(kind: str, request: pytest.FixtureRequest, home: Path) -> Iter
     if kind == "worker":
         yield Generator("worker")
         return
-    request.getfixturevalue("ollama_server")  # built (or skipped, saying why) once per run
+    request.getfixturevalue("ollama_build")  # built (or skipped, saying why) once per run
     generator = Generator("ollama")
     generator.server = Server(home, free_port()).start()
     try:

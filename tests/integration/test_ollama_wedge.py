@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def ollama(ollama_server, tmp_path) -> Iterator:
+def ollama(ollama_build, tmp_path) -> Iterator:
     """Start servers of this test's own (the run's build; each stopped at the end)."""
     started: list[Server] = []
 
