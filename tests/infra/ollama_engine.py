@@ -411,7 +411,8 @@ class Server:
 
     def restart_command(self) -> list[str]:
         """The argv the daemon's ladder runs to restart this server."""
-        return [sys.executable, str(Path(__file__).resolve()), "restart", "--dir", str(self.home)]
+        module = ["-m", "tests.infra.ollama_engine", "restart", "--dir", str(self.home)]
+        return ["env", f"PYTHONPATH={REPO}", sys.executable, *module]
 
     def daemon_env(self, *, embedder: bool = False) -> dict[str, str]:
         """The environment that points a daemon's generator (and, with `embedder`, its

@@ -137,29 +137,30 @@ def test_a_frozen_runner_that_will_not_unload_is_restarted(ollama, tmp_path, mod
         assert generated_answer(daemon) is not None, daemon.logs()[-3000:]  # loaded, working
         runner = server.runner_pids()[0]
         server_pid = server.pid
-        os.kill(runner, signal.SIGSTOP)
         # Another application's request, stuck on the frozen runner for as long as it lasts.
+        os.kill(runner, signal.SIGSTOP)
         other = threading.Thread(target=_stuck_client, args=(server.url,), daemon=True)
         other.start()
+        time.sleep(1)  # its request reaches the runner before the daemon's
         assert httpx.get(f"{server.url}/api/version", timeout=5).is_success  # the API answers
         assert httpx.get(f"{server.url}/api/tags", timeout=5).is_success
-        for _ in range(6):
+
+        def restarted() -> bool:
+            return any(e["restarted"] for e in events(daemon, "ladder.finished"))
+
+        deadline = time.monotonic() + 120
+        while not restarted() and time.monotonic() < deadline:
             response, took = ask(daemon)
             assert response.status_code == 200, response.text
             assert took <= REQUEST_S + 1
-            if count_events(daemon, "ladder.started"):
-                break
-        assert wait_until(lambda: count_events(daemon, "ladder.finished") >= 1, 90), daemon.logs()[
-            -4000:
-        ]
-        finished = events(daemon, "ladder.finished")[0]
-        assert finished["restarted"] is True, finished
+        assert restarted(), daemon.logs()[-4000:]
+        finished = next(e for e in events(daemon, "ladder.finished") if e["restarted"])
         assert finished["healthy"] is True, finished
         # Ollama may answer the unload, but /api/ps goes on listing the model (the stuck
         # request holds it): the unload did not take.
         unload = [e["outcome"] for e in events(daemon, "ladder.unload")]
         confirm = [e["outcome"] for e in events(daemon, "ladder.confirm")]
-        assert unload == ["failed"] or confirm == ["failed"], (unload, confirm)
+        assert "failed" in unload or "failed" in confirm, (unload, confirm)
         assert [e["outcome"] for e in events(daemon, "ladder.restart")] == ["ok"]
         assert server.pid not in (None, server_pid)  # a new `ollama serve`
         answer = generated_answer(daemon)
