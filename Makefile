@@ -29,7 +29,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: soak install llama-wheel run sync test lint bench bench-faults nspawn neo4j neo4j-build neo4j-stop \
+.PHONY: soak install llama-wheel run sync test lint bench bench-faults bench-ollama nspawn neo4j neo4j-build neo4j-stop \
 	ollama ollama-build ollama-stop clean
 
 install: $(STAMP)
@@ -118,13 +118,24 @@ ollama-stop:
 	$(BIN)/python -m tests.infra.ollama_engine stop
 
 bench: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	$(BIN)/python bench/search_bench.py
 	$(BIN)/python bench/ask_bench.py
-	$(BIN)/python bench/fault_bench.py
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/fault_bench.py
 
-# /ask while 40 % of backend calls hang and 10 % fail (the supervision's acceptance figure).
+# /ask while 40 % of backend calls hang and 10 % fail (the supervision's acceptance figure),
+# against the embedded worker and then a real Ollama (built once per machine, as for `make
+# test`); `bench/fault_bench.py --backend worker|ollama` runs one. ~40 min on 2 cores.
 bench-faults: install
-	$(BIN)/python bench/fault_bench.py
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/fault_bench.py
+
+# The daemon in front of a real Ollama: time to first token through streamed /ask beside Ollama
+# alone on the same recorded request (30 ABBA rounds), seconds from a frozen runner to the next
+# generated answer (3 repeats), RSS of daemon and Ollama. ~5 min. See docs/performance.md.
+bench-ollama: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/ollama_bench.py
 
 # SQLite beside a real Neo4j (heap and page cache from inventory/prod): /search p50/p99 at 10k and
 # 100k chunks, first sync against the raw embedder, the vector index's recall@10, RSS. ~15-20 min.

@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,20 +251,21 @@ def wait_ready(port: int, proc: subprocess.Popen[Any], timeout_s: float) -> None
     raise TimeoutError(f"/readyz not 200 within {timeout_s:.0f}s")
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    """A fixed-width table on stdout."""
-    widths = [
-        max(len(r[i]) for r in [*rows, ("figure", "value", "target", "verdict")]) for i in range(4)
-    ]
-    header = ("figure", "value", "target", "verdict")
+SUMMARY_HEADER = ("figure", "value", "target", "verdict")
+
+
+def print_table(rows: Sequence[Sequence[str]], header: Sequence[str] = SUMMARY_HEADER) -> None:
+    """A fixed-width table on stdout: the figure's name, its value columns right-aligned, then
+    target and verdict. A bench comparing backends gives one value column per backend."""
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print(line)
     print("-" * len(line))
     for row in rows:
-        print(
-            f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  "
-            f"{row[2].ljust(widths[2])}  {row[3]}"
-        )
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:-2], widths[1:-2], strict=True)]
+        cells += [row[-2].ljust(widths[-2]), row[-1]]
+        print("  ".join(cells))
 
 
 def jsonable(value: Any) -> Any:
@@ -306,14 +307,16 @@ def run_header(stamp: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def finish_report(
     figures: dict[str, Any],
-    rows: list[tuple[str, str, str, str]],
+    rows: Sequence[Sequence[str]],
     path: Path,
     logs: Path,
     busy_advice: str,
+    header: Sequence[str] = SUMMARY_HEADER,
 ) -> None:
     """Print the noise line, the summary table, then save every figure as JSON to `path`.
 
-    Shared by the benchmarks so their reports read the same way.
+    Shared by the benchmarks so their reports read the same way; `header` names the table's
+    columns (and the keys of each row in the JSON's `summary`).
     """
     noise = figures.get("noise", {})
     print(
@@ -327,10 +330,8 @@ def finish_report(
         phases = ", ".join(busy)
         print(f"WARNING: other processes used >10% of the CPUs during {phases}; {busy_advice}")
     print()
-    print_table(rows)
-    figures["summary"] = [
-        {"figure": a, "value": v, "target": t, "verdict": verdict_} for a, v, t, verdict_ in rows
-    ]
+    print_table(rows, header)
+    figures["summary"] = [dict(zip(header, row, strict=True)) for row in rows]
     path.write_text(json.dumps(jsonable(figures), indent=2) + "\n", encoding="utf-8")
     print()
     print(f"figures: {path}")
@@ -353,20 +354,33 @@ QUESTIONS = [
 
 
 class TreeLoadMeter(LoadMeter):
-    """search_bench's noise meter, also counting the live daemon and worker as ours.
+    """search_bench's noise meter, also counting the live daemon and backend as ours.
 
-    The base class counts only children that have exited; here the daemon and its worker run
-    through every timed phase, so their CPU time is read from them directly.
+    The base class counts only children that have exited; here the daemon, its worker or an
+    Ollama server and runner run through the timed phases, so their CPU time is read from
+    them directly (with their reaped children's). A watched process that is gone by the next
+    reading is counted where its time went: into our children's (a child we reaped), into
+    a watched parent's (a runner its server reaped), or else — an Ollama server the ladder
+    replaced, reaped by init — at its last reading, so that it is never read as other
+    processes' CPU (the phase's share after it is lost, a slight over-estimate of the noise).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.watched: list[psutil.Process] = []
+        self._last: dict[psutil.Process, tuple[float, int]] = {}  # CPU s and parent pid
 
     def _snapshot(self) -> tuple[float, float, float, float]:
         now, busy, ours, steal = LoadMeter._snapshot()
+        alive = {proc.pid for proc in self.watched if proc.is_running()}
         for proc in self.watched:
-            with contextlib.suppress(psutil.Error):
+            try:
                 times = proc.cpu_times()
-                ours += times.user + times.system
+                used = times.user + times.system + times.children_user + times.children_system
+                self._last[proc] = (used, proc.ppid())
+            except psutil.Error:
+                used, parent = self._last.get(proc, (0.0, os.getpid()))
+                if parent == os.getpid() or parent in alive:
+                    used = 0.0  # in our children's time, or in a watched parent's
+            ours += used
         return now, busy, ours, steal
