@@ -72,6 +72,18 @@ def test_a_failed_generator_gives_an_extractive_answer_with_the_reason():
     assert "two gigabytes" in done["answer"]
 
 
+def test_a_blank_generated_answer_is_replaced_by_the_passages():
+    """A model that ends at once or with only blank lines answered nothing: the passages do,
+    and the answer says why (seen with a 270M model in the fault bench)."""
+    done = ask(FakeGenerator("\n \n"), "how big is the swap file")[-1]
+    assert done["done_reason"] == "degraded"
+    assert done["degraded"] == {
+        "reason": "the model returned an empty answer",
+        "answer": "extractive",
+    }
+    assert "two gigabytes" in done["answer"]
+
+
 def test_an_unavailable_generator_is_not_even_asked():
     """A generator known to be down makes the answer extractive before any call is made."""
     generator = FakeGenerator()

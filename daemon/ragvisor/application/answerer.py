@@ -69,6 +69,8 @@ class _Generation:
     failure: str | None = None
 
 
+# The reason given when the model's whole answer was blank.
+EMPTY_ANSWER = "the model returned an empty answer"
 # Time kept back from the request deadline to build the extractive answer if generation fails.
 FALLBACK_RESERVE_S = 0.5
 
@@ -185,6 +187,10 @@ class Answerer:
                 yield event
         finally:
             await stream.aclose()
+        if generation.failure is None and not "".join(generation.pieces).strip():
+            # A small model sometimes ends at once, or with only blank lines: an empty answer
+            # helps nobody, the passages do.
+            generation.failure = EMPTY_ANSWER
         if generation.failure is not None:
             yield self._extractive(prepared, trace, generation.failure)
         else:
@@ -309,6 +315,7 @@ def _reason_label(reason: str) -> str:
         ("lane_busy", "lane stayed busy"),
         ("timeout", "deadline ("),  # a backend call missed one of its deadlines
         ("deadline", "deadline"),  # the request's own deadline ran out
+        ("empty_answer", EMPTY_ANSWER),
     ):
         if marker in reason:
             return label
