@@ -2,7 +2,8 @@
 
 This package is the only place that exits the process (`parser`: the flags; `commands`: what
 each does; `exits`: the exit codes). Exit codes: 0 success, 1 failure,
-2 bad configuration or arguments, 75 busy (another sync is running; try again later).
+2 bad configuration or arguments, 75 busy (another sync is running, or — for `restore` — a
+process has the store open; try again later).
 """
 
 from __future__ import annotations

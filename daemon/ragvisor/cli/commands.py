@@ -292,6 +292,13 @@ def _store_identity(settings: Any) -> tuple[str, ...]:
     return ("sqlite", str(s.data_dir.expanduser().resolve()))
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """`ragvisor backup | restore`: run by `ragvisor.cli.backup`."""
+    from ragvisor.cli import backup
+
+    return backup.run_backup(args) if args.command == "backup" else backup.run_restore(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "sync": cmd_sync,
@@ -303,4 +310,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_ops,
     "faultproxy": cmd_ops,
     "store": cmd_store,
+    "backup": cmd_backup,
+    "restore": cmd_backup,
 }

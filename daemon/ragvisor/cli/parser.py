@@ -99,12 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TOML configuration whose [store] receives the copy (e.g. Neo4j)",
     )
     copy.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _add_backup_commands(sub)
     _add_ops_commands(sub)
     for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
         command.add_argument(
             "--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error"
         )
     return parser
+
+
+def _add_backup_commands(sub: Any) -> None:
+    """`backup` and `restore` (flags in `ragvisor.cli.backup`)."""
+    from ragvisor.cli import backup
+
+    backup.add_backup_arguments(
+        sub.add_parser(
+            "backup",
+            help="a consistent copy of the embedded store, its admin token and the "
+            "configuration, while the daemon runs",
+        )
+    )
+    backup.add_restore_arguments(
+        sub.add_parser(
+            "restore",
+            help="put a backup back into the data directory: verified first, swapped in whole",
+        )
+    )
 
 
 def _add_ops_commands(sub: Any) -> None:
