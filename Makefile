@@ -29,7 +29,8 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: soak install llama-wheel run sync test lint bench bench-faults bench-ollama nspawn neo4j neo4j-build neo4j-stop \
+.PHONY: soak install llama-wheel run sync test lint bench bench-faults bench-ollama nspawn bare-host \
+	bare-host-smoke neo4j neo4j-build neo4j-stop \
 	ollama ollama-build ollama-stop clean
 
 install: $(STAMP)
@@ -74,7 +75,7 @@ lint: install
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 
-test: install nspawn
+test: install nspawn bare-host
 	@# Neo4j's artifacts: a machine that cannot resolve them skips the Neo4j tests, saying why.
 	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
 	@# Real Ollama, built from the Go module proxy once per machine: a failed build stops here.
@@ -90,6 +91,19 @@ nspawn: install
 	@if [ "$$(id -u)" = 0 ]; then \
 		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.nspawn build; \
 	else echo "nspawn: not root, the systemd-nspawn tests will skip"; fi
+
+# Bare-host images for the end-to-end deploy tests: Debian 12 and Ubuntu 24.04 as empty as a new
+# droplet (debootstrap minbase + systemd, openssh-server, sudo, python3, ca-certificates; a
+# non-root admin with passwordless sudo), built once into $(RAGVISOR_CACHE)/bare-host (~2-4 min
+# each; needs root, and Debian's and Ubuntu's registries). `make bare-host-smoke` also boots each,
+# installs `hello` with apt through the rig's registry proxy, and stops it.
+bare-host: install
+	@if [ "$$(id -u)" = 0 ]; then \
+		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.bare_host build; \
+	else echo "bare-host: not root, the bare-host tests will skip"; fi
+
+bare-host-smoke: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.bare_host smoke
 
 # The real Neo4j engine (Maven Central artifacts, built once into $(RAGVISOR_CACHE)/neo4j) for
 # development: `make neo4j` starts one on 127.0.0.1:7687 with data and a generated password under

@@ -21,6 +21,9 @@ The pieces, each usable alone:
   SSH through an `nsenter -n` wrapper: the container's sshd listens on its own loopback only).
 - `Container.stop()` powers it off (SIGTERM to nspawn, then SIGKILL, all bounded) and removes what
   nspawn leaves behind (`/run/systemd/nspawn/*/<machine>`, the `payload` cgroups).
+- `Container.boot(ssh_user=...)` logs in as another user than root (the bare host's admin, see
+  tests/infra/bare_host.py); every rig container, whatever its rootfs, holds the same lock
+  (`container_lock_path()`), one at a time.
 
 Command line (what `make` calls): `python -m tests.infra.nspawn build` prepares the host tools,
 the rootfs and the wheelhouse; `python -m tests.infra.nspawn smoke` also boots, checks and stops
@@ -419,7 +422,11 @@ class Bind:
 
 
 def _session_key(session_dir: Path, machine: str) -> tuple[Path, Path]:
-    """A fresh SSH key for this session, and its public half as `authorized_keys` to bind."""
+    """A fresh SSH key for this session, and its public half as `authorized_keys` to bind.
+
+    The bound file stays owned by (host) root, which sshd's StrictModes accepts for any user;
+    mode 0644 because sshd reads a non-root user's keys with that user's rights.
+    """
     key_file = session_dir / "id_ed25519"
     if not key_file.exists():
         _run(
@@ -428,8 +435,14 @@ def _session_key(session_dir: Path, machine: str) -> tuple[Path, Path]:
         )
     authorized = session_dir / "authorized_keys"
     shutil.copy2(key_file.with_suffix(".pub"), authorized)
-    authorized.chmod(0o600)
+    authorized.chmod(0o644)
     return key_file, authorized
+
+
+def container_lock_path() -> Path:
+    """The one lock every rig container holds, whatever its rootfs (this one, the bare host's):
+    they would all share the same `payload` cgroup."""
+    return cache_dir() / ".container.lock"
 
 
 def _acquire_container_lock(path: Path, timeout_s: float = CONTAINER_LOCK_TIMEOUT_S) -> TextIO:
@@ -517,6 +530,8 @@ class Container:
     key_file: Path
     ssh_wrapper: Path
     console_log: Path
+    # Who SSH (and Ansible) log in as: root here; the bare host's non-root admin, who escalates.
+    ssh_user: str = "root"
     _lock: TextIO | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
@@ -531,17 +546,22 @@ class Container:
         binds: Sequence[Bind] = (),
         machine: str | None = None,
         timeout_s: float = BOOT_TIMEOUT_S,
+        ssh_user: str = "root",
+        nspawn_args: Sequence[str] = (),
     ) -> Container:
         """Boot `rootfs` with systemd as PID 1 and wait until the system is up and sshd answers.
 
         `--register=no --keep-unit` because the host has no systemd/machined to register with;
         `--private-network` so the daemon's ports cannot clash with the host's; `--volatile=
-        overlay` so the cached rootfs is never written.
+        overlay` so the cached rootfs is never written. The session's key is bound as the
+        `authorized_keys` of `ssh_user` (whose `.ssh` folder the rootfs must have);
+        `nspawn_args` are more options for systemd-nspawn.
         """
         machine = machine or f"ragvisor-{os.getpid()}"
         session_dir.mkdir(parents=True, exist_ok=True)
         console_log = session_dir / "console.log"
-        lock = _acquire_container_lock(rootfs.parent / ".container.lock")
+        home = "/root" if ssh_user == "root" else f"/home/{ssh_user}"
+        lock = _acquire_container_lock(container_lock_path())
         try:
             reap_orphans(rootfs)
             key_file, authorized = _session_key(session_dir, machine)
@@ -556,8 +576,9 @@ class Container:
                 "--volatile=overlay",
                 "--console=read-only",
                 f"--machine={machine}",
-                f"--bind-ro={authorized}:/root/.ssh/authorized_keys",
+                f"--bind-ro={authorized}:{home}/.ssh/authorized_keys",
                 *(bind.option() for bind in binds),
+                *nspawn_args,
             ]
             started = time.monotonic()
             with console_log.open("wb") as console:
@@ -579,6 +600,7 @@ class Container:
             key_file=key_file,
             ssh_wrapper=session_dir / "ssh-in-container",
             console_log=console_log,
+            ssh_user=ssh_user,
             _lock=lock,
         )
         try:
@@ -735,9 +757,10 @@ class Container:
     def ssh(
         self, command: str, *, check: bool = True, timeout_s: float = RUN_TIMEOUT_S
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell command over SSH, the way Ansible reaches the container."""
+        """Run a shell command over SSH as `ssh_user`, the way Ansible reaches the container."""
         argv: list[str | Path] = [self.ssh_wrapper, "-i", self.key_file, *self.ssh_options()]
-        return _run([*argv, "root@127.0.0.1", command], timeout_s=timeout_s, check=check)
+        target = f"{self.ssh_user}@127.0.0.1"
+        return _run([*argv, target, command], timeout_s=timeout_s, check=check)
 
     def write_inventory(
         self,
@@ -747,13 +770,14 @@ class Container:
         group: str = "ragvisor",
         host_vars: Mapping[str, object] | None = None,
     ) -> Path:
-        """An Ansible inventory (YAML): this container as `host` in `group`, reached over SSH.
+        """An Ansible inventory (YAML): this container as `host` in `group`, reached over SSH
+        as `ssh_user` (a non-root user escalates with the playbook's `become: true`).
 
         `host_vars` come on top of the connection settings (and above the roles' defaults).
         """
         connection: dict[str, object] = {
             "ansible_host": "127.0.0.1",
-            "ansible_user": "root",
+            "ansible_user": self.ssh_user,
             "ansible_connection": "ssh",
             "ansible_ssh_executable": str(self.ssh_wrapper),
             "ansible_ssh_private_key_file": str(self.key_file),
