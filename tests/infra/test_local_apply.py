@@ -48,6 +48,7 @@ from tests.infra.localhost import (
     TEST_ROOT,
     active_swaps,
     host_state,
+    local_path,
     role_defaults,
 )
 from tests.infra.playbook import BIN, PlaybookRun, run_playbook
@@ -277,7 +278,10 @@ def test_unit_is_type_notify_with_watchdog_and_limits(converged: Converged) -> N
     assert service["Restart"] == "on-failure"
     assert service["MemoryHigh"] == defaults["ragvisor_memory_high"]
     assert service["MemoryMax"] == defaults["ragvisor_memory_max"]
-    assert service["StateDirectory"] == "ragvisor"
+    # The data directory is outside /var/lib: written through ReadWritePaths= only, no
+    # StateDirectory= (which would make systemd create /var/lib/ragvisor instead).
+    assert "StateDirectory" not in service
+    assert service["ReadWritePaths"] == str(local_path("ragvisor_data_dir"))
     assert service["ExecStart"] == f"{RAGVISOR_VENV}/bin/ragvisor serve --config {RAGVISOR_CONFIG}"
     assert service["MemoryDenyWriteExecute"] == "yes"
     assert service["TimeoutStopSec"] == f"{defaults['ragvisor_stop_timeout_s']}s"

@@ -141,6 +141,22 @@ def test_accepts_the_prod_example_on_a_4_gb_host(ansible_env: dict[str, str]) ->
     _assert_names_every_term(run, budget)
 
 
+@pytest.mark.parametrize("memtotal_mb", [3900, 3891])
+def test_accepts_the_prod_example_on_what_a_4_gb_droplet_reports(
+    ansible_env: dict[str, str], memtotal_mb: int
+) -> None:
+    """A "4 GB" VM reports less MemTotal than 4096 MB (the firmware and the kernel keep some):
+    3.8-3.9 GiB. inventory/prod fits there too, and the preflight prints its headroom."""
+    budget = expected_budget("prod", {}, memtotal_mb=memtotal_mb)
+    run = _preflight(ansible_env, "prod", {"preflight_memtotal_mb": memtotal_mb})
+    assert run.returncode == 0, run.output[-4000:]
+    headroom = memtotal_mb - budget.total_mb
+    assert headroom >= 128, f"prod leaves only {headroom} MB on {memtotal_mb} MB"
+    assert f"needs {budget.total_mb} MB of {memtotal_mb} MB" in run.text
+    assert f"headroom {headroom} MB" in run.text
+    print(f"prod preflight on MemTotal {memtotal_mb} MB: headroom {headroom} MB")
+
+
 def test_refuses_the_prod_example_on_a_3_gb_host(ansible_env: dict[str, str]) -> None:
     """The same configuration on 3 GB is short, by the amount the arithmetic says."""
     budget = expected_budget("prod", {}, memtotal_mb=3072)

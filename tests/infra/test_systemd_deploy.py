@@ -1,24 +1,30 @@
 """The `ragvisor` and `ollama` roles on a real systemd: a container booted with systemd-nspawn.
 
-What only a real service manager can show: the daemon's unit becomes `active (running)` only
-after the daemon sends `READY=1`; a daemon frozen with SIGSTOP (its event loop sends no more
-`WATCHDOG=1`) is killed and restarted by systemd; `systemctl show ollama -p Environment` carries
-the drop-in's values; a second deploy over SSH changes nothing.
+What only a real service manager can show: `--check --diff` on the fresh container runs
+through and changes nothing; the daemon's unit becomes `active (running)` only after the daemon
+sends `READY=1`; a daemon frozen with SIGSTOP (its event loop sends no more `WATCHDOG=1`) is
+killed and restarted by systemd; the daemon's user may restart Ollama through polkit (polkitd
+installed by the role) and nothing else; a unit left failed by a missing corpus folder is
+recovered by the next deploy; `systemctl show ollama -p Environment` carries the drop-in's
+values; the backup timer is scheduled; a second deploy over SSH changes nothing.
 
 The rig (`tests/infra/nspawn.py`) boots one container per module from a cached Debian rootfs
 (built on first use, ~2 min; `python -m tests.infra.nspawn build` prepares it ahead). The roles
 are applied with `playbooks/site.yml --tags ollama,ragvisor` (the preflight always runs; swap and
 sysctl cannot be set inside a container: the `-c local` tests cover them) over SSH.
 
-Two things the test puts into the container before the deploy, because installs are off:
+What the test puts into the container before the deploy, because the container is offline and
+Ollama's install is off:
 
 - a STAND-IN `ollama.service` (`sleep infinity`, no Ollama binary): the `ollama` role with
   `ollama_install: false` only writes the drop-in `ollama.service.d/override.conf`, which needs a
   unit to attach to. Its process shows which environment systemd really gave the service.
 - `/etc/pip.conf` pointing pip at the read-only wheelhouse (`--no-index`): the container has no
   network, as an offline host with a local wheel mirror would be configured. (The daemon's own
-  install also gets `ragvisor_pip_extra_args`; the role's model-requirements task takes no extra
-  pip arguments, so it needs pip's configuration.)
+  install also gets `ragvisor_pip_extra_args`.) The dist folder the role installs from holds the
+  wheel built from the checkout and `requirements/constraints.txt`, as docs/deploy.md ships it.
+- an apt source naming a local mirror of the packages the role installs (tests/infra/apt_mirror.py):
+  polkitd and python3-apt are NOT in the container; the role installs them with apt.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import functools
 import json
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +42,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.infra.apt_mirror import build_apt_mirror, mirror_bind, use_in
 from tests.infra.nspawn import (
     REPO,
     WHEELHOUSE_MOUNT,
@@ -109,9 +117,11 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     session = tmp_path_factory.mktemp("nspawn")
     rootfs = build_rootfs()
     wheelhouse = build_wheelhouse()
+    mirror = build_apt_mirror(rootfs)
     dist = session / "dist"
     build_project_wheel(dist)
-    binds = (Bind(wheelhouse, WHEELHOUSE_MOUNT), Bind(dist, DIST_MOUNT))
+    shutil.copy2(REPO / "requirements/constraints.txt", dist / "constraints.txt")
+    binds = (Bind(wheelhouse, WHEELHOUSE_MOUNT), Bind(dist, DIST_MOUNT), mirror_bind(mirror))
     booted = Container.boot(rootfs, session / "machine", binds=binds)
     try:
         yield booted
@@ -205,10 +215,10 @@ def _restarted(container: Container, unit: str, old_pid: int) -> dict[str, str] 
     return None
 
 
-def run_deploy(inventory: Path, state_dir: Path) -> PlaybookRun:
+def run_deploy(inventory: Path, state_dir: Path, *options: str) -> PlaybookRun:
     """What an operator runs for these two roles (the preflight always runs too)."""
     return ansible_playbook(
-        REPO / "playbooks/site.yml", inventory, state_dir, "--tags", "ollama,ragvisor"
+        REPO / "playbooks/site.yml", inventory, state_dir, "--tags", "ollama,ragvisor", *options
     )
 
 
@@ -236,9 +246,10 @@ def deploy_vars() -> dict[str, Any]:
         "ollama_install": False,
         "ollama_env": OLLAMA_ENV,
         "ollama_models": [],
-        # ragvisor: the wheel built from the checkout, its dependencies from the wheelhouse
+        # ragvisor: the wheel built from the checkout (in the dist folder, with the
+        # constraints), its dependencies from the wheelhouse
         "ragvisor_state": "present",
-        "ragvisor_install_from": "ragvisor",
+        "ragvisor_dist_dir": DIST_MOUNT,
         "ragvisor_pip_extra_args": f"--no-index --find-links {WHEELHOUSE_MOUNT} "
         f"--find-links {DIST_MOUNT}",
         "ragvisor_model_requirements": f"{WHEELHOUSE_MOUNT}/models.txt",
@@ -248,22 +259,60 @@ def deploy_vars() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class FreshHost:
+    """What a fresh container looked like, and the `--check --diff` run on it."""
+
+    before: str
+    check: PlaybookRun
+    after: str
+
+
+def _host_snapshot(container: Container) -> str:
+    """What a deploy would change, in one comparable text: the daemon's user, the packages, the
+    names in the folders the roles write to (names only: a timestamp may move by itself)."""
+    script = (
+        "getent passwd ragvisor; dpkg-query -W -f='${Package} ${db:Status-Status}\\n' "
+        "polkitd python3-apt 2>&1; ls -1A /etc/systemd/system /opt /srv /etc/polkit-1 2>&1; "
+        "ls -1A /etc/ragvisor /var/lib/ragvisor /var/backups /usr/local/bin 2>&1; true"
+    )
+    return container.run("sh", "-c", script).stdout
+
+
 @pytest.fixture(scope="module")
-def deploy(container: Container, tmp_path_factory: pytest.TempPathFactory) -> Deploy:
-    """The stand-in Ollama unit, pip's offline config and a one-file corpus, then the first
-    deploy of `ollama` and `ragvisor` over SSH."""
-    work = tmp_path_factory.mktemp("deploy")
+def fresh_host(container: Container, tmp_path_factory: pytest.TempPathFactory) -> FreshHost:
+    """The stand-in Ollama unit, pip's offline config and the offline apt source, then
+    `--check --diff` of `ollama` and `ragvisor` over SSH on the untouched container."""
+    work = tmp_path_factory.mktemp("check")
     container.write_file("/etc/systemd/system/ollama.service", STAND_IN_OLLAMA_UNIT)
     container.write_file("/etc/pip.conf", PIP_CONF)
+    use_in(container)
+    container.systemctl("daemon-reload")
+    container.systemctl("enable", "--now", "ollama.service")
+    inventory = container.write_inventory(
+        work / "inventory.yml", host=HOST, host_vars=deploy_vars()
+    )
+    before = _host_snapshot(container)
+    check = run_deploy(inventory, work / "ansible", "--check", "--diff")
+    return FreshHost(before, check, _host_snapshot(container))
+
+
+@pytest.fixture(scope="module")
+def deploy(
+    container: Container, fresh_host: FreshHost, tmp_path_factory: pytest.TempPathFactory
+) -> Deploy:
+    """The first deploy of `ollama` and `ragvisor` over SSH (after the dry run), then a
+    one-file corpus in the folder the role created."""
+    work = tmp_path_factory.mktemp("deploy")
+    inventory = container.write_inventory(
+        work / "inventory.yml", host=HOST, host_vars=deploy_vars()
+    )
+    first = run_deploy(inventory, work / "ansible")
     container.write_file(
         f"{CORPUS_DIR}/watchdog.md",
         "# Watchdog\n\nsystemd restarts the daemon when its event loop stops pinging.\n",
     )
-    container.systemctl("daemon-reload")
-    container.systemctl("enable", "--now", "ollama.service")
-    inventory = work / "inventory.yml"
-    container.write_inventory(inventory, host=HOST, host_vars=deploy_vars())
-    return Deploy(container, inventory, work / "ansible", run_deploy(inventory, work / "ansible"))
+    return Deploy(container, inventory, work / "ansible", first)
 
 
 def _diagnostics(container: Container) -> str:
@@ -273,6 +322,17 @@ def _diagnostics(container: Container) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The deploy
+
+
+def test_check_mode_on_the_fresh_host_changes_nothing(fresh_host: FreshHost) -> None:
+    """`--check --diff` first, as docs/deploy.md says: it runs through on a host without the
+    daemon's user, unit, virtualenv, python3-apt or polkitd, predicts changes, and changes
+    nothing."""
+    counts = fresh_host.check.counts(HOST)
+    assert fresh_host.check.returncode == 0, fresh_host.check.output[-8000:]
+    assert counts["failed"] == 0
+    assert counts["changed"] > 0
+    assert fresh_host.after == fresh_host.before
 
 
 def test_first_deploy_converges(deploy: Deploy) -> None:
@@ -385,6 +445,111 @@ def test_ollama_gets_the_drop_in_environment(deploy: Deploy) -> None:
     assert "/etc/systemd/system/ollama.service.d/override.conf" in shown["DropInPaths"].split()
     process_env = container.run("cat", f"/proc/{shown['MainPID']}/environ").stdout.split("\0")
     assert {f"{key}={value}" for key, value in expected.items()} <= set(process_env)
+
+
+def test_role_installed_polkitd_and_the_daemon_may_restart_ollama(deploy: Deploy) -> None:
+    """polkitd was missing and the role installed it; as the daemon's user, `systemctl restart
+    ollama` (the ladder's last rung) restarts Ollama, and restarting anything else is refused."""
+    container = deploy.container
+    status = container.run("dpkg-query", "-W", "-f=${db:Status-Status}", "polkitd").stdout
+    assert status == "installed"
+    before = int(container.show("ollama", "MainPID")["MainPID"])
+    allowed = container.run(
+        "runuser", "-u", "ragvisor", "--", "systemctl", "restart", "ollama.service", check=False
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert int(container.show("ollama", "MainPID")["MainPID"]) not in (0, before)
+    refused = container.run(
+        "runuser", "-u", "ragvisor", "--", "systemctl", "restart", "ssh.service", check=False
+    )
+    assert refused.returncode != 0
+    assert "Access denied" in refused.stderr or "authentication" in refused.stderr.lower()
+
+
+def test_corpus_folder_is_created_readable_by_the_daemon(deploy: Deploy) -> None:
+    """The role creates the missing corpus folder, root's and readable by the daemon's group."""
+    stat = deploy.container.run("stat", "-c", "%U:%G %a", CORPUS_DIR).stdout.split()
+    assert stat == ["root:ragvisor", "750"]
+
+
+def test_daemon_runs_from_a_versioned_virtualenv(deploy: Deploy) -> None:
+    """`current` points at versions/<version>-<the wheel's sha256 prefix>, built with the
+    constraints (the pinned versions are what is installed)."""
+    container = deploy.container
+    wheel = container.run("sh", "-c", f"ls {DIST_MOUNT}/ragvisor-*.whl").stdout.split()[0]
+    digest = container.run("sha256sum", wheel).stdout.split()[0]
+    version = Path(wheel).name.split("-")[1]
+    target = container.run("readlink", "/opt/ragvisor/current").stdout.strip()
+    assert target == f"/opt/ragvisor/versions/{version}-{digest[:12]}"
+    pins = (REPO / "requirements/constraints.txt").read_text()
+    fastapi_pin = re.search(r"^fastapi==(\S+)$", pins, re.MULTILINE)
+    assert fastapi_pin is not None
+    shown = container.run(f"{target}/bin/pip", "show", "fastapi").stdout
+    assert f"Version: {fastapi_pin.group(1)}" in shown
+
+
+def test_deployed_unit_exposure_is_at_most_2_5(deploy: Deploy) -> None:
+    """`systemd-analyze security ragvisor.service` on the running unit; prints the figure."""
+    proc = deploy.container.run(
+        "systemd-analyze", "security", "--no-pager", "ragvisor.service", check=False
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    print(f"ragvisor.service exposure (deployed): {match.group(1)}")
+    assert float(match.group(1)) <= 2.5, proc.stdout
+
+
+def test_backup_timer_is_scheduled(deploy: Deploy) -> None:
+    """ragvisor-backup.timer is enabled and active, with the role's default schedule."""
+    container = deploy.container
+    timer = container.show(
+        "ragvisor-backup.timer", "ActiveState", "UnitFileState", "TimersCalendar"
+    )
+    assert (timer["ActiveState"], timer["UnitFileState"]) == ("active", "enabled"), timer
+    assert "03:30:00" in timer["TimersCalendar"], timer
+    verify = container.run(
+        "systemd-analyze",
+        "verify",
+        "/etc/systemd/system/ragvisor-backup.service",
+        "/etc/systemd/system/ragvisor-backup.timer",
+        check=False,
+    )
+    assert (verify.returncode, verify.stderr) == (0, ""), verify.stderr
+
+
+def test_backup_service_writes_a_backup(deploy: Deploy) -> None:
+    """Starting ragvisor-backup.service writes one timestamped backup (needs `ragvisor backup`)."""
+    container = deploy.container
+    has_backup = container.run(
+        "/opt/ragvisor/current/bin/ragvisor", "backup", "--help", check=False
+    )
+    if has_backup.returncode != 0:
+        pytest.skip("this ragvisor has no `backup` command yet: the timer's run is not tested")
+    run = container.systemctl("start", "ragvisor-backup.service", check=False, timeout_s=300)
+    assert run.returncode == 0, container.journal("ragvisor-backup", 40)
+    listing = container.run("ls", "/var/backups/ragvisor").stdout.split()
+    assert len(listing) == 1, listing
+    assert re.fullmatch(r"\d{8}T\d{6}Z", listing[0]), listing
+
+
+def test_a_unit_failed_for_a_missing_folder_is_recovered_by_the_next_deploy(deploy: Deploy) -> None:
+    """The corpus folder removed, restarts fail until systemd's start limit refuses more (the
+    state a first deploy without the folder left); the next deploy creates the folder, resets
+    the failed unit and starts it."""
+    container = deploy.container
+    container.run("rm", "-rf", CORPUS_DIR)
+    for _ in range(6):
+        container.systemctl("restart", "ragvisor.service", check=False, timeout_s=120)
+    state = container.show("ragvisor", "ActiveState", "Result")
+    assert state["ActiveState"] == "failed", state
+    again = deploy.run()
+    assert again.returncode == 0, again.output[-8000:]
+    state = container.show("ragvisor", "ActiveState")
+    assert state["ActiveState"] == "active", _diagnostics(container)
+    container.write_file(
+        f"{CORPUS_DIR}/watchdog.md",
+        "# Watchdog\n\nsystemd restarts the daemon when its event loop stops pinging.\n",
+    )
 
 
 def test_second_deploy_changes_nothing(deploy: Deploy) -> None:

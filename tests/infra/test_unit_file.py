@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -35,26 +36,27 @@ _EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 pytestmark = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
 
 
-@pytest.fixture(scope="module")
-def unit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The unit as the role would write it with its defaults."""
-    assert TEMPLATE.is_file(), f"the ragvisor role's unit template is missing: {TEMPLATE}"
-    ensure_host_tools()  # systemd-analyze comes with systemd, which systemd-container needs
-    work = tmp_path_factory.mktemp("unit")
-    rendered = work / UNIT_NAME
+def render(template: Path, work: Path, extra_vars: dict[str, Any] | None = None) -> Path:
+    """`template` as the role would write it with its defaults (and `extra_vars`)."""
+    assert template.is_file(), f"the ragvisor role's template is missing: {template}"
+    work.mkdir(parents=True, exist_ok=True)
+    rendered = work / template.name.removesuffix(".j2")
+    # Later vars files win: the role's defaults, its internal vars, then the test's values.
+    overrides = work / "overrides.yml"
+    overrides.write_text(yaml.safe_dump(extra_vars or {}))
     vars_files = [str(path) for path in (ROLE / "defaults/main.yml", ROLE / "vars/main.yml")]
     playbook = [
         {
-            "name": "Render the ragvisor unit with the role's defaults",
+            "name": "Render a ragvisor template with the role's defaults",
             "hosts": "localhost",
             "connection": "local",
             "gather_facts": True,
-            "vars_files": [path for path in vars_files if Path(path).is_file()],
+            "vars_files": [path for path in vars_files if Path(path).is_file()] + [str(overrides)],
             "tasks": [
                 {
-                    "name": "Render the unit",
+                    "name": "Render the template",
                     "ansible.builtin.template": {
-                        "src": str(TEMPLATE),
+                        "src": str(template),
                         "dest": str(rendered),
                         "mode": "0644",
                     },
@@ -69,6 +71,13 @@ def unit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return rendered
 
 
+@pytest.fixture(scope="module")
+def unit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unit as the role would write it with its defaults."""
+    ensure_host_tools()  # systemd-analyze comes with systemd, which systemd-container needs
+    return render(TEMPLATE, tmp_path_factory.mktemp("unit"))
+
+
 def _exec_paths(unit_text: str) -> list[str]:
     """Absolute executables of every `Exec*=` line (prefixes like `-`, `+`, `!`, `@` dropped)."""
     paths = []
@@ -79,18 +88,19 @@ def _exec_paths(unit_text: str) -> list[str]:
     return paths
 
 
-def _verify_root(unit_file: Path, root: Path) -> None:
+def _verify_root(unit_file: Path, root: Path, *more_units: Path) -> None:
     """A scratch root for `systemd-analyze verify --root`: systemd's own units (the targets the
-    unit names), the rendered unit, and an executable placeholder at each `Exec*=` path."""
+    unit names), the rendered units, and an executable placeholder at each `Exec*=` path."""
     shutil.copytree(SYSTEMD_UNIT_DIR, root / SYSTEMD_UNIT_DIR.relative_to("/"), symlinks=True)
     etc = root / "etc/systemd/system"
     etc.mkdir(parents=True)
-    shutil.copy2(unit_file, etc / UNIT_NAME)
-    for executable in _exec_paths(unit_file.read_text()):
-        placeholder = root / executable.lstrip("/")
-        placeholder.parent.mkdir(parents=True, exist_ok=True)
-        placeholder.write_text("#!/bin/sh\nexit 0\n")
-        placeholder.chmod(0o755)
+    for unit in (unit_file, *more_units):
+        shutil.copy2(unit, etc / unit.name)
+        for executable in _exec_paths(unit.read_text()):
+            placeholder = root / executable.lstrip("/")
+            placeholder.parent.mkdir(parents=True, exist_ok=True)
+            placeholder.write_text("#!/bin/sh\nexit 0\n")
+            placeholder.chmod(0o755)
 
 
 def test_unit_is_type_notify_with_a_watchdog(unit_file: Path) -> None:
@@ -128,4 +138,55 @@ def test_systemd_analyze_security_exposure_is_low(unit_file: Path) -> None:
     match = _EXPOSURE.search(proc.stdout)
     assert match, f"no exposure line (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     exposure = float(match.group(1))
+    print(f"ragvisor.service exposure (systemd-analyze security --offline=yes): {exposure}")
     assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{proc.stdout}"
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "state_directory"),
+    [
+        ("/var/lib/ragvisor", "ragvisor"),
+        ("/var/lib/ragvisor-blue/data", "ragvisor-blue/data"),
+        ("/srv/ragvisor/data", None),
+    ],
+)
+def test_state_directory_follows_the_data_dir(
+    tmp_path: Path, data_dir: str, state_directory: str | None
+) -> None:
+    """StateDirectory= names ragvisor_data_dir under /var/lib, and is absent elsewhere (it would
+    make systemd create /var/lib/ragvisor, a directory the daemon does not use); the data dir
+    is the one ReadWritePaths=."""
+    text = render(TEMPLATE, tmp_path, {"ragvisor_data_dir": data_dir}).read_text()
+    assert re.search(rf"^ReadWritePaths={re.escape(data_dir)}$", text, re.MULTILINE), text
+    found = re.findall(r"^StateDirectory=(.*)$", text, re.MULTILINE)
+    assert found == ([state_directory] if state_directory else []), text
+    assert re.search(rf"^WorkingDirectory={re.escape(data_dir)}$", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize("store", ["sqlite", "neo4j"])
+def test_backup_units_verify_silently(tmp_path: Path, unit_file: Path, store: str) -> None:
+    """ragvisor-backup.service and .timer pass `systemd-analyze verify` with an empty stderr,
+    for both stores; the timer carries the schedule and runs missed backups at boot."""
+    extra = {"ragvisor_store_backend": store}
+    service = render(ROLE / "templates/ragvisor-backup.service.j2", tmp_path / "service", extra)
+    timer = render(ROLE / "templates/ragvisor-backup.timer.j2", tmp_path / "timer", extra)
+    _verify_root(unit_file, tmp_path / "root", service, timer)
+    proc = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={tmp_path / 'root'}",
+            "ragvisor-backup.service",
+            "ragvisor-backup.timer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    timer_text = timer.read_text()
+    assert "OnCalendar=*-*-* 03:30:00\n" in timer_text
+    assert "Persistent=true\n" in timer_text
+    assert ("User=ragvisor\n" in service.read_text()) is (store == "sqlite")
