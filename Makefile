@@ -30,7 +30,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
 .PHONY: soak install llama-wheel run sync test lint bench bench-faults bench-ollama nspawn bare-host \
-	bare-host-smoke neo4j neo4j-build neo4j-stop \
+	bare-host-smoke neo4j neo4j-build neo4j-dist neo4j-stop \
 	ollama ollama-build ollama-stop clean
 
 install: $(STAMP)
@@ -78,6 +78,8 @@ lint: install
 test: install nspawn bare-host
 	@# Neo4j's artifacts: a machine that cannot resolve them skips the Neo4j tests, saying why.
 	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
+	@# Neo4j's distribution archive, assembled from Maven Central for the neo4j role's archive path.
+	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_dist build
 	@# Real Ollama, built from the Go module proxy once per machine: a failed build stops here.
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	$(BIN)/ruff check daemon tests bench
@@ -101,6 +103,12 @@ bare-host: install
 	@if [ "$$(id -u)" = 0 ]; then \
 		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.bare_host build; \
 	else echo "bare-host: not root, the bare-host tests will skip"; fi
+
+# Neo4j's distribution archive (bin/, lib/, conf/ as Neo4j ships it), assembled from the pinned
+# Maven Central artifacts into $(RAGVISOR_CACHE)/neo4j-dist: what the neo4j role installs with
+# neo4j_install_method=archive on a host that cannot reach Neo4j's apt repository.
+neo4j-dist: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_dist build
 
 bare-host-smoke: install
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.bare_host smoke

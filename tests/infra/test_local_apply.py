@@ -204,6 +204,7 @@ def test_neo4j_conf_holds_the_memory_settings(converged: Converged, host: Any) -
         "server.memory.heap.max_size": LOCAL["neo4j_heap_size"],
         "server.memory.pagecache.size": LOCAL["neo4j_pagecache_size"],
         "dbms.memory.transaction.total.max": LOCAL["neo4j_transaction_total_max"],
+        "server.default_listen_address": "127.0.0.1",
     }
 
 
