@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tarfile
@@ -24,11 +23,11 @@ from ragvisor.core.hashing import file_sha256
 from tests.infra import ollama_archive, ollama_engine
 from tests.infra.nspawn import REPO, PlaybookRun, ansible_playbook
 from tests.infra.playbook import run_playbook
+from tests.infra.unit_analysis import offline_exposure, verify_silently
 
 ROLE = REPO / "roles/ollama"
 MAX_EXPOSURE = 5.0
 SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
-_EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 
 
 def test_asset_name_follows_the_release() -> None:
@@ -181,29 +180,12 @@ def test_unit_verifies_silently(unit_file: Path, tmp_path: Path) -> None:
     placeholder.parent.mkdir(parents=True)
     placeholder.write_text("#!/bin/sh\nexit 0\n")
     placeholder.chmod(0o755)
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "ollama.service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == "", proc.stderr
+    verify_silently(root, "ollama.service")
 
 
 @pytest.mark.slow
 def test_unit_exposure_is_at_most_five(unit_file: Path) -> None:
     """`systemd-analyze security --offline=yes` rates the sandbox: 0 (tight) to 10 (open)."""
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    match = _EXPOSURE.search(proc.stdout)
-    assert match, f"no exposure line (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    exposure = float(match.group(1))
+    exposure, report = offline_exposure(unit_file)
     print(f"ollama.service exposure (offline): {exposure}")
-    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{proc.stdout}"
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{report}"

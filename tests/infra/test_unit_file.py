@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.infra.nspawn import REPO, ansible_playbook, ensure_host_tools, require_root
+from tests.infra.unit_analysis import offline_exposure, verify_silently
 
 ROLE = REPO / "roles/ragvisor"
 UNIT_NAME = "ragvisor.service"
@@ -31,7 +32,6 @@ TEMPLATE = ROLE / "templates" / f"{UNIT_NAME}.j2"
 MAX_EXPOSURE = 2.5
 SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
 _EXEC_LINE = re.compile(r"^Exec\w+=(.*)$", re.MULTILINE)
-_EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 
 pytestmark = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
 
@@ -115,31 +115,14 @@ def test_unit_is_type_notify_with_a_watchdog(unit_file: Path) -> None:
 def test_systemd_analyze_verify_is_silent(unit_file: Path, tmp_path: Path) -> None:
     """No error and not a single warning: systemd ignores a line it does not understand."""
     _verify_root(unit_file, tmp_path / "root")
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={tmp_path / 'root'}", UNIT_NAME],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == "", proc.stderr
+    verify_silently(tmp_path / "root", UNIT_NAME)
 
 
 def test_systemd_analyze_security_exposure_is_low(unit_file: Path) -> None:
     """`systemd-analyze security --offline=yes` rates the hardening: 0 (tight) to 10 (open)."""
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    match = _EXPOSURE.search(proc.stdout)
-    assert match, f"no exposure line (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    exposure = float(match.group(1))
+    exposure, report = offline_exposure(unit_file)
     print(f"ragvisor.service exposure (systemd-analyze security --offline=yes): {exposure}")
-    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{proc.stdout}"
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{report}"
 
 
 @pytest.mark.parametrize(
