@@ -249,7 +249,8 @@ def test_archive_install_converges_with_its_initial_password(
     ansible_env: dict[str, str], root: Path, archive: Path, archive_user: str
 ) -> None:
     """Converge, Neo4j answers the driver with the initial password (and not neo4j/neo4j),
-    the second run is `changed=0`, absent removes everything, twice without a change."""
+    the second run is `changed=0`, absent keeps the databases, absent with neo4j_purge_data
+    removes everything, twice without a change."""
     import neo4j  # noqa: PLC0415 - the driver only where a server runs
 
     user = archive_user
@@ -307,7 +308,14 @@ def test_archive_install_converges_with_its_initial_password(
     assert third.returncode == 0, third.output[-4000:]
     assert third.host().changed == 0, "the password is set again after the first start"
 
-    absent = {**role_vars, "neo4j_state": "absent"}
+    kept = apply(ansible_env, root, {**role_vars, "neo4j_state": "absent"})
+    assert kept.returncode == 0, kept.output[-4000:]
+    # Without neo4j_purge_data the databases and logs outlive the install.
+    assert (root / "var-lib" / "data").is_dir()
+    assert (root / "var-log").is_dir()
+    assert not _user_exists(user)
+
+    absent = {**role_vars, "neo4j_state": "absent", "neo4j_purge_data": True}
     removed = apply(ansible_env, root, absent)
     assert removed.returncode == 0, removed.output[-4000:]
     # What stays is the operator's own: the two lines this test added to neo4j.conf.
