@@ -84,10 +84,11 @@ def _sqlite_settings(args: argparse.Namespace) -> Settings:
 
 
 def _progress_bar(description: str) -> Any:
-    """A byte counter on a terminal's stderr; silent otherwise (the log has the durations)."""
+    """A byte counter on a terminal's stderr; silent otherwise (the log has the durations).
+    `bar.advance_to(done, total)` is the `on_progress` callback both commands pass."""
     from tqdm import tqdm
 
-    return tqdm(
+    bar = tqdm(
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
@@ -96,6 +97,13 @@ def _progress_bar(description: str) -> Any:
         disable=not sys.stderr.isatty(),
         dynamic_ncols=True,
     )
+
+    def advance_to(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    bar.advance_to = advance_to
+    return bar
 
 
 def run_backup(args: argparse.Namespace) -> int:
@@ -111,10 +119,6 @@ def run_backup(args: argparse.Namespace) -> int:
     data_dir = Path(settings.store.data_dir)
     bar = _progress_bar("copying")
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     try:
         manifest = write_backup(
             SqliteBackup(data_dir, busy_timeout_s=settings.store.busy_timeout_s),
@@ -122,7 +126,7 @@ def run_backup(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             config_path=args.config,
             log=structlog.get_logger(component="backup"),
-            on_progress=progress,
+            on_progress=bar.advance_to,
         )
     finally:
         bar.close()
@@ -163,10 +167,6 @@ def run_restore(args: argparse.Namespace) -> int:
     data_dir = Path(settings.store.data_dir)
     bar = _progress_bar("restoring")
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     try:
         report = restore_backup(
             args.source,
@@ -176,7 +176,7 @@ def run_restore(args: argparse.Namespace) -> int:
             force=args.force,
             config_in_use=args.config,
             log=structlog.get_logger(component="backup"),
-            on_progress=progress,
+            on_progress=bar.advance_to,
         )
     finally:
         bar.close()
