@@ -84,7 +84,8 @@ test: install nspawn bare-host
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
-	$(BIN)/python -m pytest
+	@# The slowest tests, so a run that nears its time budget says where the time went.
+	$(BIN)/python -m pytest --durations=20
 
 # A Debian rootfs and the daemon's wheels for the systemd-nspawn deploy tests, built once into
 # $(RAGVISOR_CACHE)/nspawn (apt-get installs systemd-container and debootstrap; needs root —

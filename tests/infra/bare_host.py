@@ -96,6 +96,7 @@ from tests.infra.nspawn import (
     Container,
     RigError,
     _run,
+    host_kernel_lock,
     require_root,
 )
 
@@ -318,6 +319,21 @@ def bare_host(
     roles' `absent` state afterwards, as the `-c local` tests do. Raises RigError when it cannot
     build or boot.
     """
+    with contextlib.ExitStack() as stack:
+        if kernel_tunables:
+            stack.enter_context(host_kernel_lock())
+        yield from _bare_host(session_dir, distro, binds, memtotal_mb, machine, kernel_tunables)
+
+
+def _bare_host(
+    session_dir: Path,
+    distro: str,
+    binds: Sequence[Bind],
+    memtotal_mb: int | None,
+    machine: str | None,
+    kernel_tunables: bool,
+) -> Iterator[BareHost]:
+    """bare_host()'s body, inside the host-kernel lock when it needs one."""
     spec = DISTROS[distro]()
     rootfs = build_bare_rootfs(distro)
     session_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from tests.infra.localhost import (
     emergency_cleanup,
     swapon_refusal,
 )
+from tests.infra.nspawn import host_kernel_lock
 from tests.infra.playbook import PlaybookRun, ansible_environment, run_playbook
 
 
@@ -49,6 +50,12 @@ def local_host(
     refusal = swapon_refusal(tmp_path_factory.mktemp("swap-probe"))
     if refusal is not None:
         pytest.skip(f"this machine cannot enable a swap file ({refusal})")
+    with host_kernel_lock():
+        yield from _local_host(ansible_env)
+
+
+def _local_host(ansible_env: dict[str, str]) -> Iterator[None]:
+    """local_host()'s body, inside the host-kernel lock (a bare host's swap is the host's too)."""
     remove_everything(ansible_env)
     shutil.rmtree(TEST_ROOT, ignore_errors=True)
     build_wheel(WHEEL_DIR)

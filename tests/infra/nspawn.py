@@ -439,10 +439,54 @@ def _session_key(session_dir: Path, machine: str) -> tuple[Path, Path]:
     return key_file, authorized
 
 
+def machine_lock_dir() -> Path:
+    """Where the machine-wide test locks live: not in the cache, which a second session may
+    keep elsewhere (a fresh-machine run with its own RAGVISOR_CACHE) on the same kernel."""
+    folder = Path("/run/lock")
+    return folder if folder.is_dir() else Path(tempfile.gettempdir())
+
+
 def container_lock_path() -> Path:
     """The one lock every rig container holds, whatever its rootfs (this one, the bare host's):
     they would all share the same `payload` cgroup."""
-    return cache_dir() / ".container.lock"
+    return machine_lock_dir() / "ragvisor-tests-container.lock"
+
+
+@dataclass
+class _HeldLock:
+    """A cache lock this process holds, and how many `with` blocks hold it."""
+
+    handle: TextIO | None = None
+    holders: int = 0
+
+
+_KERNEL_LOCK = _HeldLock()
+
+
+@contextlib.contextmanager
+def host_kernel_lock() -> Iterator[None]:
+    """Hold the lock of the host's own kernel settings for the `with` block.
+
+    Swap and `vm.swappiness` are not namespaced: the `-c local` apply (the `local_host`
+    fixture) and a bare host with `kernel_tunables` both change the host's. Two test sessions
+    at once (a developer's and CI's) would flip each other's values mid-test, so each holds
+    this lock while it may touch them. Re-entrant within one process, where pytest runs the
+    holders one after another (a session fixture may still hold it when a later test boots a
+    bare host).
+    """
+    if _KERNEL_LOCK.holders == 0:
+        # A whole session may hold it (local_host): wait as long as CI's make test may run.
+        _KERNEL_LOCK.handle = _acquire_container_lock(
+            machine_lock_dir() / "ragvisor-tests-host-kernel.lock", timeout_s=2700.0
+        )
+    _KERNEL_LOCK.holders += 1
+    try:
+        yield
+    finally:
+        _KERNEL_LOCK.holders -= 1
+        if _KERNEL_LOCK.holders == 0 and _KERNEL_LOCK.handle is not None:
+            _KERNEL_LOCK.handle.close()
+            _KERNEL_LOCK.handle = None
 
 
 def _acquire_container_lock(path: Path, timeout_s: float = CONTAINER_LOCK_TIMEOUT_S) -> TextIO:

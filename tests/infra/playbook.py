@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def run_playbook(
     *,
     inventory: str,
     env: dict[str, str],
-    extra_vars: dict[str, object] | None = None,
+    extra_vars: Mapping[str, object] | None = None,
     check: bool = False,
     diff: bool = True,
     connection: str | None = None,
