@@ -166,6 +166,13 @@ bench-ollama: install
 bench-store: neo4j-build
 	$(BIN)/python bench/store_bench.py
 
+# `ragvisor backup` / `restore` on a 10k-chunk store: in-process copy and whole operation, the
+# commands start to exit with their peak RSS, each as a median of 5 rounds and a ratio to a plain
+# copyfile of the database in the same run. ~20 s. The figures in docs/backup.md come from it.
+.PHONY: bench-backup
+bench-backup: install
+	$(BIN)/python bench/backup_bench.py
+
 # 30 minutes of mixed load (search, ask plain and streamed, syncs with edits); RSS of daemon and
 # worker every minute. Not part of `make bench`: it takes half an hour. See docs/performance.md.
 soak: install

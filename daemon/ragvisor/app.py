@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -459,9 +457,3 @@ def serve(settings: Settings) -> None:
         metrics=services.metrics,
     )
     lifecycle.run(services, serve_http, notifier, started=started)
-
-
-def install_sigterm_as_interrupt() -> None:
-    """Let SIGTERM stop the CLI's in-process work the way Ctrl-C does."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -90,11 +90,15 @@ def _release(packages_text: str) -> str:
 
 
 def build_apt_mirror(rootfs: Path, packages: tuple[str, ...] = PACKAGES) -> Path:
-    """The mirror for `rootfs`, downloaded once into `$RAGVISOR_CACHE/nspawn/apt-mirror`."""
+    """The mirror of `packages` for `rootfs`, downloaded once into
+    `$RAGVISOR_CACHE/nspawn/apt-mirror-<digest of the package set>`: each role test asks for
+    its own set (the ragvisor role's, the ollama role's `zstd`), and one set's mirror never
+    replaces another's."""
     cache = cache_dir()
-    mirror = cache / "apt-mirror"
+    key = hashlib.sha256(",".join(sorted(packages)).encode()).hexdigest()[:12]
+    mirror = cache / f"apt-mirror-{key}"
     stamp = f"packages={','.join(packages)} rootfs={(rootfs / '.ragvisor-rootfs').read_text()}"
-    with _locked(cache / ".apt-mirror.lock"):
+    with _locked(cache / f".apt-mirror-{key}.lock"):
         if _stamp_matches(mirror / ".ragvisor-apt-mirror", stamp):
             return mirror
         started = time.monotonic()
@@ -103,7 +107,7 @@ def build_apt_mirror(rootfs: Path, packages: tuple[str, ...] = PACKAGES) -> Path
         except RigError:
             _apt(["apt-get", "update", "-q"])
             wanted = missing_packages(rootfs, packages)
-        partial = cache / "apt-mirror.partial"
+        partial = cache / f"apt-mirror-{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         partial.chmod(0o755)  # apt-get download drops root for _apt where it can

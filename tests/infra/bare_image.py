@@ -37,6 +37,7 @@ from pathlib import Path
 
 import structlog
 
+from tests.infra import nspawn
 from tests.infra.nspawn import (
     RigError,
     _locked,
@@ -64,16 +65,8 @@ HOSTNAME = "bare-host"
 PROXY_PORT = 3142
 DEBOOTSTRAP_TIMEOUT_S = 1200.0
 DOWNLOAD_TIMEOUT_S = 60.0
-MASKED_UNITS = (
-    "apt-daily.timer",
-    "apt-daily-upgrade.timer",
-    "dpkg-db-backup.timer",
-    "e2scrub_all.timer",
-    "fstrim.timer",
-    "e2scrub_reap.service",
-    "getty@tty1.service",
-    "console-getty.service",
-)
+# nspawn's, and the console getty that a bare image (no terminal under the tests) would start.
+MASKED_UNITS = (*nspawn.MASKED_UNITS, "console-getty.service")
 # Ubuntu's archive keyring, from noble's main/binary-amd64/Packages (the .deb is checked
 # against this digest before its keyring is used to check everything else).
 UBUNTU_KEYRING_URL = "http://archive.ubuntu.com/ubuntu/pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb"

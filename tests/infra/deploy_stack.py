@@ -31,7 +31,6 @@ __all__ = [
     "SITE",
     "SWAP_FILE",
     "Deploy",
-    "changed_tasks",
     "dist_folder",
     "host_overrides",
     "neo4j_ready",
@@ -193,16 +192,6 @@ def host_overrides(
         "neo4j_archive_src": str(neo4j_archive),
         "neo4j_archive_sha256": neo4j_dist.sha256_of(neo4j_archive),
     }
-
-
-def changed_tasks(output: str) -> str:
-    """The tasks that reported `changed:` (each TASK block read on its own), then the tail."""
-    changed = [
-        block.split("]", 1)[0]
-        for block in output.split("TASK [")[1:]
-        if re.search(r"^changed: ", block, re.MULTILINE)
-    ]
-    return "changed tasks: " + "; ".join(changed) + "\n" + output[-6000:]
 
 
 def restore_kernel(rig: Deploy, session: Path, swappiness_found: int) -> None:

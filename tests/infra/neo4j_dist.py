@@ -126,6 +126,22 @@ def write_archive(lib: Path, dest: Path) -> None:
                 tar.addfile(info, stream)
 
 
+def assert_only_password_opens(uri: str, password: str) -> None:
+    """The promise of an initial password: the driver gets in with it, and Neo4j's default
+    neo4j/neo4j is refused (what the archive's console and the role's install both owe)."""
+    import neo4j  # noqa: PLC0415 - the driver only where a server runs
+
+    with neo4j.GraphDatabase.driver(uri, auth=("neo4j", password)) as driver:
+        records, _, _ = driver.execute_query("RETURN 40 + 2 AS answer")
+    assert records[0]["answer"] == 42
+    with neo4j.GraphDatabase.driver(uri, auth=("neo4j", "neo4j")) as driver:
+        try:
+            driver.verify_connectivity()
+        except neo4j.exceptions.AuthError:
+            return
+    raise AssertionError(f"{uri} let neo4j/neo4j in: the initial password was not set")
+
+
 def missing_tools() -> list[str]:
     """The programs `build` needs that this machine lacks."""
     return [tool for tool in ("mvn", "java") if shutil.which(tool) is None]

@@ -46,13 +46,15 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import structlog
 import yaml
+
+from tests.infra import playbook
 
 log = structlog.get_logger(component="nspawn")
 
@@ -87,6 +89,17 @@ STOP_TIMEOUT_S = 30.0
 # One container at a time per cache: without a host systemd, nspawn puts every container in the
 # same `payload` cgroup under ours. A second session waits for the first, this long at most.
 CONTAINER_LOCK_TIMEOUT_S = 900.0
+# Units masked in every rig image: timers that would start apt or disk jobs mid-test, and the
+# console login a container without a terminal never needs.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "e2scrub_reap.service",
+    "getty@tty1.service",
+)
 RUN_TIMEOUT_S = 60.0
 
 
@@ -228,16 +241,7 @@ def _configure_rootfs(root: Path) -> None:
         "# ragvisor test rig: key-only root login on the container's private loopback.\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
     )
-    masked = (
-        "apt-daily.timer",
-        "apt-daily-upgrade.timer",
-        "dpkg-db-backup.timer",
-        "e2scrub_all.timer",
-        "fstrim.timer",
-        "e2scrub_reap.service",
-        "getty@tty1.service",
-    )
-    for unit in masked:
+    for unit in MASKED_UNITS:
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
@@ -375,8 +379,12 @@ def build_wheelhouse(repo: Path = REPO, cache: Path | None = None) -> Path:
         return wheelhouse
 
 
-def build_project_wheel(dest: Path, repo: Path = REPO) -> Path:
-    """ragvisor's own wheel, built from a copy of the checkout (a build writes into its tree)."""
+def build_project_wheel(
+    dest: Path, repo: Path = REPO, edit: Callable[[Path], None] | None = None
+) -> Path:
+    """ragvisor's own wheel, built from a copy of the checkout (a build writes into its tree)
+    and copied into `dest`, whose other wheels stay; `edit` changes the copy first (the
+    upgrade tests' other versions, tests/infra/variants.py). Returns the new wheel's path."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ragvisor-src-") as tmp:
         src = Path(tmp) / "src"
@@ -388,20 +396,25 @@ def build_project_wheel(dest: Path, repo: Path = REPO) -> Path:
             src / "daemon",
             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
         )
-        dest.mkdir(parents=True, exist_ok=True)
+        if edit is not None:
+            edit(src)
+        out = Path(tmp) / "out"
         _run(
-            [_host_python(), "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", dest, src],
+            [_host_python(), "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", out, src],
             timeout_s=PIP_TIMEOUT_S,
         )
-    wheels = sorted(dest.glob("ragvisor-*.whl"))
-    if not wheels:
-        raise RigError(f"pip wheel built no ragvisor wheel in {dest}")
+        wheels = list(out.glob("ragvisor-*.whl"))
+        if len(wheels) != 1:
+            raise RigError(f"pip wheel built {len(wheels)} ragvisor wheels, not one, from {src}")
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / wheels[0].name
+        shutil.copy2(wheels[0], target)
     log.info(
         "nspawn.project_wheel",
-        wheel=wheels[-1].name,
+        wheel=target.name,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
-    return wheels[-1]
+    return target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -903,6 +916,10 @@ class PlaybookRun:
         if host not in self.recap:
             raise AssertionError(f"no PLAY RECAP line for {host}:\n{self.output[-6000:]}")
         return self.recap[host]
+
+    def changed_tasks(self) -> str:
+        """What changed (playbook.changed_tasks()): the message of a failed idempotence check."""
+        return playbook.changed_tasks(self.output)
 
 
 def parse_recap(output: str) -> dict[str, dict[str, int]]:

@@ -62,6 +62,21 @@ class PlaybookRun:
             raise AssertionError(f"no PLAY RECAP line for {name}:\n{self.output[-4000:]}")
         return self.recap[name]
 
+    def changed_tasks(self) -> str:
+        """What changed (changed_tasks()): the message of a failed idempotence check."""
+        return changed_tasks(self.output)
+
+
+def changed_tasks(output: str) -> str:
+    """The tasks that reported `changed:` (each TASK block read on its own), then the
+    output's tail — for either runner's output (this module's, tests/infra/nspawn.py's)."""
+    changed = [
+        block.split("]", 1)[0]
+        for block in output.split("TASK [")[1:]
+        if re.search(r"^changed: ", block, re.MULTILINE)
+    ]
+    return "changed tasks: " + "; ".join(changed) + "\n" + output[-6000:]
+
 
 def parse_recap(output: str) -> dict[str, Recap]:
     """The PLAY RECAP lines of an `ansible-playbook` output, by host."""

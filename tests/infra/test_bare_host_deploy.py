@@ -37,6 +37,7 @@ Ollama, Neo4j and wheel caches exist and apt's packages are in the rig's cache).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -56,7 +57,6 @@ from tests.infra.deploy_stack import (
     SITE,
     SWAP_FILE,
     Deploy,
-    changed_tasks,
     dist_folder,
     host_overrides,
     neo4j_ready,
@@ -316,7 +316,7 @@ def test_5_second_apply_changes_nothing(deploy: Deploy) -> None:
     """The same playbook again reports `changed=0` in its PLAY RECAP."""
     run = deploy.apply(step="5. second apply")
     assert run.returncode == 0, run.output[-8000:]
-    assert run.counts(HOST)["changed"] == 0, changed_tasks(run.output)
+    assert run.counts(HOST)["changed"] == 0, run.changed_tasks()
     if deploy.neo4j_password:
         for step, earlier in deploy.runs.items():
             assert deploy.neo4j_password not in earlier.output, f"{step} printed the password"
@@ -343,6 +343,40 @@ def test_6_prod_preflight_prints_its_headroom_for_3900_mb(deploy: Deploy) -> Non
     first = deploy.runs.get("2. first apply")
     if first is not None and (line := _HEADROOM.search(" ".join(first.output.split()))):
         print(f"[bare-host deploy] the deploy's own preflight: {line.group(0)}")
+    # What prod's preflight_os_reserve_mb (384) stands for: what the OS runs beside the stack.
+    resident = _resident_by_unit(deploy.host)
+    stack = {"ragvisor.service", "ollama.service", "neo4j.service"}
+    os_units = {unit: kb for unit, kb in resident.items() if unit not in stack}
+    by_size = sorted(os_units.items(), key=lambda item: -item[1])
+    print(
+        f"[bare-host deploy] resident beside the stack: {sum(os_units.values()) // 1024} MB "
+        f"(VmRSS per unit, MB: {', '.join(f'{unit} {kb // 1024}' for unit, kb in by_size)}); "
+        f"the stack: {', '.join(f'{u} {resident.get(u, 0) // 1024} MB' for u in sorted(stack))}"
+    )
+
+
+_RESIDENT_SCRIPT = """
+import os, re
+total = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cgroup = open(f"/proc/{pid}/cgroup").read().strip()
+        rss = re.search(r"VmRSS:\\s+(\\d+) kB", open(f"/proc/{pid}/status").read())
+    except OSError:
+        continue
+    if rss:
+        unit = cgroup.rsplit("/", 1)[-1] or "-"
+        total[unit] = total.get(unit, 0) + int(rss.group(1))
+print(total)
+"""
+
+
+def _resident_by_unit(host: BareHost) -> dict[str, int]:
+    """VmRSS (kB) summed over each systemd unit's processes on the host (shared pages counted
+    in each process, so an upper bound); the test's own SSH sessions left out."""
+    out = host.run("python3", "-c", _RESIDENT_SCRIPT).stdout
+    found: dict[str, int] = ast.literal_eval(out.strip())
+    return {unit: kb for unit, kb in found.items() if not unit.startswith("session-")}
 
 
 def test_7_security_exposure_is_printed(deploy: Deploy) -> None:
@@ -405,4 +439,4 @@ def test_8_absent_removes_what_the_roles_installed(deploy: Deploy) -> None:
     assert SWAP_FILE not in Path("/proc/swaps").read_text()
     again = deploy.apply(*extra, step="8. absent again")
     assert again.returncode == 0, again.output[-8000:]
-    assert again.counts(HOST)["changed"] == 0, changed_tasks(again.output)
+    assert again.counts(HOST)["changed"] == 0, again.changed_tasks()

@@ -142,17 +142,7 @@ def console(unpacked: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 def test_console_serves_bolt_with_the_initial_password(console: tuple[int, Path]) -> None:
     """Step 4: the driver gets in with the initial password, and neo4j/neo4j is refused."""
-    import neo4j  # noqa: PLC0415 - the driver only where a server runs
-
     port, log_path = console
-    uri = f"bolt://127.0.0.1:{port}"
-    with neo4j.GraphDatabase.driver(uri, auth=("neo4j", PASSWORD)) as driver:
-        records, _, _ = driver.execute_query("RETURN 40 + 2 AS answer")
-    assert records[0]["answer"] == 42
-    with (
-        neo4j.GraphDatabase.driver(uri, auth=("neo4j", "neo4j")) as driver,
-        pytest.raises(neo4j.exceptions.AuthError),
-    ):
-        driver.verify_connectivity()
+    neo4j_dist.assert_only_password_opens(f"bolt://127.0.0.1:{port}", PASSWORD)
     log = log_path.read_text()
     assert re.search(rf"Bolt enabled on (?:localhost|127\.0\.0\.1):{port}\.", log), log[-2000:]

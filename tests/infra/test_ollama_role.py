@@ -10,8 +10,9 @@ A container booted with systemd-nspawn (`tests/infra/nspawn.py`; no network) get
 - `zstd` (the archive is a `.tar.zst`) installed by the role's apt task from a local apt
   repository — the container's only package source, as on an air-gapped host with a mirror.
   It holds the few Debian packages the role installs (`zstd`, and `python3-apt`, which the apt
-  module installs for itself), fetched once from the host's own Debian mirror with `apt-get
-  download`. The bare-host test (with Debian's mirror reachable) covers the same task online.
+  module installs for itself) with what they need beyond the rootfs, fetched once from the
+  host's own Debian mirror (`tests/infra/apt_mirror.py`). The bare-host test (with Debian's
+  mirror reachable) covers the same task online.
 - two older releases and a stray archive under `/opt/ollama`, as earlier versions leave them.
 
 Then, in order: a dry run (`--check --diff`) on the fresh container changes nothing; the first
@@ -28,18 +29,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.infra import ollama_archive, ollama_engine
-from tests.infra.engine_steps import EngineError, cache_root
+from tests.infra.apt_mirror import build_apt_mirror, mirror_bind, use_in
+from tests.infra.engine_steps import EngineError
 from tests.infra.nspawn import (
     REPO,
     Bind,
@@ -58,10 +58,9 @@ pytestmark = [
 HOST = "nspawn"
 GGUF_MOUNT = "/opt/ragvisor-gguf"
 RELEASE_MOUNT = "/opt/ragvisor-release"
-APT_MOUNT = "/opt/ragvisor-apt"
-# What the role's apt task installs, and what the apt module installs for itself first.
-APT_PACKAGES = ("zstd", "python3-apt", "python-apt-common", "distro-info-data")
-APT_TIMEOUT_S = 300.0
+# What the role's apt task installs, and what the apt module installs for itself first
+# (their dependencies come along: apt_mirror resolves them against the rootfs).
+APT_PACKAGES = ("zstd", "python3-apt")
 MAX_EXPOSURE = 5.0
 INSTALL_DIR = "/opt/ollama"
 OLD_RELEASES = {"0.15.0": "2026-01-01", "0.16.0": "2026-06-01"}
@@ -74,45 +73,6 @@ OLLAMA_ENV: dict[str, Any] = {
     "OLLAMA_CONTEXT_LENGTH": 2048,
 }
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
-
-
-def offline_apt_repo(dest: Path) -> Path:
-    """A flat apt repository (`deb [trusted=yes] file:DIR ./`) with APT_PACKAGES, the .debs
-    downloaded once into `$RAGVISOR_CACHE/ollama/debs` from the host's Debian mirror.
-
-    Kept apart from `tests/infra/apt_mirror.py`'s shared mirror, whose single directory is
-    rebuilt (and removed) whenever another package set asks for it: with `zstd` in its
-    PACKAGES, this becomes `apt_mirror.build_apt_mirror` + `apt_mirror.use_in`."""
-    debs = cache_root() / "ollama" / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    missing = [name for name in APT_PACKAGES if not list(debs.glob(f"{name}_*.deb"))]
-    if missing:
-        subprocess.run(
-            ["apt-get", "download", "-q", *missing],
-            cwd=debs,
-            capture_output=True,
-            text=True,
-            timeout=APT_TIMEOUT_S,
-            check=True,
-        )
-    dest.mkdir(parents=True, exist_ok=True)
-    for deb in debs.glob("*.deb"):
-        shutil.copy2(deb, dest / deb.name)
-    packages = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
-        cwd=dest,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    (dest / "Packages").write_text(packages)
-    digest = hashlib.sha256(packages.encode()).hexdigest()
-    (dest / "Release").write_text(
-        f"Origin: ragvisor-test\nLabel: ragvisor-test\nDate: {formatdate(usegmt=True)}\n"
-        f"SHA256:\n {digest} {len(packages.encode())} Packages\n"
-    )
-    return dest
 
 
 def repack(archive: Path, dest: Path) -> str:
@@ -200,17 +160,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         pytest.fail(f"building the Ollama bundle failed: {exc}")
     session = tmp_path_factory.mktemp("ollama-role")
     rootfs = build_rootfs()
-    repo = offline_apt_repo(session / "apt")
+    mirror = build_apt_mirror(rootfs, APT_PACKAGES)
     gemma = next(model for model in models if model.name == ollama_engine.CHAT_MODEL)
     rebuilt_sha256 = repack(archive.path, session / "release" / archive.path.name)
     binds = (
-        Bind(repo, APT_MOUNT),
+        mirror_bind(mirror),
         Bind(gemma.gguf.parent, GGUF_MOUNT),
         Bind(session / "release", RELEASE_MOUNT),
     )
     container = Container.boot(rootfs, session / "machine", binds=binds)
     try:
-        container.write_file("/etc/apt/sources.list", f"deb [trusted=yes] file:{APT_MOUNT} ./\n")
+        use_in(container)
         for version, day in OLD_RELEASES.items():
             container.run("mkdir", "-p", f"{INSTALL_DIR}/{version}/bin")
             container.run("touch", "-d", day, f"{INSTALL_DIR}/{version}")
@@ -221,12 +181,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         yield Rig(container, inventory, session / "ansible", archive, models, rebuilt_sha256)
     finally:
         container.stop()
-
-
-def _changed_tasks(output: str) -> str:
-    """The task headers followed by a `changed:` line: what was not idempotent."""
-    found = re.findall(r"TASK \[([^\]]+)\][^\n]*\n(?:.*\n)*?changed: ", output)
-    return "changed tasks: " + "; ".join(found) + "\n" + output[-6000:]
 
 
 def _exists(rig: Rig, path: str) -> bool:
@@ -329,7 +283,7 @@ def test_second_apply_changes_nothing(rig: Rig) -> None:
     for args in ((), ("--check",)):
         run = rig.apply(*args)
         assert run.returncode == 0, run.output[-8000:]
-        assert run.counts(HOST)["changed"] == 0, _changed_tasks(run.output)
+        assert run.counts(HOST)["changed"] == 0, run.changed_tasks()
 
 
 def test_gguf_that_does_not_match_its_pin_is_refused(rig: Rig) -> None:
@@ -379,7 +333,7 @@ def test_another_archive_of_the_version_from_a_file_url_is_installed(rig: Rig) -
     assert not _exists(rig, f"{INSTALL_DIR}/ollama-{rig.archive.version}-linux-amd64.tar.zst")
     again = rig.apply(**source)
     assert again.returncode == 0, again.output[-8000:]
-    assert again.counts(HOST)["changed"] == 0, _changed_tasks(again.output)
+    assert again.counts(HOST)["changed"] == 0, again.changed_tasks()
 
 
 def test_absent_removes_everything(rig: Rig) -> None:
@@ -401,4 +355,4 @@ def test_absent_removes_everything(rig: Rig) -> None:
     assert survivors.stdout == "", f"ollama processes outlived absent: {survivors.stdout}"
     again = rig.apply(ollama_state="absent")
     assert again.returncode == 0, again.output[-8000:]
-    assert again.counts(HOST)["changed"] == 0, _changed_tasks(again.output)
+    assert again.counts(HOST)["changed"] == 0, again.changed_tasks()

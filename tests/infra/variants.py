@@ -7,13 +7,10 @@ into its source tree; the checkout stays untouched).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.infra.nspawn import REPO, build_project_wheel
+
 BASE_VERSION = "0.1.0"
 # Replaces the body of `ragvisor serve` in the broken variant: it exits before READY=1.
 _SERVE_CALL = "    serve(settings_from(args))\n"
@@ -23,16 +20,8 @@ _BROKEN_SERVE = '    raise SystemExit("deliberately broken build (tests/infra/va
 def build_variant(dest: Path, version: str, *, broken: bool = False, salt: str = "") -> Path:
     """ragvisor's wheel at `version`, built from an edited copy of the checkout: `broken` makes
     `serve` exit at once; `salt` changes the bytes without changing the version."""
-    with tempfile.TemporaryDirectory(prefix="ragvisor-variant-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(REPO / name, src / name)
-        shutil.copytree(
-            REPO / "daemon",
-            src / "daemon",
-            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
-        )
+
+    def edit(src: Path) -> None:
         pyproject = src / "pyproject.toml"
         text = pyproject.read_text()
         assert f'version = "{BASE_VERSION}"' in text, "pyproject.toml's version moved"
@@ -49,22 +38,5 @@ def build_variant(dest: Path, version: str, *, broken: bool = False, salt: str =
             body = commands.read_text()
             assert _SERVE_CALL in body, "cmd_serve changed: update the broken variant"
             commands.write_text(body.replace(_SERVE_CALL, _BROKEN_SERVE))
-        out = Path(tmp) / "out"
-        subprocess.run(
-            [_python(), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        )
-        (wheel,) = out.glob("ragvisor-*.whl")
-        dest.mkdir(parents=True, exist_ok=True)
-        target = dest / wheel.name
-        shutil.copy2(wheel, target)
-        return target
 
-
-def _python() -> str:
-    """The repository's virtualenv Python (it has pip and setuptools), else this one."""
-    venv_python = REPO / ".venv/bin/python"
-    return str(venv_python if venv_python.exists() else Path(sys.executable))
+    return build_project_wheel(dest, REPO, edit)

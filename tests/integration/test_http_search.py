@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -120,6 +121,27 @@ def test_bad_search_input_is_a_clear_4xx(daemon, params, status, message):
     body = response.json()
     assert message in body["error"]
     assert body["code"]
+
+
+def test_an_over_long_query_sent_in_pieces_gets_the_apps_own_400(daemon):
+    """A 60 KB query string that reaches the server in pieces (as on a busy box) is read whole
+    and refused by the app in words, not cut off mid-head (h11's 16 KiB buffer once reset the
+    connection under the client)."""
+    url = httpx.URL(daemon.url)
+    head = (
+        f"GET /search?q={'x' * 60_000} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.host, url.port), timeout=30) as conn:
+        for start in range(0, len(head), 4096):
+            conn.sendall(head[start : start + 4096])
+            time.sleep(0.005)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request", answer[:300]
+    assert "limit is 1000" in json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
 
 
 QUERY_SYNTAX = [

@@ -295,6 +295,20 @@ def test_a_data_dir_holding_only_models_needs_no_force(tmp_path):
     assert restore(destination, data_dir).models_kept
 
 
+def test_a_data_dir_that_is_a_mount_point_is_refused_before_anything_changes(tmp_path, monkeypatch):
+    """A volume mounted at the data directory cannot be renamed aside: InputError saying what
+    to do, with --force too, and the directory as it was."""
+    data_dir = synced_data_dir(tmp_path)
+    destination = backup_of(tmp_path, data_dir)
+    untouched = tree(data_dir)
+    real_is_mount = Path.is_mount
+    monkeypatch.setattr(Path, "is_mount", lambda p: p == data_dir or real_is_mount(p))
+    with pytest.raises(InputError, match=r"is a mount point.*inside the volume"):
+        restore(destination, data_dir, force=True)
+    assert tree(data_dir) == untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backups", "data"]
+
+
 def test_a_flipped_byte_in_the_backup_fails_the_restore_and_touches_nothing(tmp_path):
     """A corrupted database file is found by its checksum: StoreError naming the file, the
     data directory exactly as it was, no staging folder left."""
@@ -357,7 +371,7 @@ def test_root_restores_files_for_the_data_directory_owner(tmp_path):
 @pytest.fixture
 def sigterm_untouched(monkeypatch):
     """The commands make SIGTERM interrupt them; in-process, the test runner's must stay."""
-    monkeypatch.setattr("ragvisor.app.install_sigterm_as_interrupt", lambda: None)
+    monkeypatch.setattr("ragvisor.cli.backup.install_sigterm_as_interrupt", lambda: None)
 
 
 @pytest.mark.usefixtures("sigterm_untouched")

@@ -11,7 +11,6 @@ checks here are shared with the restore (`ragvisor.application.restore`).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from ragvisor.application.backup_files import (
     entry_of,
     fsync_dir,
     measure,
-    staging_beside,
+    staged_beside,
     write_new_file,
 )
 from ragvisor.core.backup import (
@@ -89,8 +88,13 @@ def write_backup(
     destination = destination.absolute()
     _refuse_occupied(destination)
     log.info("backup.started", data_dir=str(data_dir), destination=str(destination))
-    staging = staging_beside(destination, "partial")
-    try:
+    with staged_beside(
+        destination,
+        log,
+        event="backup.failed",
+        failure=f"cannot write the backup {destination}",
+        destination=str(destination),
+    ) as staging:
         facts = database.snapshot(staging / DATABASE_FILE, on_progress)
         copied_s = time.perf_counter() - started
         log.info(
@@ -120,14 +124,6 @@ def write_backup(
         fsync_dir(staging)
         staging.rename(destination)  # replaces an empty folder; atomic on one filesystem
         fsync_dir(destination.parent)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        log.error(  # noqa: TRY400 - the message says what failed; a traceback says nothing more
-            "backup.failed", destination=str(destination), error=str(exc) or repr(exc)
-        )
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot write the backup {destination}: {exc}") from exc
-        raise
     log.info(
         "backup.finished",
         destination=str(destination),

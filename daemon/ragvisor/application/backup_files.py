@@ -4,11 +4,14 @@ survive a power cut. Everything here is created 0700/0600, like the data directo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ragvisor.core.backup import FileEntry
 from ragvisor.datadir import make_private_dir, open_private
@@ -34,6 +37,28 @@ def staging_beside(final: Path, suffix: str) -> Path:
             "restore, root: the files are given to the data directory's owner)"
         ) from exc
     return staging
+
+
+@contextlib.contextmanager
+def staged_beside(
+    final: Path, log: Any, *, event: str, failure: str, **fields: Any
+) -> Iterator[Path]:
+    """A new private folder beside `final` (staging_beside) for the `with` block to build in.
+
+    Whatever fails inside — a full disk, Ctrl-C, a refused check — the folder is removed, the
+    `event` logged with `fields` and the error, and an OSError raised as StoreError
+    ("`failure`: why"), so neither command leaves a half-built result or a traceback.
+    """
+    staging = staging_beside(final, "partial")
+    try:
+        yield staging
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        # The message says what failed; a traceback says nothing more.
+        log.error(event, error=str(exc) or repr(exc), **fields)  # noqa: TRY400
+        if isinstance(exc, OSError):
+            raise StoreError(f"{failure}: {exc}") from exc
+        raise
 
 
 def measure(path: Path) -> tuple[int | None, str | None]:

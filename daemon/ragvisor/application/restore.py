@@ -37,7 +37,7 @@ from ragvisor.application.backup_files import (
     copy_measured,
     fsync_dir,
     measure,
-    staging_beside,
+    staged_beside,
 )
 from ragvisor.core.backup import (
     CONFIG_FILE,
@@ -46,7 +46,7 @@ from ragvisor.core.backup import (
     TOKEN_FILE,
     Manifest,
 )
-from ragvisor.errors import BusyError, InputError, StoreError
+from ragvisor.errors import BusyError, InputError
 
 # What a data directory may hold without being worth protecting: rebuilt or rewritten by
 # ragvisor itself. Anything else makes a restore ask for --force.
@@ -99,6 +99,14 @@ def restore_backup(
     source, data_dir = source.absolute(), data_dir.absolute()
     manifest = read_manifest(source)
     _refuse_busy(database)
+    if data_dir.is_mount():
+        # The swap renames the data directory aside and the restored one into its place; a
+        # mount point can be neither (EBUSY), and the new folder is built in its parent.
+        raise InputError(
+            f"{data_dir} is a mount point; a restore replaces the data directory by renaming "
+            "it, which a mount point cannot be. Point store.data_dir at a folder inside the "
+            "volume (for example <mount>/data) and restore there"
+        )
     held = _worth_keeping(data_dir)
     if held and not force:
         raise InputError(
@@ -110,8 +118,13 @@ def restore_backup(
         # the data directory it replaced.
         log.warning("restore.leftover_found", path=str(leftover))
     log.info("restore.started", source=str(source), data_dir=str(data_dir), force=force)
-    staging = staging_beside(data_dir, "partial")
-    try:
+    with staged_beside(
+        data_dir,
+        log,
+        event="restore.failed",
+        failure=f"cannot restore into {data_dir}",
+        data_dir=str(data_dir),
+    ) as staging:
         # Backup names -> data directory names.
         names = {DATABASE_FILE: database.path.name, TOKEN_FILE: ADMIN_TOKEN_FILE}
         entries = [e for e in map(manifest.file, RESTORED_FILES) if e is not None]
@@ -135,14 +148,6 @@ def restore_backup(
         fsync_dir(staging)
         _refuse_busy(database)  # again: a daemon started meanwhile must not lose the restore
         replaced, models_kept = _swap_in(staging, data_dir, log)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        log.error(  # noqa: TRY400 - the message says what failed; a traceback says nothing more
-            "restore.failed", data_dir=str(data_dir), error=str(exc) or repr(exc)
-        )
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot restore into {data_dir}: {exc}") from exc
-        raise
     report = RestoreReport(
         manifest=manifest,
         data_dir=data_dir,

@@ -22,6 +22,14 @@ from starlette.types import ASGIApp
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+# The largest request head (request line and headers) h11 buffers while it waits for the rest.
+# h11's 16 KiB default made an over-long query string a race: read in one piece, the app
+# answered its own 400 ("the limit is 1000"); split by a busy box, h11 gave up mid-head and the
+# connection was closed under the client (ECONNRESET). 128 KiB holds any query the app refuses
+# in words; larger heads still get h11's 400.
+MAX_REQUEST_HEAD_BYTES = 128 * 1024
+
+
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, minus the re-raise of the captured signal."""
 
@@ -52,6 +60,7 @@ def serve(app: ASGIApp, *, host: str, port: int, graceful_s: float, **options: A
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_s),
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         **options,
     )
     GracefulServer(config).run()

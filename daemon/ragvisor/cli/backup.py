@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragvisor.cli.exits import EXIT_OK
+from ragvisor.cli.interrupts import install_sigterm_as_interrupt
 from ragvisor.cli.options import add_config_argument
 from ragvisor.errors import ConfigError
 
@@ -110,7 +111,6 @@ def run_backup(args: argparse.Namespace) -> int:
     """`ragvisor backup`: copy, then a summary (or the manifest as JSON)."""
     import structlog
 
-    from ragvisor.app import install_sigterm_as_interrupt
     from ragvisor.application.backup import write_backup
     from ragvisor.store.sqlite_backup import SqliteBackup
 
@@ -145,7 +145,6 @@ def run_restore(args: argparse.Namespace) -> int:
     """`ragvisor restore`: verify (and with `--verify-only` stop there), restore, summarise."""
     import structlog
 
-    from ragvisor.app import install_sigterm_as_interrupt
     from ragvisor.application.backup import verify_backup
     from ragvisor.application.restore import restore_backup
     from ragvisor.store.sqlite_backup import SqliteBackup, check_database

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ragvisor.cli.exits import EXIT_OK
+from ragvisor.cli.interrupts import install_sigterm_as_interrupt
 from ragvisor.cli.parser import settings_from
 from ragvisor.errors import InputError, RagvisorError
 
@@ -30,7 +31,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """`ragvisor sync`: progress bar on a terminal, then a summary (or JSON)."""
     from tqdm import tqdm
 
-    from ragvisor.app import build_services, install_sigterm_as_interrupt
+    from ragvisor.app import build_services
     from ragvisor.core.model import SKIPPED_LISTED_MAX
 
     install_sigterm_as_interrupt()
@@ -236,7 +237,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     import structlog
     from tqdm import tqdm
 
-    from ragvisor.app import build_store, install_sigterm_as_interrupt
+    from ragvisor.app import build_store
     from ragvisor.application.store_copy import copy_store
     from ragvisor.config import load_settings
 
