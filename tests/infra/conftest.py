@@ -13,10 +13,13 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import testinfra
 
+from tests.infra import neo4j_dist
+from tests.infra.engine_steps import EngineError
 from tests.infra.localhost import (
     ABSENT,
     TEST_ROOT,
@@ -74,3 +77,16 @@ def _local_host(ansible_env: dict[str, str]) -> Iterator[None]:
 def host() -> testinfra.host.Host:
     """testinfra's view of this machine."""
     return testinfra.get_host("local://")
+
+
+@pytest.fixture(scope="session")
+def neo4j_archive() -> Path:
+    """Neo4j's distribution archive from Maven Central (tests/infra/neo4j_dist.py), built or
+    taken from the cache once per session; skips, saying why, without Maven and a JDK."""
+    missing = neo4j_dist.missing_tools()
+    if missing:
+        pytest.skip(f"building the Neo4j archive needs {', '.join(missing)}")
+    try:
+        return neo4j_dist.build()
+    except EngineError as exc:
+        pytest.fail(f"the Neo4j archive could not be built: {exc}")

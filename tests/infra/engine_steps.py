@@ -8,6 +8,7 @@ the end of its output, never hang; a fix to either belongs to both.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -36,6 +37,15 @@ def run_step(
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip()[-3000:]
         raise EngineError(f"{what} failed (exit {done.returncode}):\n{tail}")
+
+
+def publish_build(work: Path, root: Path, stamp: str) -> None:
+    """Stamp a finished build in `work` and put it in `root`'s place (the old tree removed):
+    a build cut short never leaves a stamped tree that looks whole."""
+    (work / "stamp").write_text(stamp + "\n")
+    if root.exists():
+        shutil.rmtree(root)
+    work.rename(root)
 
 
 def free_port() -> int:

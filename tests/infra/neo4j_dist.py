@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from tests.infra.engine_steps import EngineError, cache_root, run_step
+from tests.infra.engine_steps import EngineError, cache_root, publish_build, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "tools" / "neo4j" / "server"
@@ -172,10 +172,7 @@ def build() -> Path:
         )  # fmt: skip
         write_archive(work / "lib", work / ARCHIVE_NAME)
         shutil.rmtree(work / "lib")
-        (work / "stamp").write_text(stamp + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        work.rename(root)
+        publish_build(work, root, stamp)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return archive_path()

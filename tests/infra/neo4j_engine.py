@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.infra.engine_steps import EngineError, cache_root, run_step
+from tests.infra.engine_steps import EngineError, cache_root, publish_build, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools" / "neo4j"
@@ -108,10 +108,7 @@ def build() -> Path:
             COMPILE_TIMEOUT_S,
             "compiling tools/neo4j/Launcher.java",
         )  # fmt: skip
-        (work / "stamp").write_text(stamp + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        work.rename(root)
+        publish_build(work, root, stamp)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return root

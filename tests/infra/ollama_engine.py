@@ -49,7 +49,7 @@ import httpx
 import yaml
 
 from ragvisor.core.hashing import file_sha256
-from tests.infra.engine_steps import EngineError, cache_root, free_port, run_step
+from tests.infra.engine_steps import EngineError, cache_root, free_port, publish_build, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 OLLAMA_VERSION = "0.17.4"
@@ -124,10 +124,7 @@ def build(progress: bool = False) -> Path:
         say(f"ollama {OLLAMA_VERSION}: compiled in {time.monotonic() - started:.0f} s")
         say(f"ollama {OLLAMA_VERSION}: importing {CHAT_MODEL} and {EMBED_MODEL}")
         _import_models(work)
-        (work / "stamp").write_text(stamp + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        work.rename(root)
+        publish_build(work, root, stamp)
         say(f"ollama {OLLAMA_VERSION}: ready in {time.monotonic() - started:.0f} s at {root}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

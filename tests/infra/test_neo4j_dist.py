@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.infra import neo4j_dist
-from tests.infra.engine_steps import EngineError, free_port
+from tests.infra.engine_steps import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,9 @@ STOP_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def archive() -> Path:
-    """The archive, built (or taken from the cache) once for the module."""
-    missing = neo4j_dist.missing_tools()
-    if missing:
-        pytest.skip(f"building the Neo4j archive needs {', '.join(missing)}")
-    try:
-        return neo4j_dist.build()
-    except EngineError as exc:
-        pytest.fail(f"the Neo4j archive could not be built: {exc}")
+def archive(neo4j_archive: Path) -> Path:
+    """The archive (the session's `neo4j_archive`, tests/infra/conftest.py)."""
+    return neo4j_archive
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from tests.infra import neo4j_dist
-from tests.infra.engine_steps import EngineError, free_port
+from tests.infra.engine_steps import free_port
 from tests.infra.playbook import (
     ANSIBLE_PLAYBOOK,
     REPO,
@@ -145,17 +145,11 @@ def root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def archive() -> Path:
-    """The archive built from Maven Central (cached once per machine)."""
+def archive(neo4j_archive: Path) -> Path:
+    """The archive built from Maven Central (the session's `neo4j_archive`), for root only."""
     if os.geteuid() != 0:
         pytest.skip("the archive install creates a system user: it needs root")
-    missing = neo4j_dist.missing_tools()
-    if missing:
-        pytest.skip(f"building the Neo4j archive needs {', '.join(missing)}")
-    try:
-        return neo4j_dist.build()
-    except EngineError as exc:
-        pytest.fail(f"the Neo4j archive could not be built: {exc}")
+    return neo4j_archive
 
 
 def archive_vars(root: Path, archive: Path, user: str) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from pathlib import Path
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 
 
-def verify_silently(root: Path, unit: str) -> None:
-    """`systemd-analyze verify --root=ROOT UNIT` exits 0 with an empty stderr: systemd ignores a
+def verify_silently(root: Path, *units: str) -> None:
+    """`systemd-analyze verify --root=ROOT UNIT…` exits 0 with an empty stderr: systemd ignores a
     line it does not understand (a misspelt hardening key) and says so only there."""
     proc = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", unit],
+        ["systemd-analyze", "verify", f"--root={root}", *units],
         capture_output=True,
         text=True,
         timeout=60,
