@@ -64,8 +64,10 @@ run: install
 	@echo "  curl '$(HOST):$(PORT)/readyz'"
 	@echo "  curl -X POST -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin_token)\" '$(HOST):$(PORT)/admin/sync'"
 	@echo "  $(BIN)/ragvisor search --url http://$(HOST):$(PORT) 'configuration keys'"
+	@echo "  curl -X PUT -H \"Authorization: Bearer \$$(cat $(DATA_DIR)/admin_token)\" --data-binary @NOTES.md '$(HOST):$(PORT)/documents/notes.md'"
+	@echo "Files saved under $(CORPUS)/ are searchable within a second or two ([sync] watch)."
 	@echo
-	exec $(BIN)/ragvisor serve --corpus $(CORPUS) --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+	RAGVISOR_SYNC__WATCH=true exec $(BIN)/ragvisor serve --corpus $(CORPUS) --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 sync: install
 	$(BIN)/ragvisor sync --corpus $(CORPUS) --data-dir $(DATA_DIR)
@@ -143,6 +145,7 @@ ollama-stop:
 bench: install
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	$(BIN)/python bench/search_bench.py
+	$(BIN)/python bench/serving_bench.py
 	$(BIN)/python bench/ask_bench.py
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/fault_bench.py
 
@@ -160,11 +163,34 @@ bench-ollama: install
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.ollama_engine build
 	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/ollama_bench.py
 
+# The answer cache: per semantic threshold and passage guard, how often a semantic hit serves
+# another question's answer (near misses) and how often a paraphrase hits its own; then, over
+# real HTTP, a cache hit's latency beside a full /ask. First run ~5 min (the sync), then ~3 min.
+# See docs/ask.md#the-answer-cache.
+.PHONY: bench-cache
+bench-cache: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m bench.answer_cache_bench
+
 # SQLite beside a real Neo4j (heap and page cache from inventory/prod): /search p50/p99 at 10k and
 # 100k chunks, first sync against the raw embedder, the vector index's recall@10, RSS. ~15-20 min.
 .PHONY: bench-store
 bench-store: neo4j-build
 	$(BIN)/python bench/store_bench.py
+
+# Start-up order, query micro-batching and the dense index's scale: first /search after process
+# start (and /readyz 200, the worker up), /search throughput at 1/4/16 clients with batching off
+# and on (interleaved rounds, medians), daemon RSS and peak, dense search cost at 1k/10k/100k
+# chunks and where it would spend the budget. ~6 min. Figures in docs/performance.md.
+.PHONY: bench-serving
+bench-serving: install
+	$(BIN)/python bench/serving_bench.py
+
+# Seconds from saving a file to /search finding it, through the folder watch ([sync] watch), beside
+# the same save plus an explicit POST /admin/sync?wait=true, and PUT /documents/{path}; medians of
+# 7 saves on a 2000-file corpus (real MiniLM, SQLite). ~2 min. Figures in docs/sync.md.
+.PHONY: bench-freshness
+bench-freshness: install
+	$(BIN)/python bench/freshness_bench.py
 
 # `ragvisor backup` / `restore` on a 10k-chunk store: in-process copy and whole operation, the
 # commands start to exit with their peak RSS, each as a median of 5 rounds and a ratio to a plain
@@ -172,6 +198,24 @@ bench-store: neo4j-build
 .PHONY: bench-backup
 bench-backup: install
 	$(BIN)/python bench/backup_bench.py
+
+# The cross-encoder reranker's cost: median ms to score 20 and 50 passages of ~800 characters,
+# RSS added by loading. No registry carries a cross-encoder: pass your export's folder as
+# RERANK_MODEL_DIR; without one it measures the tiny test model (runtime overhead only) and says
+# so. `bench/rerank_bench.py --proxy-minilm` measures MiniLM-L6 int8 with a random head. ~1 min.
+RERANK_MODEL_DIR ?=
+.PHONY: bench-rerank
+bench-rerank: install
+	$(BIN)/python bench/rerank_bench.py $(if $(RERANK_MODEL_DIR),--model-dir $(RERANK_MODEL_DIR))
+
+# Retrieval quality on questions we did not write: the FAQs of Debian's git-doc, python-django-doc
+# and python3.11-doc (fetched with apt-get download, converted to Markdown, FAQ pages removed),
+# page recall@5 and MRR@5 per mode beside the first release's naive dense search, on a ~7k and a
+# ~32k chunk corpus. First run ~25 min (embedding ~60k chunks), then seconds: vectors are cached
+# under $(RAGVISOR_CACHE)/eval. See docs/performance.md.
+.PHONY: bench-retrieval
+bench-retrieval: install
+	RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python bench/retrieval_eval.py
 
 # 30 minutes of mixed load (search, ask plain and streamed, syncs with edits); RSS of daemon and
 # worker every minute. Not part of `make bench`: it takes half an hour. See docs/performance.md.

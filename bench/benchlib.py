@@ -232,7 +232,16 @@ def serve_cmd(corpus: Path, data_dir: Path, port: int) -> list[str]:
     ]
 
 
-SERVE_ENV = {"RAGVISOR_SYNC__ON_START": "false", "RAGVISOR_SYNC__INTERVAL_S": "0"}
+# The benches time generation and ask the same questions round after round: answered from the
+# answer cache they would time the cache (bench/answer_cache_bench.py does that on purpose).
+SERVE_ENV = {
+    # The folder watch would sync the benches' own edits behind their backs (the freshness
+    # bench turns it on: it measures it).
+    "RAGVISOR_SYNC__WATCH": "false",
+    "RAGVISOR_SYNC__ON_START": "false",
+    "RAGVISOR_SYNC__INTERVAL_S": "0",
+    "RAGVISOR_ASK__CACHE__ENABLED": "false",
+}
 
 
 def wait_ready(port: int, proc: subprocess.Popen[Any], timeout_s: float) -> None:

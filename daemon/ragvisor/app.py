@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from ragvisor.admin_token import load_admin_token
 from ragvisor.allocator import tune_allocator
 from ragvisor.application.answerer import Answerer
+from ragvisor.application.ask_cache import AskCache
+from ragvisor.application.document_writer import DocumentWriter
 from ragvisor.application.generations import EmbedderLoader, ModelGenerations
 from ragvisor.application.sync_lease import SyncLease
 from ragvisor.application.sync_runner import SyncRunner
@@ -33,11 +35,13 @@ from ragvisor.config import (
     Settings,
     settings_env,
 )
+from ragvisor.core.answer_cache import AnswerCache, generator_identity
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.core.documents import CorpusSpec
 from ragvisor.core.protocols import Embedder, Store
 from ragvisor.core.retrieval import QueryLimits, Retriever
 from ragvisor.datadir import tighten_data_dir
+from ragvisor.embed.batching import batched
 from ragvisor.embed.ollama import OllamaEmbedder
 from ragvisor.embed.onnx import build_onnx_embedder
 from ragvisor.embed.prefixes import TaskPrefixes, for_documents, for_queries
@@ -46,6 +50,8 @@ from ragvisor.llm.gguf import resolve_gguf
 from ragvisor.metrics import Metrics
 from ragvisor.ollama.client import OllamaClient
 from ragvisor.ollama.wire import Deadlines
+from ragvisor.rerank import build_reranker
+from ragvisor.runtime.corpus_watch import CorpusWatch
 from ragvisor.runtime.services import Services
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.supervise.admission import Lane
@@ -172,6 +178,16 @@ def build_store(settings: Settings) -> Store:
     return SqliteStore(Path(s.data_dir), busy_timeout_s=s.busy_timeout_s)
 
 
+def query_embedder(model: Embedder, e: EmbedderSettings) -> Embedder:
+    """What searches embed queries with: the model behind its query prefix, concurrent queries
+    batched into one call (`embed.batching`; `embedder.query_batch_max = 1` turns it off)."""
+    return batched(
+        for_queries(model, TaskPrefixes.from_settings(e)),
+        wait_ms=e.query_batch_wait_ms,
+        max_texts=e.query_batch_max,
+    )
+
+
 def embedder_loader(data_dir: Path) -> EmbedderLoader:
     """Loads the model of a generation from the `[embedder]` settings the store recorded for it
     (`application.generations`): the previous model, for queries during a model change, with
@@ -185,7 +201,7 @@ def embedder_loader(data_dir: Path) -> EmbedderLoader:
         model: Embedder = (
             build_remote_embedder(e) if e.backend == "ollama" else build_onnx_embedder(e, data_dir)
         )
-        return for_queries(model, TaskPrefixes.from_settings(e))
+        return query_embedder(model, e)
 
     return load
 
@@ -226,6 +242,7 @@ def build_services(settings: Settings) -> Services:
         else:
             onnx = build_onnx_embedder(settings.embedder, data_dir)
             model, where = onnx, str(onnx.model_dir)
+        reranker = build_reranker(settings.rerank)  # None unless [rerank] is enabled
     except BaseException:
         store.close()
         raise
@@ -233,7 +250,7 @@ def build_services(settings: Settings) -> Services:
     # first, every search its query through the second (each with its task prefix, if any).
     prefixes = TaskPrefixes.from_settings(settings.embedder)
     embedder = for_documents(model, prefixes)
-    queries = for_queries(model, prefixes)
+    queries = query_embedder(model, settings.embedder)
     log.info(
         "app.embedder_loaded",
         backend=settings.embedder.backend,
@@ -265,12 +282,15 @@ def build_services(settings: Settings) -> Services:
             max_query_chars=s.max_query_chars, max_k=s.max_k, snippet_chars=s.snippet_chars
         ),
         serving=lambda: generations.serving,
+        reranker=reranker,
+        rerank_candidates=settings.rerank.candidates,
     )
     runner = SyncRunner(
         corpus=corpus_spec(settings),
         chunking=ChunkingSpec(
             size_chars=settings.corpus.chunk_size_chars,
             overlap_chars=settings.corpus.chunk_overlap_chars,
+            title_context=settings.corpus.chunk_title,
         ),
         store=store,
         embedder=embedder,
@@ -301,9 +321,46 @@ def build_services(settings: Settings) -> Services:
         remote_embedder=remote,
         generations=generations,
     )
+    attach_freshness(services)
     if settings.memory.enabled:
         services.memory_guard = build_memory_guard(services)
     return services
+
+
+def managed_folder(settings: Settings) -> Path:
+    """The corpus folder `PUT`/`DELETE /documents/{path}` write in: `corpus.managed_path`,
+    which must be one of `corpus.paths`, or else the first of them. Raises ConfigError."""
+    paths = [Path(p).expanduser().absolute() for p in settings.corpus.paths]
+    chosen = settings.corpus.managed_path
+    if chosen is None:
+        return paths[0]
+    full = Path(chosen).expanduser().absolute()
+    if full.resolve() not in {p.resolve() for p in paths}:
+        raise ConfigError(f"corpus.managed_path: {full} is not one of corpus.paths")
+    return full
+
+
+def attach_freshness(services: Services) -> None:
+    """The folder watch (`[sync] watch`; the lifespan starts it) and the document writer."""
+    settings = services.settings
+    runner = services.sync_runner
+    spec = corpus_spec(settings)
+    s = settings.sync
+    if s.watch:
+        services.corpus_watch = CorpusWatch(
+            runner,
+            spec,
+            debounce_s=s.watch_debounce_s,
+            max_wait_s=s.watch_max_wait_s,
+            log=structlog.get_logger(component="watch"),
+        )
+    services.documents = DocumentWriter(
+        managed_folder(settings),
+        spec,
+        runner,
+        wait_s=s.document_wait_s,
+        on_settled=services.corpus_watch.note_settled if services.corpus_watch else None,
+    )
 
 
 def build_memory_guard(services: Services) -> MemoryGuard:
@@ -409,6 +466,21 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
             remote_embedder=services.remote_embedder,
         )
     a = settings.ask
+    cache = None
+    if a.cache.enabled:
+        options = {"num_ctx": g.num_ctx, "num_predict": g.num_predict, "temperature": g.temperature}
+        cache = AskCache(
+            AnswerCache(
+                max_entries=a.cache.max_entries,
+                semantic_threshold=a.cache.semantic_threshold,
+                same_top_passages=a.cache.semantic_same_top_passages,
+                ttl_s=a.cache.ttl_s,
+            ),
+            store=services.store,
+            serving_embedder=services.serving_embedder,
+            generator_id=generator_identity(g.model, options),
+            metrics=services.metrics,
+        )
     services.answerer = Answerer(
         services.retriever,
         services.generator,
@@ -417,6 +489,7 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
         is_available=worker.check_alive if worker is not None else None,
         memory_check=memory.check if memory is not None else None,
         metrics=services.metrics,
+        cache=cache,
     )
 
 

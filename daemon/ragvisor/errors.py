@@ -19,6 +19,15 @@ class InputError(RagvisorError):
     """A request or argument is malformed; the caller must change it (HTTP 400/422)."""
 
 
+class PathRefused(InputError):
+    """A document path the daemon will not write or delete (HTTP 403): excluded by the corpus
+    globs, through a symlink, a folder, or a name too long for the file system."""
+
+
+class DocumentNotFound(InputError):
+    """No document at the path a request names (HTTP 404)."""
+
+
 class BodyTooLarge(InputError):
     """A request body is larger than its route accepts (HTTP 413); the rest is not read."""
 

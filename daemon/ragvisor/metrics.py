@@ -55,6 +55,29 @@ class Metrics:
             ["endpoint", "reason"],
             registry=r,
         )
+        self.answer_cache_hits_total = Counter(
+            "ragvisor_answer_cache_hits_total",
+            "/ask answers served from the answer cache, by kind: exact, semantic.",
+            ["kind"],
+            registry=r,
+        )
+        self.answer_cache_misses_total = Counter(
+            "ragvisor_answer_cache_misses_total",
+            "/ask requests the answer cache could not answer.",
+            registry=r,
+        )
+        self.answer_cache_evictions_total = Counter(
+            "ragvisor_answer_cache_evictions_total",
+            "Answers dropped from the cache, by reason: lru (full), expired (ttl_s), "
+            "invalidated (the knowledge base or a model changed).",
+            ["reason"],
+            registry=r,
+        )
+        self.answer_cache_entries = Gauge(
+            "ragvisor_answer_cache_entries",
+            "Answers in the answer cache now.",
+            registry=r,
+        )
         self.truncated_total = Counter(
             "ragvisor_truncated_prompts_total",
             "Answers whose prompt the backend cut (prompt_eval_count shows it).",

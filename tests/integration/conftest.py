@@ -59,6 +59,9 @@ def cli_env(model_dir: Path, **extra: str) -> dict[str, str]:
     env["RAGVISOR_WORKER__MODEL_PATH"] = str(gguf_file())
     if "RAGVISOR_CACHE" in os.environ:
         env["RAGVISOR_CACHE"] = os.environ["RAGVISOR_CACHE"]
+    # Tests of generation, faults and supervision ask one question again and again, and need
+    # each asking generated; the answer cache's own tests (test_answer_cache.py) turn it on.
+    env["RAGVISOR_ASK__CACHE__ENABLED"] = "false"
     env.update(extra)
     return env
 
@@ -92,6 +95,12 @@ class Daemon:
         return self.log_path.read_text()
 
 
+# The folder watch (`[sync] watch`, on by default) is off unless a test turns it on: the other
+# tests change their corpus on purpose and say when it is synced (tests/integration/
+# test_freshness.py is the watch's own).
+NO_WATCH = {"RAGVISOR_SYNC__WATCH": "false"}
+
+
 def start_daemon(
     corpus: Path, data_dir: Path, model_dir: Path, log_path: Path, *, ready: bool = True, **env: str
 ):
@@ -111,7 +120,7 @@ def start_daemon(
                 "--port",
                 str(port),
             ],
-            env=cli_env(model_dir, **env),
+            env=cli_env(model_dir, **{**NO_WATCH, **env}),
             stdout=handle,
             stderr=subprocess.STDOUT,
             text=True,

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ragvisor.core.hashing import file_sha256
+from ragvisor.embed.optimized import cached_path
 from tests.integration.conftest import run_cli, start_daemon, stop_daemon
 from tests.integration.corpus import write_corpus
 
@@ -28,6 +30,11 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def optimized_graph(model_dir: Path) -> Path:
+    """The file name `embed.optimized` caches this model's optimised graph under."""
+    return cached_path(Path("models/onnx-optimized"), file_sha256(model_dir / "model.onnx"))
 
 
 def modes_below(root: Path) -> dict[str, int]:
@@ -54,7 +61,8 @@ def wait_for_sync(url: str, timeout_s: float = 120.0) -> dict:
 @pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask022", "umask000"])
 def test_everything_the_daemon_writes_is_private_whatever_the_umask(tmp_path, model_dir, mask):
     """Under umask 022 or 000: the folder 0700; database, -wal, -shm, admin_token, sync.lock
-    0600 — checked while the daemon runs, when all of them exist."""
+    and the optimised model graph 0600, their folders 0700 — checked while the daemon runs,
+    when all of them exist."""
     corpus = write_corpus(tmp_path / "notes")
     data = tmp_path / "data"
     # 1. Start the daemon on no data directory at all, under the umask; it syncs at start.
@@ -70,6 +78,9 @@ def test_everything_the_daemon_writes_is_private_whatever_the_umask(tmp_path, mo
             "ragvisor.sqlite3-shm": 0o600,
             "admin_token": 0o600,
             "sync.lock": 0o600,
+            "models": 0o700,
+            "models/onnx-optimized": 0o700,
+            str(optimized_graph(model_dir)): 0o600,
         }
     finally:
         stop_daemon(daemon)
@@ -95,7 +106,11 @@ def test_an_old_installs_wide_modes_are_narrowed_at_start(tmp_path, model_dir):
     try:
         found = modes_below(data)
         assert found["."] == 0o700
-        assert all(mode == 0o600 for name, mode in found.items() if name != "."), found
+        assert all(
+            mode == (0o700 if (data / name).is_dir() else 0o600)
+            for name, mode in found.items()
+            if name != "."
+        ), found
         state = httpx.get(
             f"{daemon.url}/admin/sync",
             headers={"Authorization": "Bearer an-operators-own-token-0123"},

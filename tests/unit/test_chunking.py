@@ -8,7 +8,9 @@ import pytest
 
 from ragvisor.core.chunking import (
     CHUNKER_VERSION,
+    CHUNKER_VERSION_V1,
     ChunkingSpec,
+    breadcrumb,
     chunk_document,
     split_sections,
 )
@@ -38,10 +40,15 @@ def make_doc(text: str, path: str = "guide.md") -> SourceDocument:
 
 
 def body_of(chunk: Chunk) -> str:
-    """The chunk's text without the context line that later chunks of a section carry."""
-    if chunk.heading and chunk.text.startswith(chunk.heading + "\n"):
-        return chunk.text[len(chunk.heading) + 1 :]
-    return chunk.text
+    """The chunk's text without the context line every chunk opens with (title, headings)."""
+    context = breadcrumb("Guide", tuple(chunk.heading.split(" > ")) if chunk.heading else ())
+    assert chunk.text.startswith(context + "\n")
+    return chunk.text[len(context) + 1 :]
+
+
+def without_headings(text: str) -> str:
+    """The text without its ATX heading lines: their words are in the context lines."""
+    return "\n".join(line for line in text.split("\n") if not line.startswith("#"))
 
 
 FIVE_SECTIONS = "\n\n".join(
@@ -80,13 +87,14 @@ def test_no_text_is_lost(path: str) -> None:
     """Without overlap, the chunks (minus context lines) are exactly the document's words."""
     chunks = chunk_document(make_doc(FIVE_SECTIONS, path), ChunkingSpec(300, overlap_chars=0))
     assert len(chunks) > 10
-    assert " ".join(body_of(c) for c in chunks).split() == FIVE_SECTIONS.split()
+    expected = without_headings(FIVE_SECTIONS) if path.endswith(".md") else FIVE_SECTIONS
+    assert " ".join(body_of(c) for c in chunks).split() == expected.split()
 
 
 def test_chunks_never_cut_mid_word() -> None:
     """Chunk boundaries, including overlap starts, fall between words of ordinary prose."""
     text = prose(1, 60)
-    vocabulary = {w.strip(".").lower() for w in text.split()}
+    vocabulary = {w.strip(".").lower() for w in text.split()} | {"guide"}
     for chunk in chunk_document(make_doc(text, "notes.txt"), ChunkingSpec(size_chars=150)):
         assert {w.strip(".").lower() for w in chunk.text.split()} <= vocabulary
 
@@ -94,8 +102,8 @@ def test_chunks_never_cut_mid_word() -> None:
 def test_long_word_is_split_when_nothing_else_fits() -> None:
     """A single word longer than a chunk is the only thing ever cut mid-word."""
     chunks = chunk_document(make_doc("y" * 250, "notes.txt"), ChunkingSpec(100, overlap_chars=10))
-    assert [len(c.text) for c in chunks] == [100, 100, 50]
-    assert "".join(c.text for c in chunks) == "y" * 250
+    assert [len(c.text) for c in chunks] == [100, 100, 68]  # "Guide\n" + 94, 94 and 62 y
+    assert "".join(body_of(c) for c in chunks) == "y" * 250
 
 
 def test_paragraph_boundaries_are_preferred() -> None:
@@ -117,10 +125,26 @@ def test_consecutive_chunks_overlap() -> None:
         assert 40 <= shared <= 80
 
 
-def test_heading_line_then_heading_path_prefix() -> None:
-    """A section's first chunk starts with its heading line; later ones with the heading path."""
-    text = "# Install\n\nIntro.\n\n## Debian\n\n" + prose(5, 20) + "\n\n## Fedora\n\nUse dnf."
+def test_every_chunk_opens_with_the_title_and_heading_path() -> None:
+    """Each chunk's first line is "Title > Section > …", a first heading equal to the title
+    said once: a chunk is findable by the page and section it belongs to."""
+    text = "# Guide\n\nIntro.\n\n## Debian\n\n" + prose(5, 20) + "\n\n## Fedora\n\nUse dnf."
     chunks = chunk_document(make_doc(text), ChunkingSpec(size_chars=250, overlap_chars=50))
+    debian = [c for c in chunks if c.heading == "Guide > Debian"]
+    assert len(debian) > 1
+    assert all(c.text.startswith("Guide > Debian\n") for c in debian)
+    assert chunks[0].text == "Guide\nIntro."
+    assert chunks[-1].text == "Guide > Fedora\nUse dnf."
+    assert {c.chunker_version for c in chunks} == {CHUNKER_VERSION}
+
+
+def test_first_release_chunks_start_with_the_heading_line_as_written() -> None:
+    """With title_context off (md-heading-v1), a section's first chunk starts with its heading
+    line and later ones with the heading path: the first release's chunks, byte for byte."""
+    text = "# Install\n\nIntro.\n\n## Debian\n\n" + prose(5, 20) + "\n\n## Fedora\n\nUse dnf."
+    spec = ChunkingSpec(size_chars=250, overlap_chars=50, title_context=False)
+    chunks = chunk_document(make_doc(text), spec)
+    assert {c.chunker_version for c in chunks} == {CHUNKER_VERSION_V1}
     debian = [c for c in chunks if c.heading == "Install > Debian"]
     assert len(debian) > 1
     assert debian[0].text.startswith("## Debian\n")
@@ -147,7 +171,7 @@ def test_plain_text_is_one_section_of_paragraphs() -> None:
     """In a .txt file `#` lines are text, and chunks carry no heading."""
     text = "# not a heading\n\nfirst paragraph\n\nsecond paragraph"
     chunks = chunk_document(make_doc(text, "notes.txt"), ChunkingSpec())
-    assert [(c.heading, c.text) for c in chunks] == [("", text)]
+    assert [(c.heading, c.text) for c in chunks] == [("", "Guide\n" + text)]
 
 
 def test_chunking_is_deterministic_with_stable_ids() -> None:

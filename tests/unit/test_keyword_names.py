@@ -98,7 +98,9 @@ def _found(
     store: SqliteStore, retriever: Retriever, query: str, mode: SearchMode, k: int = 5
 ) -> list[str]:
     """Texts of the chunks a search returns, best first."""
-    return _texts(store, [hit.chunk_id for hit in retriever.search(query, k, mode).hits])
+    return _texts(
+        store, [hit.chunk_id for hit in retriever.search(query, k, mode, group="chunk").hits]
+    )
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)

@@ -134,7 +134,7 @@ def test_the_cycle_finder_finds_a_cycle():
 # Lower rooms first; nothing may import a room above it. Any room may read the package's
 # `__version__` (ragvisor/__init__.py).
 FOUNDATION = {"errors", "core", "datadir", "admin_token", "config", "logs", "metrics", "allocator"}
-BACKENDS = {"store", "ollama", "embed", "llm", "asgi"}
+BACKENDS = {"store", "ollama", "embed", "rerank", "llm", "asgi"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "core": {"errors"},
@@ -148,6 +148,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"errors", "core", "datadir"},
     "ollama": {"errors", "core"},
     "embed": {"errors", "core", "datadir", "config", "ollama"},
+    "rerank": {"errors", "core", "config", "embed"},  # loads its model as the embedder does
     "llm": {"errors", "core", "datadir", "ollama"},
     "asgi": {"errors"},
     "llm.worker": FOUNDATION | {"ollama", "embed", "llm", "asgi"},

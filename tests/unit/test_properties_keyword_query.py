@@ -69,6 +69,17 @@ def test_any_text_gives_expressions_fts5_accepts(text: str) -> None:
     assert bool(query.match) or not query.names
 
 
+@given(ANY_TEXT, st.data())
+def test_a_query_led_by_its_rare_phrases_is_fts5_for_any_common_subset(text, data) -> None:
+    """Whichever of its phrases are deemed common, the rewritten query runs in FTS5."""
+    query = fts_query(text)
+    common = set(data.draw(st.lists(st.sampled_from(query.phrases))) if query.phrases else [])
+    led = query.led_by_rare(common)
+    with fts_table("a swap file, sync.lock and kill -9") as conn:
+        if led.match:
+            matching(conn, led.match)
+
+
 @given(WORDS_AND_NAMES)
 @example("memory.low_available_mb sync.lock kill-9 roles/swap/main.yml")
 @example("0\U0001d800")  # a symbol SQLite's older tables count as a letter: one token to FTS5

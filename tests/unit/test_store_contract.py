@@ -94,6 +94,24 @@ def test_dense_search_sees_commits_and_deletes_without_reload(store):
     assert [store.get_chunks([h.chunk_id])[0].path for h in hits] == ["veg.md"]
 
 
+def test_kb_version_changes_with_every_commit_and_delete_only(store):
+    """kb_version (the answer cache's scope) moves on with each committed document and each
+    deletion, and stays put for reads, generations and the lease."""
+    first = store.kb_version()
+    doc = make_document("a.md", "alpha one\n\nbeta two")
+    commit(store, doc)
+    committed = store.kb_version()
+    assert committed != first
+    store.dense_search(EMB.embed(["alpha"])[0], 2, EMB.fingerprint)
+    store.set_generations(Generations(active=Generation(EMB.fingerprint.key, "fake", 32, {}, 1.0)))
+    store.take_lease("me", 30.0)
+    assert store.kb_version() == committed
+    commit(store, make_document("a.md", "alpha one\n\nbeta three"))
+    changed = store.kb_version()
+    store.delete_document(doc.doc_id)
+    assert len({first, committed, changed, store.kb_version()}) == 4
+
+
 def test_identical_text_is_embedded_once(store):
     """Two chunks with the same text share one vector: the second commit needs no embedding."""
     commit(store, make_document("a.md", "shared paragraph"))

@@ -41,11 +41,11 @@ def corpus(tmp_path):
     return root
 
 
-def make_runner(tmp_path, root, embedder):
+def make_runner(tmp_path, root, embedder, *, title_context=True):
     store = SqliteStore(tmp_path / "data")
     runner = SyncRunner(
         corpus=CorpusSpec(roots=(root,)),
-        chunking=ChunkingSpec(size_chars=300, overlap_chars=40),
+        chunking=ChunkingSpec(size_chars=300, overlap_chars=40, title_context=title_context),
         store=store,
         embedder=embedder,
         lock_path=tmp_path / "data" / "sync.lock",
@@ -66,6 +66,37 @@ def test_first_sync_then_unchanged_resync_computes_zero_embeddings(tmp_path, cor
     assert embedder.embedded_texts_total == before
     assert again.embeddings_computed == 0
     assert again.documents.as_dict() == {"new": 0, "changed": 0, "unchanged": 3, "deleted": 0}
+    store.close()
+
+
+def test_a_first_release_store_is_rechunked_with_titles_and_searchable_throughout(tmp_path, corpus):
+    """A store of md-heading-v1 chunks is re-chunked to md-title-v2 by the next sync, each
+    document replaced whole: every document has chunks after every commit."""
+    embedder = FakeEmbedder()
+    old, store = make_runner(tmp_path, corpus, embedder, title_context=False)
+    old.run(trigger="test")
+    store.close()
+    first = SqliteStore(tmp_path / "data")
+    assert {d.chunker_version for d in first.stored_documents().values()} == {"md-heading-v1"}
+    first.close()
+    runner, store = make_runner(tmp_path, corpus, embedder)
+    seen: list[int] = []
+    commit = store.commit_document
+
+    def commit_and_look(*args, **kwargs):
+        commit(*args, **kwargs)
+        stored = store.stored_documents()
+        seen.append(min(len(d.chunk_hashes) for d in stored.values()))
+
+    store.commit_document = commit_and_look  # type: ignore[method-assign]
+    report = runner.run(trigger="test")
+    assert report.documents.changed == 3
+    assert report.changed_because == {"chunker": 3}
+    assert len(seen) == 3
+    assert min(seen) > 0
+    assert {d.chunker_version for d in store.stored_documents().values()} == {"md-title-v2"}
+    best = store.keyword_search("word0_1", 1)[0]
+    assert store.get_chunks([best.chunk_id])[0].text.startswith("Alpha > Section 0\n")
     store.close()
 
 
@@ -229,7 +260,7 @@ def test_files_deleted_or_changed_mid_sync_leave_a_consistent_store(tmp_path, co
             ]
         )
     ]
-    assert "rewritten while syncing" in texts
+    assert "c\nrewritten while syncing" in texts  # the title line, then the new text
     store.close()
 
 

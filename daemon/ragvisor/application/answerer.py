@@ -14,6 +14,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragvisor.application.ask_cache import DROPPED_KEY, AskCache
+from ragvisor.core.answer_cache import CacheHit, CacheScope
 from ragvisor.core.answers import (
     PromptPlan,
     citations,
@@ -26,7 +28,7 @@ from ragvisor.core.answers import (
 )
 from ragvisor.core.deadline import by_deadline
 from ragvisor.core.model import GenerationStats, Retrying, TextDelta
-from ragvisor.core.protocols import Generator
+from ragvisor.core.protocols import Generator, Vector
 from ragvisor.core.retrieval import QueryLimits, Retriever, validate_query
 from ragvisor.errors import BackendError, BackendUnavailable, StoreError
 from ragvisor.metrics import Metrics
@@ -51,13 +53,33 @@ class PreparedAsk:
 
     `degraded` is set when the answer must be extractive before the generator is even tried
     (it is down or restarting, memory is short); `search_degraded` when the passages came from
-    keyword search because the embedder failed.
+    keyword search because the embedder failed. `cached` is the answer cache's hit (then no
+    passages were packed); `cache_key` what a generated answer is stored under (None: not
+    cacheable).
     """
 
     question: str
     plan: PromptPlan
     degraded: str | None = None
     search_degraded: str | None = None
+    cached: CacheHit | None = None
+    cache_key: _CacheKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheKey:
+    """Where a generated answer goes in the answer cache."""
+
+    scope: CacheScope
+    k: int
+    vector: Vector | None
+    passage_ids: tuple[str, ...]
+
+
+# The plan of an answer that comes from the cache: nothing is sent to the generator.
+_NO_PLAN = PromptPlan(
+    messages=(), passages=(), dropped=0, prompt_tokens=0, budget_tokens=0, exact_counts=False
+)
 
 
 @dataclass(slots=True)
@@ -97,6 +119,7 @@ class Answerer:
         is_available: Callable[[], bool] | None = None,
         memory_check: MemoryCheck | None = None,
         metrics: Metrics | None = None,
+        cache: AskCache | None = None,
     ) -> None:
         self._retriever = retriever
         self._generator = generator
@@ -105,6 +128,7 @@ class Answerer:
         self._is_available = is_available
         self._memory_check = memory_check
         self._metrics = metrics
+        self._cache = cache
 
     @property
     def generator(self) -> Generator:
@@ -114,12 +138,20 @@ class Answerer:
     async def prepare(self, question: str | None, k: int, trace: AskTrace) -> PreparedAsk:
         """Validate, retrieve and pack. Raises InputError for a bad question."""
         question = validate_query(question, k, self.limits, what="question")
+        scope = await self._cache.scope() if self._cache is not None else None
+        if scope is not None and self._cache is not None:
+            # Before the generator's state matters: a stored answer is served even while the
+            # generator restarts.
+            hit = self._cache.exact(scope, question, k)
+            if hit is not None:
+                return self._from_cache(question, hit, trace)
         degraded: str | None = None
         if self._is_available is not None and not self._is_available():
             degraded = "the generator is restarting"
+        vectors: list[Vector] = []
         try:
             candidates, timings, search_degraded = await by_deadline(
-                asyncio.to_thread(self._retriever.passages, question, k),
+                asyncio.to_thread(self._retriever.passages, question, k, vectors=vectors),
                 when_late_done=lambda: None,
             )
         except TimeoutError as exc:  # the embedder is bounded by its own deadlines
@@ -128,6 +160,19 @@ class Answerer:
                 "(embedder.deadlines.request_s)"
             ) from exc
         trace.timings_ms.update(timings)
+        cache_key = None
+        if scope is not None and self._cache is not None and search_degraded is None:
+            vector = vectors[0] if vectors else None
+            ids = tuple(record.chunk_id for record, _ in candidates)
+            # A model change that switched during the retrieval: this vector belongs to
+            # neither scope for sure; neither look up nor store.
+            if vector is not None and self._cache.embedder_key() == scope.embedder:
+                hit = self._cache.semantic(scope, vector, k, ids)
+                if hit is not None:
+                    return self._from_cache(question, hit, trace)
+                cache_key = _CacheKey(scope, k, vector, ids)
+        if self._cache is not None:
+            self._cache.missed()
         if degraded is None and self._memory_check is not None:
             # Before counting tokens: the worker loads the model to count with its tokenizer,
             # and the memory check must come before anything loads it.
@@ -158,7 +203,16 @@ class Answerer:
             token_counts="tokenizer" if exact else "estimate",
             search_degraded=search_degraded,
         )
-        return PreparedAsk(question, plan, degraded, search_degraded)
+        return PreparedAsk(question, plan, degraded, search_degraded, cache_key=cache_key)
+
+    def _from_cache(self, question: str, hit: CacheHit, trace: AskTrace) -> PreparedAsk:
+        """A prepared answer that is already written: the cache's."""
+        trace.fields.update(cached=hit.kind)
+        if hit.kind == "semantic":
+            trace.fields.update(
+                cache_similarity=round(hit.similarity, 4), cached_question=hit.entry.question
+            )
+        return PreparedAsk(question, _NO_PLAN, cached=hit)
 
     async def events(
         self, prepared: PreparedAsk, trace: AskTrace, *, until: float | None = None
@@ -170,6 +224,10 @@ class Answerer:
         for good, `done` carries the extractive answer and `degraded`. Closing the iterator early
         closes the backend connection, which cancels the generation.
         """
+        if prepared.cached is not None:
+            for event in self._cached_events(prepared.cached, trace):
+                yield event
+            return
         plan = prepared.plan
         yield {
             "type": "citations",
@@ -194,7 +252,36 @@ class Answerer:
         if generation.failure is not None:
             yield self._extractive(prepared, trace, generation.failure)
         else:
-            yield self._done(prepared, trace, generation)
+            done = self._done(prepared, trace, generation)
+            key = prepared.cache_key
+            # Only a complete generated answer from the dense passages is worth serving again.
+            if key is not None and self._cache is not None and not done["truncated"]:
+                self._cache.store(
+                    key.scope,
+                    prepared.question,
+                    key.k,
+                    done,
+                    dropped=prepared.plan.dropped,
+                    vector=key.vector,
+                    passage_ids=key.passage_ids,
+                )
+            yield done
+
+    def _cached_events(self, hit: CacheHit, trace: AskTrace) -> list[dict[str, Any]]:
+        """A stored answer as the events of a generated one: citations, the whole text as one
+        delta, then `done` with `cached` and this request's timings."""
+        answer = dict(hit.entry.answer)
+        dropped = answer.pop(DROPPED_KEY, 0)
+        trace.mark("total", trace.started)
+        return [
+            {
+                "type": "citations",
+                "citations": [_without_cited(c) for c in answer.get("citations", [])],
+                "dropped": dropped,
+            },
+            {"type": "delta", "text": answer.get("answer", "")},
+            {"type": "done", **answer, "cached": hit.kind, "timings_ms": dict(trace.timings_ms)},
+        ]
 
     async def _stream(
         self, plan: PromptPlan, trace: AskTrace, until: float | None, out: _Generation
@@ -261,6 +348,7 @@ class Answerer:
             "truncated": truncated,
             "tokens": _tokens(plan, stats),
             "timings_ms": dict(trace.timings_ms),
+            "cached": None,
         }
         if prepared.search_degraded is not None:
             done["degraded"] = {"reason": prepared.search_degraded, "answer": "generated"}
@@ -286,6 +374,7 @@ class Answerer:
             "degraded": degraded,
             "tokens": _tokens(plan, GenerationStats()),
             "timings_ms": dict(trace.timings_ms),
+            "cached": None,
         }
 
     async def answer(

@@ -22,10 +22,11 @@ from typing import Any
 from ragvisor.allocator import release_free_memory
 from ragvisor.application.generations import ModelGenerations
 from ragvisor.application.sync_lease import SyncLease, dead_here
-from ragvisor.core.chunking import CHUNKER_VERSION, ChunkingSpec, chunk_document
+from ragvisor.core.chunking import ChunkingSpec, chunk_document
 from ragvisor.core.documents import CorpusSpec, display_path, scan_corpus
 from ragvisor.core.model import StoredDocument, SyncReport
 from ragvisor.core.protocols import Embedder, Store
+from ragvisor.core.scope import SyncScope, scan_scope, scoped_stored
 from ragvisor.core.sync import (
     Action,
     PlannedDocument,
@@ -38,6 +39,8 @@ from ragvisor.errors import BusyError, RagvisorError, StoreError, SyncCancelled
 from ragvisor.metrics import Metrics
 
 ProgressCallback = Callable[[int, int], None]
+# How often a sync that may wait for the locks (`run(wait_s=...)`) tries them again.
+ACQUIRE_POLL_S = 0.02
 
 
 @dataclass(slots=True)
@@ -245,7 +248,23 @@ class SyncRunner:
             pass
         return None
 
-    def _acquire(self, trigger: str) -> None:
+    def _acquire(self, trigger: str, wait_s: float = 0.0) -> None:
+        """Take both locks, waiting up to `wait_s` for a running sync to end.
+
+        Raises BusyError when they are still held after `wait_s` (at once with 0).
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._try_acquire(trigger)
+            except BusyError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(ACQUIRE_POLL_S)
+            else:
+                return
+
+    def _try_acquire(self, trigger: str) -> None:
         """Take both locks and mark the sync running.
 
         Raises BusyError if either is held, StoreError (recorded as a failed sync) if the lock
@@ -293,14 +312,24 @@ class SyncRunner:
         trigger: str,
         on_progress: ProgressCallback | None = None,
         full_check: bool = False,
+        scope: SyncScope | None = None,
+        wait_s: float = 0.0,
+        prepare: Callable[[], object] | None = None,
     ) -> SyncReport:
-        """Run one sync now. Raises BusyError when one is already running here or elsewhere.
+        """Run one sync now. Raises BusyError when one is already running here or elsewhere
+        (and still is after ``wait_s``).
 
-        ``full_check`` reads and hashes every file even when its stamp is unchanged.
+        ``full_check`` reads and hashes every file even when its stamp is unchanged. ``scope``
+        syncs only the paths it names (`core.scope`): the folder watch and the document
+        endpoints, under the same locks as any sync. ``prepare`` runs once the locks are held,
+        before the scan (a document endpoint writes its file there, so no other sync sees it
+        half-done); what it raises ends the call without counting as a failed sync.
         """
-        self._acquire(trigger)
+        self._acquire(trigger, wait_s)
         try:
-            return self._run(trigger, on_progress, full_check)
+            if prepare is not None:
+                prepare()
+            return self._run(trigger, on_progress, full_check, scope)
         finally:
             self._release()
 
@@ -324,25 +353,38 @@ class SyncRunner:
         return thread
 
     def _run(
-        self, trigger: str, on_progress: ProgressCallback | None, full_check: bool = False
+        self,
+        trigger: str,
+        on_progress: ProgressCallback | None,
+        full_check: bool = False,
+        scope: SyncScope | None = None,
     ) -> SyncReport:
         log = self._log.bind(trigger=trigger)
         started = time.perf_counter()
-        log.info("sync.started", roots=[display_path(str(r)) for r in self._corpus.roots])
+        if scope is None:
+            log.info("sync.started", roots=[display_path(str(r)) for r in self._corpus.roots])
+        else:
+            log.info("sync.started", paths=len(scope), scope=scope.describe())
         try:
             if self._before_sync is not None:
                 self._before_sync()
             if self.generations is not None:
                 self.generations.reconcile()
             stored = self._store.stored_documents()
+            if scope is not None:
+                stored = scoped_stored(stored, scope)
             fingerprint = self._embedder.fingerprint
             have = self._store.hashes_with_vectors(fingerprint)
             stamps = (
-                quick_check_stamps(stored, have, CHUNKER_VERSION)
+                quick_check_stamps(stored, have, self._chunking.version)
                 if self.quick_check and not full_check
                 else None
             )
-            scan = scan_corpus(self._corpus, stamps)
+            scan = (
+                scan_corpus(self._corpus, stamps)
+                if scope is None
+                else scan_scope(self._corpus, scope, stamps)
+            )
             for root in scan.missing_roots:
                 log.warning(
                     "sync.corpus_missing",
@@ -360,7 +402,7 @@ class SyncRunner:
                 stored,
                 have,
                 chunk=lambda doc: chunk_document(doc, self._chunking),
-                chunker_version=CHUNKER_VERSION,
+                chunker_version=self._chunking.version,
                 fingerprint_key=fingerprint.key,
                 keep_doc_ids=keep_ids,
                 keep_roots={str(r.resolve()) for r in scan.missing_roots},

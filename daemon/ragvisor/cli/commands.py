@@ -12,6 +12,7 @@ from typing import Any
 from ragvisor.cli.exits import EXIT_OK
 from ragvisor.cli.interrupts import install_sigterm_as_interrupt
 from ragvisor.cli.parser import settings_from
+from ragvisor.core.chunking import breadcrumb
 from ragvisor.errors import InputError, RagvisorError
 
 # `search --url`: how long the daemon may take to answer (`ask --url` streams: only connecting is
@@ -94,12 +95,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         services = build_services(settings)
         try:
             k = args.k if args.k is not None else settings.server.default_k
-            result = services.retriever.search(args.query, k, SearchMode(args.mode))
+            result = services.retriever.search(
+                args.query, k, SearchMode(args.mode), group=args.group
+            )
         finally:
             services.close()
         response = {
             "query": args.query.strip(),
             "mode": result.mode.value,
+            "group": args.group,
             "results": [hit.as_dict() for hit in result.hits],
             "timings_ms": result.timings_ms,
         }
@@ -110,8 +114,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not results:
         print("no results")
     for rank, hit in enumerate(results, 1):
-        print(f"{rank:2d}. {hit['score']:.3f}  {hit['path']} — {hit['title']}")
+        where = breadcrumb(hit["title"], tuple(filter(None, hit["heading"].split(" > "))))
+        print(f"{rank:2d}. {hit['score']:.3f}  {hit['path']} — {where}")
         print(f"    {hit['snippet']}")
+        for passage in hit.get("passages", []):
+            print(f"      · {passage['heading'] or '(top)'}: {passage['snippet']}")
     return EXIT_OK
 
 
@@ -121,7 +128,7 @@ def _search_http(args: argparse.Namespace) -> dict[str, Any]:
     from ragvisor.oncall.daemon_client import DaemonClient
 
     daemon = DaemonClient(args.url, SEARCH_TIMEOUT_S)
-    return asyncio.run(daemon.search(args.query, mode=args.mode, k=args.k))
+    return asyncio.run(daemon.search(args.query, mode=args.mode, k=args.k, group=args.group))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -175,7 +182,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     timings = final.get("timings_ms", {})
     if degraded:
         print(f"(degraded: {degraded.get('reason')})", file=sys.stderr)
-    if tokens.get("completion") is not None:
+    if final.get("cached"):
+        # A stored answer: its token figures are those of the request that generated it.
+        total_s = timings.get("total", 0) / 1000
+        print(f"(from the answer cache: {final['cached']}; total {total_s:.2f} s)", file=sys.stderr)
+    elif tokens.get("completion") is not None:
         print(
             f"({tokens.get('completion')} tokens at {tokens.get('per_second')} tokens/s; "
             f"first token after {timings.get('first_token', 0) / 1000:.2f} s, "

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", metavar="QUERY")
     search.add_argument("-k", type=int, default=None, help="number of results")
     search.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="dense")
+    search.add_argument(
+        "--group",
+        choices=["page", "chunk"],
+        default="page",
+        help="one result per page (its other matching chunks below it) or per chunk",
+    )
     search.add_argument("--json", action="store_true", help="print the response as JSON")
     search.add_argument("--url", help="ask a running daemon (e.g. http://127.0.0.1:8321)")
 

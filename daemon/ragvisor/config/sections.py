@@ -14,6 +14,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -73,6 +75,11 @@ class CorpusSettings(_Section):
     max_file_bytes: int = Field(2_000_000, ge=1)
     chunk_size_chars: int = Field(800, ge=100, le=100_000)
     chunk_overlap_chars: int = Field(120, ge=0)
+    # Every chunk opens with "Title > Section" (chunker md-title-v2); false keeps the first
+    # release's chunks (md-heading-v1) and spares a store made by it the re-embed.
+    chunk_title: bool = True
+    # The folder `PUT`/`DELETE /documents/{path}` write in: one of `paths`; unset, the first.
+    managed_path: UserPath | None = None
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> CorpusSettings:
@@ -227,6 +234,11 @@ class EmbedderSettings(_Section):
     # "search_document: "), put before each query and each chunk; part of the fingerprint.
     query_prefix: str = Field("", max_length=200)
     document_prefix: str = Field("", max_length=200)
+    # Micro-batching of queries (`embed.batching`): the model embeds one batch of queries at a
+    # time, at most `query_batch_max` (1 turns batching off); a query finding it idle lingers
+    # `query_batch_wait_ms` for others (0: runs at once).
+    query_batch_wait_ms: float = Field(0.0, ge=0, le=50)
+    query_batch_max: int = Field(16, ge=1, le=256)
     deadlines: EmbedderDeadlineSettings = EmbedderDeadlineSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
@@ -283,6 +295,50 @@ class WorkerSettings(_Section):
     proxy_url: str = ""
 
 
+class RerankSettings(_Section):
+    """`[rerank]`: a cross-encoder that rescores the best `candidates` chunks of a search.
+
+    No package registry carries a cross-encoder model, so the operator supplies one: `model_dir`
+    is a folder holding an ONNX export (`model.onnx` or `model_quantized.onnx`, at its top or in
+    `onnx/`) and its `tokenizer.json`; `sha256`, when set, pins the model file, checked at load.
+    """
+
+    enabled: bool = False
+    model_dir: UserPath | None = Field(None, validate_default=True)
+    candidates: int = Field(20, ge=1, le=200)
+    threads: int = Field(1, ge=1, le=64)
+    max_tokens: int = Field(256, ge=8, le=8192)  # query and passage together, special tokens in
+    sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")
+
+    @field_validator("model_dir")
+    @classmethod
+    def _required_when_enabled(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # A field validator, not a model one, so the error is reported at `rerank.model_dir`.
+        if value is None and info.data.get("enabled"):
+            raise ValueError(
+                "required when rerank.enabled is true: the folder of an ONNX cross-encoder "
+                "export (docs/http-api.md#reranking)"
+            )
+        return value
+
+
+class AnswerCacheSettings(_Section):
+    """`[ask.cache]`: answers kept for the same question (exact) or one that means the same
+    (semantic), scoped by the knowledge base's version and both models (docs/ask.md)."""
+
+    enabled: bool = True
+    max_entries: int = Field(512, ge=1)
+    # Least cosine similarity of two questions' embeddings for a semantic hit; above 1: off.
+    # 0.90: the lowest with no false hit in bench/answer_cache_bench.py (MiniLM), docs/ask.md.
+    semantic_threshold: float = Field(0.90, ge=0, le=1.01)
+    # How many of the best retrieved passages must be the cached answer's, in order; 0: off.
+    # 1 cuts false hits 2.8-5.3 times at equal thresholds for 5-18 % of the true hits.
+    semantic_same_top_passages: int = Field(1, ge=0, le=200)
+    # Oldest an answer may be served (a model re-pulled under the same name is not seen
+    # otherwise); 0 = no age limit.
+    ttl_s: float = Field(86_400.0, ge=0)
+
+
 class AskSettings(_Section):
     """Limits of `POST /ask`."""
 
@@ -291,6 +347,7 @@ class AskSettings(_Section):
     max_question_chars: int = Field(1000, ge=1)
     # Tokens held back for the chat template and the instructions' framing.
     template_margin_tokens: int = Field(48, ge=0)
+    cache: AnswerCacheSettings = AnswerCacheSettings()
 
     @model_validator(mode="after")
     def _k_within_max(self) -> AskSettings:
@@ -346,6 +403,19 @@ class SyncSettings(_Section):
     # The store-wide sync lease (several daemons on one Neo4j): renewed every third of this
     # while syncing; a daemon that dies mid-sync loses it this long after its last renewal.
     lease_s: float = Field(30.0, ge=1.0, le=3600.0)
+    # Watch the corpus folders (inotify, through watchfiles) and sync the changed files once
+    # no change came for `watch_debounce_s`, or `watch_max_wait_s` after the first one.
+    watch: bool = True
+    watch_debounce_s: float = Field(0.3, ge=0.05, le=60.0)
+    watch_max_wait_s: float = Field(5.0, ge=0.1, le=600.0)
+    # How long `PUT`/`DELETE /documents/{path}` wait for a running sync before a 503.
+    document_wait_s: float = Field(10.0, ge=0, le=600.0)
+
+    @model_validator(mode="after")
+    def _wait_covers_debounce(self) -> SyncSettings:
+        if self.watch_max_wait_s < self.watch_debounce_s:
+            raise ValueError("watch_max_wait_s must not be smaller than watch_debounce_s")
+        return self
 
 
 class LaneSettings(_Section):
@@ -445,3 +515,4 @@ class Settings(_Section):
     admission: AdmissionSettings = AdmissionSettings()
     memory: MemorySettings = MemorySettings()
     doctor: DoctorSettings = DoctorSettings()
+    rerank: RerankSettings = RerankSettings()

@@ -8,13 +8,19 @@ chunks of the edited section. Plain text is one section of paragraphs.
 
 What a chunk's text is (and therefore what is hashed and embedded, byte for byte):
 
-* the first chunk of a section begins with the section's heading line as written
-  (``## Debian``), followed by the start of its body;
-* every later chunk of the same section begins with the heading path as a context line
-  (``Install > Debian``) so it is self-describing, followed by roughly ``overlap_chars`` of
-  the previous chunk's end (starting at a word boundary), followed by new text;
+* every chunk opens with a context line saying where it stands: the document's title and the
+  heading path (``Install guide > Debian > Bookworm``; a first heading equal to the title is
+  said once), so a chunk is findable by its page and section and not only by its own words;
+* a section's later chunks then carry roughly ``overlap_chars`` of the previous chunk's end
+  (starting at a word boundary), followed by new text;
 * every chunk, context line included, is at most ``size_chars`` characters long. A single
   word longer than the room left is cut mid-word — the only mid-word cut there is.
+
+The first release (``md-heading-v1``, ``ChunkingSpec(title_context=False)``) had no title: a
+section's first chunk began with its heading line as written (``## Debian``) and only later
+chunks with the heading path. Its chunks are still produced exactly, for the evaluation's
+baseline (bench/retrieval_eval.py); a store holding them re-chunks at its next sync, one document
+at a time, each committed whole, so every document stays searchable throughout.
 
 Sections with a heading and no body produce no chunk (their heading lives on in the context
 line of their subsections); tiny sections are *not* merged into their neighbours, which keeps
@@ -33,7 +39,9 @@ from ragvisor.core.model import Chunk, SourceDocument
 
 # Bump whenever the chunks produced for the same input change: stored chunks carry it and a
 # different version makes the sync re-chunk (and re-embed what actually changed).
-CHUNKER_VERSION = "md-heading-v1"
+CHUNKER_VERSION = "md-title-v2"
+# The first release's chunks: no title, the heading line as written at a section's start.
+CHUNKER_VERSION_V1 = "md-heading-v1"
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd"})
 HEADING_PATH_SEPARATOR = " > "
@@ -60,6 +68,15 @@ class ChunkingSpec:
 
     size_chars: int = 800
     overlap_chars: int = 120
+    # Every chunk opens with where it stands: "Title > Section > Subsection". A chunk that says
+    # "set it to 0 to disable" is found for "disable the git-gc auto pack" only when it also
+    # says which page and section it belongs to; measured by bench/retrieval_eval.py.
+    title_context: bool = True
+
+    @property
+    def version(self) -> str:
+        """What stored chunks record; a different one makes the sync re-chunk the document."""
+        return CHUNKER_VERSION if self.title_context else CHUNKER_VERSION_V1
 
     def __post_init__(self) -> None:
         if self.size_chars < 100:
@@ -157,11 +174,16 @@ def chunk_document(doc: SourceDocument, spec: ChunkingSpec) -> list[Chunk]:
     texts: list[tuple[str, str]] = []
     for section in split_sections(doc.text, markdown=markdown):
         heading = HEADING_PATH_SEPARATOR.join(section.heading_path)
-        section_text = (
-            f"{section.heading_line}\n{section.body}" if section.heading_line else section.body
-        )
-        context = _context_line(heading, spec.size_chars)
-        texts.extend((heading, text) for text in pack_text(section_text, context, spec))
+        if spec.title_context:
+            context = _context_line(breadcrumb(doc.title, section.heading_path), spec.size_chars)
+            pieces = pack_text(section.body, context, spec, lead=True)
+        else:
+            section_text = (
+                f"{section.heading_line}\n{section.body}" if section.heading_line else section.body
+            )
+            context = _context_line(heading, spec.size_chars)
+            pieces = pack_text(section_text, context, spec)
+        texts.extend((heading, text) for text in pieces)
     chunks = []
     for position, (heading, text) in enumerate(texts):
         text_sha256 = sha256_text(text)
@@ -173,10 +195,20 @@ def chunk_document(doc: SourceDocument, spec: ChunkingSpec) -> list[Chunk]:
                 text=text,
                 text_sha256=text_sha256,
                 heading=heading,
-                chunker_version=CHUNKER_VERSION,
+                chunker_version=spec.version,
             )
         )
     return chunks
+
+
+def breadcrumb(title: str, heading_path: tuple[str, ...]) -> str:
+    """``Title > Section > Subsection``: the title, then the headings not repeating it (a page's
+    first heading usually is its title)."""
+    parts = [title.strip()] if title.strip() else []
+    for heading in heading_path:
+        if not parts or heading.casefold() != parts[-1].casefold():
+            parts.append(heading)
+    return HEADING_PATH_SEPARATOR.join(parts)
 
 
 def _context_line(heading: str, size_chars: int) -> str:
@@ -189,10 +221,11 @@ def _context_line(heading: str, size_chars: int) -> str:
     return heading + "\n"
 
 
-def pack_text(text: str, context: str, spec: ChunkingSpec) -> list[str]:
+def pack_text(text: str, context: str, spec: ChunkingSpec, *, lead: bool = False) -> list[str]:
     """Pack one section's text into chunks of at most ``spec.size_chars`` characters.
 
-    The first chunk is ``text``'s beginning; later ones are ``context`` + overlap + new text.
+    The first chunk is ``text``'s beginning (after ``context`` too when ``lead``); later ones
+    are ``context`` + overlap + new text.
     Cuts fall at the last paragraph break, else sentence end or line break, else whitespace
     in the last two thirds of the room for new text; only an over-long word is cut mid-word.
     The overlap is capped at half of the room after ``context`` so every chunk makes progress.
@@ -201,7 +234,7 @@ def pack_text(text: str, context: str, spec: ChunkingSpec) -> list[str]:
     overlap = min(spec.overlap_chars, (size - len(context)) // 2)
     chunks: list[str] = []
     start = new_from = 0
-    prefix = ""
+    prefix = context if lead else ""
     end = len(text)
     while new_from < end:
         limit = start + size - len(prefix)

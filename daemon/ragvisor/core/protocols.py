@@ -167,8 +167,28 @@ class Store(Protocol):
         """Counts of documents, chunks and vectors, for status and readiness."""
         ...
 
+    def kb_version(self) -> str:
+        """An opaque token that changes whenever a committed change (a document written or
+        deleted) could change what a search returns — from any process using the store; cheap
+        enough to read per `/ask` (the answer cache's scope)."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+class Reranker(Protocol):
+    """Scores (query, passage) pairs together — a cross-encoder — to reorder the top candidates
+    of a search (`ragvisor.rerank`)."""
+
+    @property
+    def name(self) -> str:
+        """The model, as logs and `/status` show it."""
+        ...
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """One relevance score per passage, higher is better; comparable within one call."""
         ...
 
 

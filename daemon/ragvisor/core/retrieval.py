@@ -9,11 +9,12 @@ from __future__ import annotations
 import enum
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ragvisor.core.chunking import HEADING_PATH_SEPARATOR, breadcrumb
 from ragvisor.core.model import ChunkRecord, ScoredChunk
-from ragvisor.core.protocols import Embedder, Store
+from ragvisor.core.protocols import Embedder, Reranker, Store, Vector
 from ragvisor.errors import BackendError, BackendUnavailable, InputError
 
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al.; damps the top ranks' weight
@@ -25,6 +26,21 @@ class SearchMode(enum.Enum):
     DENSE = "dense"
     KEYWORD = "keyword"
     HYBRID = "hybrid"
+
+
+class Grouping(enum.Enum):
+    """What one result is: a page (its best chunk, the page's other good chunks as extra
+    passages) or a chunk (the first release's shape, several results may share a page)."""
+
+    PAGE = "page"
+    CHUNK = "chunk"
+
+
+# How many chunks are ranked per page asked for when results are pages: enough that the k best
+# pages are among them even when the best pages each hold several of the best chunks.
+PAGE_DEPTH = 8
+# Extra passages shown with a page result, at most.
+MAX_PASSAGES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +63,40 @@ class SearchHit:
     snippet: str
     heading: str
     corpus_root: str
+    # With page results: the page's other chunks among the candidates, best first.
+    passages: tuple[Passage, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape of a result."""
-        return {
+        shape: dict[str, object] = {
             "path": self.path,
             "title": self.title,
             "chunk_id": self.chunk_id,
             "score": round(self.score, 6),
             "snippet": self.snippet,
             "heading": self.heading,
+        }
+        if self.passages:
+            shape["passages"] = [p.as_dict() for p in self.passages]
+        return shape
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """Another chunk of a page result: where it stands, its score and an excerpt."""
+
+    chunk_id: str
+    heading: str
+    score: float
+    snippet: str
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape of a passage."""
+        return {
+            "chunk_id": self.chunk_id,
+            "heading": self.heading,
+            "score": round(self.score, 6),
+            "snippet": self.snippet,
         }
 
 
@@ -171,38 +211,95 @@ class Retriever:
         limits: QueryLimits,
         *,
         serving: Callable[[], Embedder] | None = None,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
     ) -> None:
         """``serving``, when given, names the embedder of the generation searches use at this
         moment (during a model change, the previous model's); it is asked once per query, so a
-        query's vector and the vectors it is compared with always come from the same model."""
+        query's vector and the vectors it is compared with always come from the same model.
+
+        ``reranker``, when given, rescores the best ``rerank_candidates`` chunks of a search
+        that asks for it (`search(..., rerank=True)`; None follows whether one is configured).
+        """
         self._store = store
         self._embedder = embedder
         self._serving = serving
+        self._reranker = reranker
+        self._rerank_candidates = rerank_candidates
         self.limits = limits
 
-    def search(self, query: str, k: int, mode: SearchMode = SearchMode.DENSE) -> SearchResult:
-        """Rank chunks for a validated query. Raises InputError for bad input."""
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured reranker, if any."""
+        return self._reranker
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        mode: SearchMode = SearchMode.DENSE,
+        *,
+        group: Grouping | str = Grouping.PAGE,
+        rerank: bool | None = None,
+    ) -> SearchResult:
+        """Rank chunks for a validated query and shape them as pages or chunks.
+
+        Raises InputError for bad input (and for ``rerank=True`` with no reranker configured).
+        """
         query = validate_query(query, k, self.limits)
-        ranked, timings, degraded = self._rank(query, k, mode)
+        group = Grouping(group)
+        if rerank and self._reranker is None:
+            raise InputError("rerank was asked for, but no reranker is configured ([rerank])")
+        rerank = self._reranker is not None if rerank is None else rerank
+        depth = k * PAGE_DEPTH if group is Grouping.PAGE else k
+        if rerank:
+            depth = max(depth, self._rerank_candidates)
+        ranked, timings, degraded = self._rank(query, depth, mode)
         started = time.perf_counter()
         records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
-        hits = [
-            _hit(records[s.chunk_id], s.score, query, self.limits.snippet_chars)
-            for s in ranked
-            if s.chunk_id in records
-        ]
+        found = [(records[s.chunk_id], s.score) for s in ranked if s.chunk_id in records]
         timings["fetch"] = _ms_since(started)
+        if rerank and found:
+            started = time.perf_counter()
+            found = self._rerank(query, found)
+            timings["rerank"] = _ms_since(started)
+        snippet_chars = self.limits.snippet_chars
+        if group is Grouping.PAGE:
+            hits = [
+                _hit(best, score, query, snippet_chars, others)
+                for best, score, others in group_by_page(found)[:k]
+            ]
+        else:
+            hits = [_hit(record, score, query, snippet_chars) for record, score in found[:k]]
         # A fallback ranked by keywords: say so, the scores are BM25 scores.
         return SearchResult(hits, timings, SearchMode.KEYWORD if degraded else mode, degraded)
 
+    def _rerank(
+        self, query: str, found: list[tuple[ChunkRecord, float]]
+    ) -> list[tuple[ChunkRecord, float]]:
+        """The best candidates reordered by the cross-encoder's scores (which replace theirs);
+        the rest keep their order below them."""
+        assert self._reranker is not None
+        head = found[: self._rerank_candidates]
+        scores = self._reranker.score(query, [record.text for record, _ in head])
+        order = sorted(range(len(head)), key=lambda i: -scores[i])
+        return [(head[i][0], float(scores[i])) for i in order] + found[len(head) :]
+
     def passages(
-        self, query: str, k: int, mode: SearchMode = SearchMode.DENSE
+        self,
+        query: str,
+        k: int,
+        mode: SearchMode = SearchMode.DENSE,
+        *,
+        vectors: list[Vector] | None = None,
     ) -> tuple[list[tuple[ChunkRecord, float]], dict[str, float], str | None]:
         """The top-k chunks with their full text and score, for answering; query pre-validated.
 
         The third item says why the ranking fell back to keywords (None when it did not).
+        ``vectors``, when given, receives the query's vector (the answer cache compares
+        questions by it; embedding the question twice would cost a second model call).
         """
-        ranked, timings, degraded = self._rank(query, k, mode)
+        ranked, timings, degraded = self._rank(query, k, mode, vectors=vectors)
         started = time.perf_counter()
         records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
         found = [(records[s.chunk_id], s.score) for s in ranked if s.chunk_id in records]
@@ -210,7 +307,7 @@ class Retriever:
         return found, timings, degraded
 
     def _rank(
-        self, query: str, k: int, mode: SearchMode
+        self, query: str, k: int, mode: SearchMode, *, vectors: list[Vector] | None = None
     ) -> tuple[list[ScoredChunk], dict[str, float], str | None]:
         """Rank by the mode; when the embedder fails, rank by keywords and say why."""
         timings: dict[str, float] = {}
@@ -227,6 +324,8 @@ class Retriever:
                 mode = SearchMode.KEYWORD
             else:
                 timings["embed"] = _ms_since(started)
+                if vectors is not None:
+                    vectors.append(vector)
                 started = time.perf_counter()
                 fingerprint = embedder.fingerprint
                 rankings.append(self._store.dense_search(vector, depth, fingerprint))
@@ -247,16 +346,49 @@ class Retriever:
         return ranked, timings, degraded
 
 
-def _hit(record: ChunkRecord, score: float, query: str, snippet_chars: int) -> SearchHit:
+def group_by_page(
+    found: list[tuple[ChunkRecord, float]],
+) -> list[tuple[ChunkRecord, float, list[tuple[ChunkRecord, float]]]]:
+    """Pages in the order of their best chunk: (best chunk, its score, the page's other chunks
+    among the candidates, best first, at most MAX_PASSAGES)."""
+    pages: dict[str, tuple[ChunkRecord, float, list[tuple[ChunkRecord, float]]]] = {}
+    for record, score in found:
+        page = pages.get(record.doc_id)
+        if page is None:
+            pages[record.doc_id] = (record, score, [])
+        elif len(page[2]) < MAX_PASSAGES:
+            page[2].append((record, score))
+    return list(pages.values())
+
+
+def _hit(
+    record: ChunkRecord,
+    score: float,
+    query: str,
+    snippet_chars: int,
+    others: Sequence[tuple[ChunkRecord, float]] = (),
+) -> SearchHit:
     return SearchHit(
         path=record.path,
         title=record.title,
         chunk_id=record.chunk_id,
         score=score,
-        snippet=make_snippet(record.text, query, snippet_chars),
+        snippet=make_snippet(shown_text(record), query, snippet_chars),
         heading=record.heading,
         corpus_root=record.corpus_root,
+        passages=tuple(
+            Passage(r.chunk_id, r.heading, s, make_snippet(shown_text(r), query, snippet_chars))
+            for r, s in others
+        ),
     )
+
+
+def shown_text(record: ChunkRecord) -> str:
+    """The chunk's text without its context line ("Title > Section"), which a result already
+    shows as `title` and `heading`: the snippet has room for the words that matched."""
+    path = tuple(record.heading.split(HEADING_PATH_SEPARATOR)) if record.heading else ()
+    context = breadcrumb(record.title, path) + "\n"
+    return record.text.removeprefix(context) if len(context) > 1 else record.text
 
 
 def _ms_since(started: float) -> float:

@@ -99,14 +99,21 @@ class DaemonClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s))
 
     async def search(
-        self, query: str, *, mode: str | None = None, k: int | None = None
+        self,
+        query: str,
+        *,
+        mode: str | None = None,
+        k: int | None = None,
+        group: str | None = None,
     ) -> dict[str, Any]:
-        """`GET /search`: the results object (mode and k: the daemon's defaults when None)."""
+        """`GET /search`: the results object (mode, k, group: the daemon's defaults when None)."""
         params: dict[str, Any] = {"q": query}
         if mode is not None:
             params["mode"] = mode
         if k is not None:
             params["k"] = k
+        if group is not None:
+            params["group"] = group
         body = await self.get_json("/search", params=params)
         if body is None:
             raise RagvisorError(f"{self.url} has no /search: is it a ragvisor daemon?")

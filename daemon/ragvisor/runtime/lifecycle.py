@@ -4,21 +4,27 @@ Start (`run`):
 
 1. the store is open and the embedder loaded, the worker spawned (the composition root did that);
 2. the dense index is loaded and the embedder warmed up, while the worker loads its model;
-3. the worker answers (`worker.start_timeout_s`), freed heap goes back to the OS, `app.ready`;
+3. freed heap goes back to the OS, `app.ready`; the worker is waited for in a thread
+   (`worker.start_timeout_s`; `worker.ready` when it answers) — searches do not wait for it;
 4. the HTTP server starts; its lifespan (`lifespan`) binds the escalation ladders to the event
-   loop, starts the scheduler — the periodic sync and the memory guard, both on the loop — and
-   the systemd session, which sends READY=1 once the port accepts.
+   loop, starts the scheduler — the periodic sync and the memory guard, both on the loop — the
+   folder watch (`[sync] watch`, a thread of its own: `runtime.corpus_watch`) and
+   the systemd session, which sends READY=1 once the port accepts: the unit's job is serving,
+   and `/search` is served from then on. Until the worker answers, `/ask` answers with the best
+   passages (`degraded`, as while the worker restarts) and `/readyz` says
+   `capabilities.ask: false` (its `ready` stays false, as for any generator outage).
 
 Stop, on the first SIGTERM or SIGINT (a second one forces exit): the server stops accepting and
 drains requests (`server.shutdown_grace_s`); then the lifespan sends STOPPING=1, stops the
-scheduler, cancels a running sync and waits for it (`sync.stop_timeout_s`), and closes the
-ladders and the generator's client; last, the worker is stopped and the store closed. Each stage
-is logged as `app.stopping` with its `stage`, the end as `app.stopped`.
+scheduler and the folder watch, cancels a running sync and waits for it (`sync.stop_timeout_s`),
+and closes the ladders and the generator's client; last, the worker is stopped and the store
+closed. Each stage is logged as `app.stopping` with its `stage`, the end as `app.stopped`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,7 +35,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ragvisor.allocator import release_free_memory
-from ragvisor.errors import StoreError
+from ragvisor.core.protocols import ProcessRunner
+from ragvisor.errors import BackendUnavailable, StoreError
 from ragvisor.runtime.sdnotify import SystemdNotifier
 from ragvisor.runtime.services import Services
 from ragvisor.runtime.watchdog import daemon_session
@@ -37,6 +44,9 @@ from ragvisor.supervise.memory import schedule_memory_guard
 
 # How often the stop sequence looks whether a cancelled sync has finished.
 SYNC_STOP_POLL_S = 0.05
+# How long the stop waits for the folder watch's thread once its sync is cancelled: it checks
+# for the stop every 0.25 s (runtime.corpus_watch.STOP_CHECK_MS).
+WATCH_STOP_S = 2.0
 
 
 def build_scheduler(services: Services) -> AsyncIOScheduler:
@@ -118,6 +128,9 @@ def lifespan(
             ladder.bind(loop)
         scheduler = build_scheduler(services)
         scheduler.start()
+        watch = services.corpus_watch
+        if watch is not None:
+            watch.start()  # `[sync] watch`: its own thread (runtime.corpus_watch)
         systemd = daemon_session(notifier, services, scheduler)
         systemd.start()
         try:
@@ -128,7 +141,11 @@ def lifespan(
                 notifier.status("stopping: scheduler, running sync, store")
             log.info("app.stopping", stage="scheduler")
             scheduler.shutdown(wait=False)
+            if watch is not None:
+                watch.request_stop()
             await stop_sync(services)
+            if watch is not None:
+                await asyncio.to_thread(watch.join, WATCH_STOP_S)
             for ladder in services.ladders():
                 await ladder.aclose()
             if services.generator is not None:
@@ -145,6 +162,28 @@ async def stop_sync(services: Services) -> None:
     deadline = time.monotonic() + services.settings.sync.stop_timeout_s
     while runner.running and time.monotonic() < deadline:
         await asyncio.sleep(SYNC_STOP_POLL_S)
+
+
+def wait_for_worker(worker: ProcessRunner) -> threading.Thread:
+    """Wait for the worker in a thread of its own, so that searches are served meanwhile.
+
+    A worker that does not come up is logged (`worker.start_failed`) and respawned by its own
+    watcher with the crash backoff; `/ask` answers with passages until one answers. Once it
+    does, the heap freed meanwhile goes back to the OS.
+    """
+    log = structlog.get_logger(component="app")
+
+    def wait() -> None:
+        try:
+            worker.wait_ready()
+        except BackendUnavailable as exc:
+            log.error("worker.start_failed", error=str(exc))  # noqa: TRY400 - an outage
+            return
+        release_free_memory()
+
+    thread = threading.Thread(target=wait, name="worker-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def run(
@@ -178,11 +217,9 @@ def run(
         # query side, with a task prefix, is the same model and is warm already).
         if serving.key != services.embedder.fingerprint.key:
             services.serving_embedder().embed(["warm-up"])
-        if services.worker is not None:
-            if notifier is not None:
-                notifier.status("starting: waiting for the generator worker")
-            services.worker.wait_ready()
         release_free_memory()
+        if services.worker is not None:
+            wait_for_worker(services.worker)
         log.info(
             "app.ready",
             chunks_indexed=indexed,

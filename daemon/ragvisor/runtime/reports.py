@@ -33,6 +33,15 @@ def readiness(services: Services) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def capabilities(checks: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """What the daemon can serve now, from `/readyz`'s checks: `search` once the store answers
+    and the embedder is loaded (served while the worker still starts), `ask` once the generator
+    answers too. A load balancer for search alone routes on `capabilities.search`."""
+    search = checks["embedder"]["ok"] and checks["store"]["ok"]
+    generator = checks.get("generator")
+    return {"search": search, "ask": search and generator is not None and generator["ok"]}
+
+
 def status(services: Services) -> dict[str, Any]:
     """The whole picture for `GET /status` and `ragvisor status` (cheap: no backend call)."""
     sync = services.sync_runner.state.as_dict()

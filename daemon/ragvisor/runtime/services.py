@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass, field
 
 from ragvisor.application.answerer import Answerer
+from ragvisor.application.document_writer import DocumentWriter
 from ragvisor.application.generations import ModelGenerations
 from ragvisor.application.sync_runner import SyncRunner
 from ragvisor.config import Settings
 from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, ServedGenerator, Store
 from ragvisor.core.retrieval import Retriever
 from ragvisor.metrics import Metrics
+from ragvisor.runtime.corpus_watch import CorpusWatch
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import Supervisor
 from ragvisor.supervise.ladder import EscalationLadder
@@ -44,6 +46,8 @@ class Services:
     memory_guard: MemoryGuard | None = None
     remote_embedder: RemoteEmbedder | None = None
     generations: ModelGenerations | None = None
+    corpus_watch: CorpusWatch | None = None  # `[sync] watch`: started by the daemon's lifespan
+    documents: DocumentWriter | None = None  # `PUT`/`DELETE /documents/{path}`
 
     def ladders(self) -> list[EscalationLadder]:
         """The escalation ladders of the supervised backends."""

@@ -1,12 +1,13 @@
 """The watchdog and the daemon's session under systemd: READY=1 once the port accepts, then
 a ping from the event loop only after a self-check passes, and STOPPING=1 at the end.
 
-The daemon sends `READY=1` once its port accepts connections (the index, the embedder and the
-worker were warmed before the server started), then pings every half of `$WATCHDOG_USEC` —
-from a task on the event loop, after checking that the store answers (in a thread, with a
-timeout) and that the loop's scheduler runs. A wedged loop sends nothing, and neither does a
-loop whose store hangs: systemd restarts both. A free-running thread would keep pinging through
-either. The protocol itself is `runtime.sdnotify`.
+The daemon sends `READY=1` once its port accepts connections (the index and the embedder were
+warmed before the server started, so searches are served from then on; the generator worker may
+still be loading its model — `/readyz`'s `capabilities.ask` says when it is up), then pings
+every half of `$WATCHDOG_USEC` — from a task on the event loop, after checking that the store
+answers (in a thread, with a timeout) and that the loop's scheduler runs. A wedged loop sends
+nothing, and neither does a loop whose store hangs: systemd restarts both. A free-running thread
+would keep pinging through either. The protocol itself is `runtime.sdnotify`.
 """
 
 from __future__ import annotations

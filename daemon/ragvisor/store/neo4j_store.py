@@ -368,6 +368,7 @@ class Neo4jStore:
                     for c in ordered
                 ],
             ).consume()
+            _bump_kb_version(tx)
 
         self._guard("commit_document", lambda: self._write(work))
 
@@ -380,6 +381,7 @@ class Neo4jStore:
                 "DETACH DELETE c, d",
                 doc_id=doc_id,
             ).consume()
+            _bump_kb_version(tx)
 
         self._guard("delete_document", lambda: self._write(work))
 
@@ -694,6 +696,20 @@ class Neo4jStore:
         record = records[0]
         return {name: int(record[name]) for name in ("documents", "chunks", "vectors")}
 
+    def kb_version(self) -> str:
+        """The knowledge base's commit counter and the epoch it was created in (a database
+        wiped and filled again counts from 0 under another epoch): one indexed read."""
+        records = self._guard(
+            "kb_version",
+            lambda: self._read(
+                "OPTIONAL MATCH (m:RagvisorMeta {id: 'kb_version'}) "
+                "RETURN m.epoch AS epoch, m.seq AS seq"
+            ),
+        )
+        if not records or records[0]["seq"] is None:
+            return "0"
+        return f"{records[0]['epoch']}:{records[0]['seq']}"
+
     def close(self) -> None:
         """Close the driver's connections."""
         self._driver.close()
@@ -738,6 +754,15 @@ class Neo4jStore:
             dimensions=int(dimensions) if dimensions is not None else None,
             vectors=vectors,
         )
+
+
+def _bump_kb_version(tx: neo4j.ManagedTransaction) -> None:
+    """Count a committed change, last in its transaction (every writer takes this node's lock
+    last, so two daemons' commits cannot deadlock on it)."""
+    tx.run(
+        "MERGE (m:RagvisorMeta {id: 'kb_version'}) "
+        "ON CREATE SET m.seq = 0, m.epoch = randomUUID() SET m.seq = m.seq + 1"
+    ).consume()
 
 
 @dataclass(frozen=True, slots=True)

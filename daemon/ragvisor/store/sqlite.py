@@ -37,7 +37,7 @@ from ragvisor.core.protocols import Vector
 from ragvisor.datadir import make_private_dir, touch_private
 from ragvisor.errors import StoreError
 from ragvisor.store.dense_index import DenseIndex
-from ragvisor.store.keyword_query import fts_query
+from ragvisor.store.keyword_query import FtsQuery, common_phrases, fts_query
 from ragvisor.store.records import (
     LEASE_KEY,
     generations_from_json,
@@ -99,6 +99,11 @@ class SqliteStore:
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._index: DenseIndex | None = None
+        # How many chunks each keyword phrase matches, and how many chunks there are, as of
+        # commit `_counts_seq`: what keyword search needs to leave out the common phrases.
+        self._phrase_counts: dict[str, int] = {}
+        self._chunk_total = 0
+        self._counts_seq = -1
         self._init_schema()
 
     # -- connections -------------------------------------------------------------------------
@@ -224,6 +229,11 @@ class SqliteStore:
         """Sequence number of the last write transaction (0 for an empty store)."""
         row = self._conn().execute("SELECT value FROM meta WHERE key='commit_seq'").fetchone()
         return int(row[0]) if row else 0
+
+    def kb_version(self) -> str:
+        """The commit sequence: bumped by every write transaction that changed a chunk or a
+        vector, in any process (one indexed read of the meta table)."""
+        return str(self.commit_seq())
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -510,13 +520,14 @@ class SqliteStore:
                         "ON v.text_sha256 = c.text_sha256 AND v.fingerprint = ?",
                         (fingerprint.key,),
                     )
+                    # One growing buffer the index then owns: a list of blobs, their join and
+                    # the index's copy held the vectors three times at the start-up peak.
                     ids: list[str] = []
-                    blobs: list[bytes] = []
+                    buffer = bytearray()
                     for chunk_id, blob in rows:
                         ids.append(chunk_id)
-                        blobs.append(blob)
-                    matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
-                    index.replace_all(ids, matrix, seq)
+                        buffer += blob
+                    index.replace_all(ids, np.frombuffer(buffer, dtype="<f4"), seq)
                 finally:
                     conn.execute("COMMIT")
         return index
@@ -542,6 +553,7 @@ class SqliteStore:
         parsed = fts_query(query)
         if not parsed.match:
             return []
+        parsed = parsed.led_by_rare(self._common_phrases(parsed))
         if parsed.names:
             exact_sql = (
                 "chunks_fts.rowid IN (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?)"
@@ -559,6 +571,24 @@ class SqliteStore:
             ScoredChunk(chunk_id, -float(rank), exact_name=bool(exact))
             for chunk_id, rank, exact in rows
         ]
+
+    def _common_phrases(self, parsed: FtsQuery) -> set[str]:
+        """The phrases too common to score (`keyword_query.common_phrases`), counted with the
+        index itself — a count reads a phrase's row list without scoring it, ~0.1 ms — and
+        remembered until the next commit."""
+        conn = self._conn()
+        seq = self.commit_seq()
+        if seq != self._counts_seq:
+            self._phrase_counts = {}
+            self._chunk_total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            self._counts_seq = seq
+        counts = self._phrase_counts
+        for phrase in parsed.phrases:
+            if phrase not in counts:
+                counts[phrase] = conn.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (phrase,)
+                ).fetchone()[0]
+        return common_phrases(parsed, counts, self._chunk_total)
 
     @_store_errors
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:

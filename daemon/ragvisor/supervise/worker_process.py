@@ -147,12 +147,18 @@ class WorkerProcess:
         """Wait until `/api/version` answers, then watch the child from a thread.
 
         Raises BackendUnavailable (and stops the child) when it exits or stays silent for
-        ``start_timeout_s``.
+        ``start_timeout_s``. The watcher starts either way: the daemon serves searches while the
+        worker comes up (`runtime.lifecycle`), so a worker that failed to start is respawned
+        with the crash backoff like one that died later, until :meth:`stop`.
         """
-        self._wait_ready(self._spawn_started)
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
-            self._watcher.start()
+        try:
+            self._wait_ready(self._spawn_started)
+        finally:
+            if self._watcher is None and not self._stopping.is_set():
+                self._watcher = threading.Thread(
+                    target=self._watch, name="worker-watch", daemon=True
+                )
+                self._watcher.start()
 
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.start_timeout_s

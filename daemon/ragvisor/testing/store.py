@@ -51,6 +51,7 @@ class MemoryStore:
         self._vectors: dict[tuple[str, str], Vector] = {}
         self.loaded_indexes: list[str] = []  # fingerprints `load_index` was asked for
         self._generations = Generations()
+        self._version = 0  # bumped by every commit and delete (kb_version)
         self._lease: tuple[str, float] | None = None  # (holder, expires at by `clock`)
         self.clock: Callable[[], float] = time.monotonic  # a test may put a FakeClock here
 
@@ -96,11 +97,18 @@ class MemoryStore:
                 self._vectors[(text_hash, fingerprint.key)] = np.asarray(vector, dtype=np.float32)
             ordered = tuple(sorted(chunks, key=lambda c: c.position))
             self._docs[document.doc_id] = _Doc(document, chunker_version, ordered)
+            self._version += 1
 
     def delete_document(self, doc_id: str) -> None:
         """Remove a document and its chunks (vectors stay until :meth:`prune_vectors`)."""
         with self._lock:
-            self._docs.pop(doc_id, None)
+            if self._docs.pop(doc_id, None) is not None:
+                self._version += 1
+
+    def kb_version(self) -> str:
+        """Changes with every committed document and every deletion."""
+        with self._lock:
+            return str(self._version)
 
     def prune_vectors(self, *keep: Fingerprint) -> int:
         """Drop vectors of fingerprints not kept and of hashes no chunk uses; returns how many."""

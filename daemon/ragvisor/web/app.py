@@ -26,6 +26,7 @@ from ragvisor.web.openapi import (
     install_openapi,
 )
 from ragvisor.web.routes.ask import add_ask_route
+from ragvisor.web.routes.documents import add_document_routes
 from ragvisor.web.routes.ops import add_ops_routes
 from ragvisor.web.routes.search import add_search_route
 
@@ -59,12 +60,17 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside the routes and the error table's handlers: an oversized body is refused before
     # any handler runs; one cut short mid-way raises inside the handler and meets the table.
     app.add_middleware(
-        BodyLimitMiddleware, limits=BodyLimits.from_settings(services.settings.server)
+        BodyLimitMiddleware,
+        limits=BodyLimits.from_settings(
+            services.settings.server,
+            max_document_bytes=services.settings.corpus.max_file_bytes,
+        ),
     )
 
     add_search_route(app, services)
     add_ops_routes(app, services)
     add_ask_route(app, services, log)
+    add_document_routes(app, services)
     return app
 
 

@@ -27,9 +27,11 @@ from ragvisor.errors import (
     BodyTooLarge,
     BusyError,
     ConfigError,
+    DocumentNotFound,
     InputError,
     NotReadyError,
     Overloaded,
+    PathRefused,
     RagvisorError,
     StoreError,
 )
@@ -38,6 +40,8 @@ from ragvisor.web.methods import allowed_methods
 STATUS_BY_ERROR: tuple[tuple[type[RagvisorError], int, str], ...] = (
     (BodyTooLarge, 413, "body_too_large"),
     (BodyTimeout, 408, "body_timeout"),
+    (PathRefused, 403, "path_refused"),
+    (DocumentNotFound, 404, "not_found"),
     (InputError, 400, "bad_request"),
     (BusyError, 409, "busy"),
     (NotReadyError, 503, "not_ready"),

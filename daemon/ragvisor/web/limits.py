@@ -11,9 +11,8 @@ Starlette's own `RequestBodyLimitMiddleware` (FastAPI's `max_body_size`) was not
 at `Content-Length` only once a handler reads the body or starts its answer, answers in plain
 text rather than the error shape, keeps the connection open, and does not bound the time.
 
-Limits are per path prefix, so a route that takes files (a future `PUT /documents/{path}`) can
-accept more than a question: `by_prefix=(("/documents/", SizeLimit(n, "server.max_upload_bytes")),)`
-in `BodyLimits.from_settings`.
+Limits are per path prefix, so the route that takes files (`PUT /documents/{path}`) accepts
+more than a question: up to `corpus.max_file_bytes`, the largest file a sync indexes.
 """
 
 from __future__ import annotations
@@ -50,11 +49,20 @@ class BodyLimits:
     by_prefix: tuple[tuple[str, SizeLimit], ...] = ()
 
     @classmethod
-    def from_settings(cls, server: ServerSettings) -> BodyLimits:
-        """The limits of `[server]`."""
+    def from_settings(
+        cls, server: ServerSettings, *, max_document_bytes: int | None = None
+    ) -> BodyLimits:
+        """The limits of `[server]`; `PUT /documents/…` takes up to `max_document_bytes`
+        (`corpus.max_file_bytes`: a larger file would be skipped by the sync)."""
+        documents = (
+            (("/documents/", SizeLimit(max_document_bytes, "corpus.max_file_bytes")),)
+            if max_document_bytes is not None
+            else ()
+        )
         return cls(
             default=SizeLimit(server.max_body_bytes, "server.max_body_bytes"),
             timeout_s=server.body_timeout_s,
+            by_prefix=documents,
         )
 
     def for_path(self, path: str) -> SizeLimit:

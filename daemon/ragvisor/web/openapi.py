@@ -33,6 +33,9 @@ _ERROR_DESCRIPTIONS = {
     400: "The request is well-formed but not acceptable: an empty or over-long text, k out of "
     "range, a NUL, a query string that is not UTF-8",
     401: "No bearer token, or the wrong one",
+    403: "The document path is one the daemon will not write: the corpus globs leave it out, "
+    "a symlink or a file is on the way, it names a folder, or a name is over 255 bytes",
+    404: "No document at that path",
     408: "The request body did not arrive within server.body_timeout_s",
     409: "A sync is already running (in this daemon, or another process holds sync.lock)",
     413: "The request body is larger than the daemon accepts",
@@ -93,6 +96,18 @@ def k_schema(max_k: int, default_setting: str, max_setting: str) -> dict[str, An
         "minimum": 1,
         "maximum": max_k,
         "description": f"How many; default {default_setting}, at most {max_k} ({max_setting})",
+    }
+
+
+def rerank_schema(configured: bool) -> dict[str, Any]:
+    """JSON Schema of `rerank`: a boolean; only `false` when no reranker is configured, as
+    `Retriever.search` refuses `true` then (400)."""
+    if configured:
+        return {"description": "Reorder the candidates with the reranker (default: [rerank])"}
+    return {
+        "enum": [False, None],
+        "description": "Reorder the candidates with the reranker: none is configured "
+        "([rerank] enabled = false), so only false",
     }
 
 

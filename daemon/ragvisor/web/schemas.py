@@ -11,15 +11,30 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
+class PagePassageModel(BaseModel):
+    """Another chunk of a page result."""
+
+    chunk_id: str
+    heading: str = Field(description="Heading path of the chunk")
+    score: float = Field(description="Its score, on the same scale as the result's")
+    snippet: str = Field(description="A one-line excerpt around the first query word found")
+
+
 class SearchHitModel(BaseModel):
     """One search result."""
 
     path: str = Field(description="Path of the document, relative to its corpus folder")
     title: str = Field(description="Front-matter title, first heading, or file name")
     chunk_id: str = Field(description="Deterministic id: document, position, text hash")
-    score: float = Field(description="Cosine similarity (dense), BM25 (keyword) or RRF (hybrid)")
+    score: float = Field(
+        description="Cosine similarity (dense), BM25 (keyword), RRF (hybrid); reranked: its score"
+    )
     snippet: str = Field(description="A one-line excerpt around the first query word found")
     heading: str = Field(description="Heading path of the chunk, e.g. 'Install > Debian'")
+    passages: list[PagePassageModel] | None = Field(
+        None,
+        description="group=page: the page's other matching chunks, best first (absent if none)",
+    )
 
 
 class DegradedModel(BaseModel):
@@ -37,6 +52,8 @@ class SearchResponse(BaseModel):
 
     query: str
     mode: str
+    group: str = Field(description="page: one result per page (default); chunk: per chunk")
+    reranked: bool = Field(description="Whether the cross-encoder reordered the candidates")
     results: list[SearchHitModel]
     timings_ms: dict[str, float] = Field(description="Per-phase durations: embed, retrieve, …")
     degraded: DegradedModel | None = Field(
@@ -113,6 +130,11 @@ class AnswerModel(BaseModel):
         description="embed, retrieve, fetch, pack, first_token, load, prompt_eval, generation, "
         "generate, total"
     )
+    cached: Literal["exact", "semantic"] | None = Field(
+        None,
+        description="exact or semantic when the answer came from the answer cache ([ask.cache]); "
+        "null when it was written for this request",
+    )
 
 
 class AskResponse(AnswerModel):
@@ -173,6 +195,10 @@ class ReadinessResponse(BaseModel):
     """Answer of `GET /readyz`, ready (200) or not (503)."""
 
     ready: bool = Field(description="Every check without required: false has ok: true")
+    capabilities: dict[str, bool] = Field(
+        description="What is served now: search (store and embedder ok; served while the "
+        "generator worker still starts) and ask (search and the generator ok)"
+    )
     checks: dict[str, dict[str, Any]] = Field(
         description="embedder, store, sync and (unless generator.backend is none) generator; "
         "each with ok and what it found. sync has required: false: a failing sync is reported "
@@ -192,3 +218,23 @@ class SyncFinished(BaseModel):
 
     status: Literal["finished"]
     report: dict[str, Any] = Field(description="The report, as `ragvisor sync --json` prints it")
+
+
+class DocumentSynced(BaseModel):
+    """Answer of `PUT`/`DELETE /documents/{path}`: the document was written (or removed) and
+    synced; search finds it (or no longer does) from `searchable_at` (or `removed_at`)."""
+
+    path: str = Field(description="The path, relative to the managed corpus folder")
+    action: Literal["new", "changed", "unchanged", "deleted"]
+    searchable: bool = Field(
+        description="Whether /search finds the document now: false after a DELETE, and after "
+        "a PUT whose text the embedding model refused (see skipped)"
+    )
+    searchable_at: float | None = Field(
+        None, description="PUT: unix time the document was committed; searchable from then"
+    )
+    removed_at: float | None = Field(
+        None, description="DELETE: unix time the document left the store and search"
+    )
+    sync_ms: float = Field(description="The write and the sync of this document, in ms")
+    skipped: str | None = Field(None, description="Why a written document is not searchable")

@@ -46,7 +46,10 @@ def add_ops_routes(app: FastAPI, services: Services) -> None:
             checks["generator"] = await _generator_check(services)
         # `required: false` checks (the sync's) inform; they never take a replica out of rotation.
         ready = all(check["ok"] for check in checks.values() if check.get("required", True))
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        return JSONResponse(
+            {"ready": ready, "capabilities": reports.capabilities(checks), "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     @app.post(
         "/admin/sync",

@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 
 from ragvisor.asgi.request_log import note
 from ragvisor.core.deadline import by_deadline, request_deadline
-from ragvisor.core.retrieval import SearchMode
+from ragvisor.core.retrieval import Grouping, SearchMode
 from ragvisor.errors import InputError, Overloaded, StoreError
 from ragvisor.runtime.services import Services
 from ragvisor.web.openapi import (
     error_responses,
     k_schema,
+    rerank_schema,
     text_schema,
 )
 from ragvisor.web.schemas import (
@@ -31,6 +32,7 @@ def add_search_route(app: FastAPI, services: Services) -> None:
     server = services.settings.server
     query_schema = text_schema(server.max_query_chars, "server.max_query_chars")
     k_bounds = k_schema(server.max_k, "server.default_k", "server.max_k")
+    rerank_rule = rerank_schema(services.retriever.reranker is not None)
 
     @app.get(
         "/search",
@@ -40,6 +42,7 @@ def add_search_route(app: FastAPI, services: Services) -> None:
     )
     async def search(
         request: Request,
+        *,
         # Bounds from the settings are published here and checked by validate_query (400).
         # Defaults, not Annotated: annotations are strings here, which FastAPI resolves in the
         # module's globals, where this function's locals do not exist.
@@ -48,6 +51,11 @@ def add_search_route(app: FastAPI, services: Services) -> None:
         mode: Annotated[SearchMode, Query(description="dense, keyword or hybrid")] = (
             SearchMode.DENSE
         ),
+        group: Annotated[
+            Grouping,
+            Query(description="page: one result per page, its other chunks as passages; chunk"),
+        ] = Grouping.PAGE,
+        rerank: bool | None = Query(None, json_schema_extra=rerank_rule),
     ) -> JSONResponse:
         if "\ufffd" in q:
             _require_utf8_query(request.scope.get("query_string", b""))
@@ -67,7 +75,9 @@ def add_search_route(app: FastAPI, services: Services) -> None:
         try:
             with request_deadline(deadline):  # the thread pool carries it to the embedder
                 result = await by_deadline(
-                    run_in_threadpool(services.retriever.search, q, k, mode),
+                    run_in_threadpool(
+                        services.retriever.search, q, k, mode, group=group, rerank=rerank
+                    ),
                     when_late_done=ticket.release,  # the slot is busy until the thread ends
                 )
         except TimeoutError as exc:
@@ -86,6 +96,8 @@ def add_search_route(app: FastAPI, services: Services) -> None:
         body: dict[str, Any] = {
             "query": q.strip(),
             "mode": result.mode.value,
+            "group": group.value,
+            "reranked": "rerank" in result.timings_ms,
             "results": [hit.as_dict() for hit in result.hits],
             "timings_ms": result.timings_ms,
         }
