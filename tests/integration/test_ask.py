@@ -129,11 +129,14 @@ def gone(pid: int) -> bool:
 
 
 def test_ask_answers_citing_the_chunks_search_retrieves(daemon, ask_generator):
-    """The citations are the retrieved chunks, in rank order, with path, title and chunk id."""
+    """The citations are the retrieved chunks — what `/search?group=chunk` returns — in rank
+    order, with path, title and chunk id."""
     response = httpx.post(f"{daemon.url}/ask", json={"question": QUESTION, "k": 3}, timeout=120)
     assert response.status_code == 200, response.text
     body = response.json()
-    search = httpx.get(f"{daemon.url}/search", params={"q": QUESTION, "k": 3}).json()
+    search = httpx.get(
+        f"{daemon.url}/search", params={"q": QUESTION, "k": 3, "group": "chunk"}
+    ).json()
     assert [c["chunk_id"] for c in body["citations"]] == [
         hit["chunk_id"] for hit in search["results"]
     ]

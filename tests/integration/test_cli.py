@@ -132,9 +132,11 @@ def test_bad_config_file_and_env_are_exit_2(tmp_path, notes, model_dir):
     assert "embedder.threads" in env_bad.stderr
 
 
-def test_busy_sync_exits_75(tmp_path, model_dir):
-    """A second `ragvisor sync` while one runs exits 75 at once with a clear message."""
-    corpus = synthetic_corpus(tmp_path / "corpus", documents=30)
+def test_busy_sync_with_no_wait_exits_75_and_by_default_waits_then_runs(tmp_path, model_dir):
+    """A second `ragvisor sync --wait 0` while one runs exits 75 at once with a clear message;
+    without --wait, a second sync waits for the first to end and then runs (the daemon's
+    folder watch may be syncing when a user types `ragvisor sync`)."""
+    corpus = synthetic_corpus(tmp_path / "corpus", documents=120)
     args = ["sync", "--corpus", str(corpus), "--data-dir", str(tmp_path / "d")]
     first = subprocess.Popen(
         [*RAGVISOR, *args],
@@ -148,9 +150,14 @@ def test_busy_sync_exits_75(tmp_path, model_dir):
         lock = tmp_path / "d" / "sync.lock"
         while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
             time.sleep(0.02)
-        second = run_cli(args, model_dir)
+        second = run_cli([*args, "--wait", "0"], model_dir)
         assert second.returncode == 75
         assert "another sync is running" in second.stderr
+        assert first.poll() is None  # the first still runs as the third starts
+        third = run_cli([*args, "--json"], model_dir)
+        assert third.returncode == 0, third.stderr
+        assert first.poll() is not None  # it ran once the first had ended
+        assert json.loads(third.stdout.strip().splitlines()[-1])["documents"]["unchanged"] == 120
     finally:
         first.wait(120)
     assert first.returncode == 0

@@ -67,8 +67,10 @@ def test_operator_words_are_words(store: Neo4jStore):
 
 def test_the_query_built_quotes_every_term_and_keeps_only_letters_and_digits():
     """Each term is a quoted phrase of its letters and digits; nothing of the user's
-    punctuation survives as an operator; a name's phrase is also a name query."""
-    assert lucene_query('swap "file" AND (OR').match == '"swap" OR "file" OR "AND" OR "OR"'
+    punctuation survives as an operator (AND and OR typed by a user are stop words, left out
+    when the query has other words); a name's phrase is also a name query."""
+    assert lucene_query('swap "file" AND (OR').match == '"swap" OR "file"'
+    assert lucene_query("AND OR").match == '"AND" OR "OR"'
     assert lucene_query("!!! \\ ~").match == ""
     named = lucene_query("vm.swappiness")
     assert named.match == '"vm swappiness" OR "vm" OR "swappiness"'

@@ -254,12 +254,16 @@ class SyncRunner:
         Raises BusyError when they are still held after `wait_s` (at once with 0).
         """
         deadline = time.monotonic() + wait_s
+        waiting = False
         while True:
             try:
                 self._try_acquire(trigger)
-            except BusyError:
+            except BusyError as exc:
                 if time.monotonic() >= deadline:
                     raise
+                if not waiting:
+                    waiting = True
+                    self._log.info("sync.waiting", trigger=trigger, reason=str(exc), wait_s=wait_s)
                 time.sleep(ACQUIRE_POLL_S)
             else:
                 return

@@ -54,7 +54,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     try:
         report = services.sync_runner.run(
-            trigger="cli", on_progress=progress, full_check=args.full_check
+            trigger="cli", on_progress=progress, full_check=args.full_check, wait_s=args.wait
         )
     finally:
         if bar is not None:

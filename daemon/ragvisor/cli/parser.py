@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read and hash every file, even those whose size and times are unchanged",
     )
+    sync.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="wait this long for a sync already running (the daemon's schedule or folder "
+        "watch) to end, then run; 0: fail at once (exit 75) (default 600)",
+    )
 
     search = sub.add_parser("search", help="search the knowledge base")
     _common(search)

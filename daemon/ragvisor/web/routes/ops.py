@@ -101,6 +101,12 @@ async def _generator_check(services: Services) -> dict[str, Any]:
     check: dict[str, Any] = {"model": generator.model, "url": generator.base_url}
     if services.worker is not None:
         check["worker"] = services.worker.describe()
+        if check["worker"]["state"] != "running":
+            # Until the worker's own start check has seen it answer, `/ask` is answered with
+            # passages (the answerer asks the same state): ready must not say otherwise, even
+            # if the worker's HTTP server already answers this probe.
+            check.update(ok=False, error=f"the worker is {check['worker']['state']}")
+            return check
     try:
         check["version"] = await generator.version(timeout=2.0)
         check["ok"] = True
