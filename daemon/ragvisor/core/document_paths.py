@@ -29,7 +29,7 @@ _CONTROL = "\\x00-\\x1f\\x7f"
 _END = r"(?![\s\S])"
 PATH_PATTERN = (
     f"^(?!/)(?!.*/{_END})(?!.*//)(?!(?:.*/)?\\.{{1,2}}(?:/|{_END}))"
-    f"[^{_CONTROL}]{{1,{MAX_PATH_CHARS}}}{_END}"
+    f"[^{_CONTROL}%]{{1,{MAX_PATH_CHARS}}}{_END}"
 )
 
 
@@ -40,6 +40,9 @@ _RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
         lambda p: any(ord(c) < 0x20 or ord(c) == 0x7F for c in p),
         "holds a control character (NUL, newline, …)",
     ),
+    # A % is refused too: a client that sends one unescaped (`a%0Bb`) means something else by it
+    # than the path the server decodes (a control character), and no note needs it in its name.
+    (lambda p: "%" in p, "holds a % (not taken in document names)"),
     (
         lambda p: p.startswith("/"),
         "is absolute; give it relative to the managed corpus folder",
