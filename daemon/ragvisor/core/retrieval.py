@@ -109,6 +109,8 @@ class SearchResult:
     mode: SearchMode
     # Why the results are not what `mode` asked for (the embedder failed: keyword results).
     degraded: str | None = None
+    # Whether the cross-encoder reordered the candidates (then scores are its scores).
+    reranked: bool = False
 
 
 # What `str.strip()` trims (every character `str.isspace()` accepts), spelled out: the `\s` of
@@ -259,7 +261,8 @@ class Retriever:
         records = {r.chunk_id: r for r in self._store.get_chunks([s.chunk_id for s in ranked])}
         found = [(records[s.chunk_id], s.score) for s in ranked if s.chunk_id in records]
         timings["fetch"] = _ms_since(started)
-        if rerank and found:
+        reranked = bool(rerank and found)
+        if reranked:
             started = time.perf_counter()
             found = self._rerank(query, found)
             timings["rerank"] = _ms_since(started)
@@ -272,7 +275,8 @@ class Retriever:
         else:
             hits = [_hit(record, score, query, snippet_chars) for record, score in found[:k]]
         # A fallback ranked by keywords: say so, the scores are BM25 scores.
-        return SearchResult(hits, timings, SearchMode.KEYWORD if degraded else mode, degraded)
+        mode = SearchMode.KEYWORD if degraded else mode
+        return SearchResult(hits, timings, mode, degraded, reranked=reranked)
 
     def _rerank(
         self, query: str, found: list[tuple[ChunkRecord, float]]

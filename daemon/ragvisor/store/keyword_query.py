@@ -86,11 +86,6 @@ class FtsQuery:
     # The pieces `match` OR-s together, in query order; names are among them.
     phrases: tuple[str, ...] = ()
 
-    def without(self, dropped: set[str]) -> FtsQuery:
-        """The query without some of its phrases (never its names)."""
-        kept = tuple(p for p in self.phrases if p not in dropped)
-        return FtsQuery(" OR ".join(kept), self.names, kept)
-
     def led_by_rare(self, common: set[str]) -> FtsQuery:
         """The query matching only chunks with one of its rare phrases, still scored by all:
         ``rare1 OR rare2 OR (common1 OR common2) AND (rare1 OR rare2)``. The common phrases

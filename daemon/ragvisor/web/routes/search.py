@@ -97,7 +97,7 @@ def add_search_route(app: FastAPI, services: Services) -> None:
             "query": q.strip(),
             "mode": result.mode.value,
             "group": group.value,
-            "reranked": "rerank" in result.timings_ms,
+            "reranked": result.reranked,
             "results": [hit.as_dict() for hit in result.hits],
             "timings_ms": result.timings_ms,
         }
