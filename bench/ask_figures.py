@@ -5,6 +5,7 @@ differences of the rounds, verdicts against the targets, and the printed and JSO
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def summarize(rounds: list[dict[str, Any]], prompts: dict[str, Any], log_path: P
             for who in ("daemon", "worker")
         },
         "server_timings_median_ms": {k: median(v) for k, v in server.items()},
+        # How /ask counted its prompt's tokens: "stored" (at sync), "tokenizer" (a round trip
+        # to the worker per question) or "estimate".
+        "counted_with": dict(Counter(e.get("tokens", {}).get("counted_with") for e in done)),
         "breakdown_median_ms": {
             "server_before_generator": median(pre_generation),
             "server_generator_call_to_first_token": median(
@@ -189,6 +193,12 @@ def summary_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         "overhead_ms",
     )
     add("TTFT ratio /ask / worker (medians)", s["ratio_daemon_to_worker"], ".3f")
+    add(
+        "pack (token counts) on the daemon, median ms",
+        s["server_timings_median_ms"].get("pack", float("nan")),
+        ".2f",
+    )
+    add("asks packed by token counts stored at sync", s["counted_with"].get("stored", 0), "d")
     for label, value in s["breakdown_median_ms"].items():
         add(f"  {label.replace('_', ' ')}, median ms", value, ".1f")
     add("tokens/s, /ask done events (median)", s["tokens_per_s_daemon"], ".1f")

@@ -24,6 +24,7 @@ from ragvisor.application.document_writer import DocumentWriter
 from ragvisor.application.generations import EmbedderLoader, ModelGenerations
 from ragvisor.application.sync_lease import SyncLease
 from ragvisor.application.sync_runner import SyncRunner
+from ragvisor.application.token_counts import TokenCountJob
 from ragvisor.config import (
     ENV_PREFIX,
     NOT_SETTINGS,
@@ -47,6 +48,7 @@ from ragvisor.embed.onnx import build_onnx_embedder
 from ragvisor.embed.prefixes import TaskPrefixes, for_documents, for_queries
 from ragvisor.errors import ConfigError, StoreError
 from ragvisor.llm.gguf import resolve_gguf
+from ragvisor.llm.token_counter import GgufTokenCounter
 from ragvisor.metrics import Metrics
 from ragvisor.ollama.client import OllamaClient
 from ragvisor.ollama.wire import Deadlines
@@ -413,6 +415,24 @@ def build_worker(settings: Settings) -> WorkerProcess:
     )
 
 
+def build_token_counts(
+    settings: Settings, store: Store, worker: WorkerProcess | None, guard: MemoryGuard | None
+) -> TokenCountJob | None:
+    """`ask.stored_token_counts`: the job that counts each stored chunk's prompt tokens after a
+    sync, with `ask.token_count_model` or else the embedded worker's GGUF; None without one
+    (Ollama without `token_count_model`: /ask estimates, as Ollama cannot count)."""
+    a = settings.ask
+    model = a.token_count_model or (worker.model_path if worker is not None else None)
+    if not a.stored_token_counts or model is None:
+        return None
+    return TokenCountJob(
+        store,
+        GgufTokenCounter(Path(model)),
+        log=structlog.get_logger(component="token_counts"),
+        memory_short=guard.memory_short if guard is not None else None,
+    )
+
+
 def attach_generator(services: Services, *, start_worker: bool = True) -> None:
     """Wire `/ask`: start the embedded worker (or point at Ollama) and build the answerer.
 
@@ -481,6 +501,9 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
             generator_id=generator_identity(g.model, options),
             metrics=services.metrics,
         )
+    services.token_counts = build_token_counts(
+        settings, services.store, worker, services.memory_guard
+    )
     services.answerer = Answerer(
         services.retriever,
         services.generator,
@@ -490,7 +513,10 @@ def attach_generator(services: Services, *, start_worker: bool = True) -> None:
         memory_check=memory.check if memory is not None else None,
         metrics=services.metrics,
         cache=cache,
+        stored_counts=services.token_counts,
     )
+    if services.token_counts is not None:
+        services.sync_runner.after_sync = services.token_counts.kick
 
 
 def build_daemon(settings: Settings) -> Services:

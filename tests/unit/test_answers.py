@@ -55,7 +55,7 @@ def test_plan_puts_numbered_sources_before_the_question():
         num_ctx=2048,
         num_predict=256,
         margin_tokens=48,
-        exact_counts=True,
+        counted_with="tokenizer",
     )
     system, user = plan.messages
     assert system.role == "system"
@@ -82,7 +82,7 @@ def test_plan_drops_what_does_not_fit_and_renumbers_without_gaps():
         num_ctx=512,
         num_predict=64,
         margin_tokens=48,
-        exact_counts=False,
+        counted_with="estimate",
     )
     # budget 400, minus 100 fixed = 300: passages 1 (150), 3 (100) and 4 (50) fit; 2 does not.
     assert [p.record.doc_id for p in plan.passages] == ["doc1", "doc3", "doc4"]
@@ -103,7 +103,7 @@ def test_no_passage_fits_still_asks_with_no_sources():
         num_ctx=512,
         num_predict=64,
         margin_tokens=0,
-        exact_counts=True,
+        counted_with="tokenizer",
     )
     assert plan.passages == ()
     assert "(no sources found)" in plan.messages[1].content
@@ -121,7 +121,7 @@ def test_texts_for_counting_match_what_is_sent():
         num_ctx=2048,
         num_predict=256,
         margin_tokens=0,
-        exact_counts=True,
+        counted_with="tokenizer",
     )
     assert texts[0].strip() in plan.messages[1].content
     assert fixed_texts("q")[0] == plan.messages[0].content
@@ -145,7 +145,7 @@ def test_citations_mark_what_the_answer_cites():
         num_ctx=2048,
         num_predict=256,
         margin_tokens=0,
-        exact_counts=True,
+        counted_with="tokenizer",
     )
     answer = "Use a swap file [1][3]. See also [9]."
     assert cited_numbers(answer) == {1, 3, 9}
@@ -162,7 +162,8 @@ def _plan(prompt_tokens: int, exact: bool) -> PromptPlan:
         dropped=0,
         prompt_tokens=prompt_tokens,
         budget_tokens=2000,
-        exact_counts=exact,
+        counted_with="tokenizer" if exact else "estimate",
+        counted_tokens=prompt_tokens if exact else 0,
     )
 
 

@@ -338,3 +338,40 @@ def test_connections_of_ended_threads_are_closed(tmp_path):
     assert _open_files(store.path) <= 3
     store.close()
     assert _open_files(store.path) == 0
+
+
+# -- prompt token counts (ask.stored_token_counts) ------------------------------------------
+
+
+def test_token_counts_are_kept_per_text_hash_and_counter(store):
+    """Uncounted texts are listed once per hash until counted; counts are read back per counter,
+    and writing them leaves kb_version alone (they change no search result)."""
+    doc = make_document("a.md", "alpha one\n\nbeta two\n\nalpha one")
+    chunks = commit(store, doc)
+    hashes = sorted({c.text_sha256 for c in chunks})
+    texts = {c.text_sha256: c.text for c in chunks}
+    assert store.uncounted_texts("tok-a", 100) == {h: texts[h] for h in hashes}
+    assert len(store.uncounted_texts("tok-a", 1)) == 1
+    version = store.kb_version()
+    store.put_token_counts("tok-a", {hashes[0]: 7})
+    assert store.kb_version() == version
+    assert store.uncounted_texts("tok-a", 100) == {hashes[1]: texts[hashes[1]]}
+    store.put_token_counts("tok-a", {hashes[0]: 8, hashes[1]: 3})
+    assert store.token_counts([*hashes, "f" * 64], "tok-a") == {hashes[0]: 8, hashes[1]: 3}
+    assert store.token_counts(hashes, "tok-b") == {}
+    assert store.uncounted_texts("tok-a", 100) == {}
+    assert set(store.uncounted_texts("tok-b", 100)) == set(hashes)
+
+
+def test_token_counts_prune_other_counters_and_gone_texts(store):
+    """A prune keeps the current counter's counts of texts some chunk still has."""
+    first = commit(store, make_document("a.md", "alpha one"))
+    second = commit(store, make_document("b.md", "beta two"))
+    a, b = first[0].text_sha256, second[0].text_sha256
+    store.put_token_counts("old", {a: 1, b: 1})
+    store.put_token_counts("new", {a: 2, b: 2})
+    store.delete_document(make_document("b.md", "beta two").doc_id)
+    assert store.prune_token_counts("new") == 3
+    assert store.token_counts([a, b], "new") == {a: 2}
+    assert store.token_counts([a, b], "old") == {}
+    assert store.prune_token_counts("new") == 0

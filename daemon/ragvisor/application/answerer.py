@@ -15,19 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragvisor.application.ask_cache import DROPPED_KEY, AskCache
+from ragvisor.application.token_counts import StoredCounts
 from ragvisor.core.answer_cache import CacheHit, CacheScope
 from ragvisor.core.answers import (
+    PromptCosts,
     PromptPlan,
     citations,
+    counted_costs,
     estimate_tokens,
     extractive_answer,
     fixed_texts,
     passage_texts,
     plan_prompt,
     prompt_truncated,
+    stored_costs,
 )
 from ragvisor.core.deadline import by_deadline
-from ragvisor.core.model import GenerationStats, Retrying, TextDelta
+from ragvisor.core.model import ChunkRecord, GenerationStats, Retrying, TextDelta
 from ragvisor.core.protocols import Generator, Vector
 from ragvisor.core.retrieval import QueryLimits, Retriever, validate_query
 from ragvisor.errors import BackendError, BackendUnavailable, StoreError
@@ -78,7 +82,13 @@ class _CacheKey:
 
 # The plan of an answer that comes from the cache: nothing is sent to the generator.
 _NO_PLAN = PromptPlan(
-    messages=(), passages=(), dropped=0, prompt_tokens=0, budget_tokens=0, exact_counts=False
+    messages=(),
+    passages=(),
+    dropped=0,
+    prompt_tokens=0,
+    budget_tokens=0,
+    counted_with="estimate",
+    counted_tokens=0,
 )
 
 
@@ -120,6 +130,7 @@ class Answerer:
         memory_check: MemoryCheck | None = None,
         metrics: Metrics | None = None,
         cache: AskCache | None = None,
+        stored_counts: StoredCounts | None = None,
     ) -> None:
         self._retriever = retriever
         self._generator = generator
@@ -129,6 +140,7 @@ class Answerer:
         self._memory_check = memory_check
         self._metrics = metrics
         self._cache = cache
+        self._stored_counts = stored_counts
 
     @property
     def generator(self) -> Generator:
@@ -180,30 +192,51 @@ class Answerer:
             degraded = await self._memory_check()
             trace.mark("memory_check", started)
         started = time.perf_counter()
-        texts = fixed_texts(question) + passage_texts(candidates)
-        counts = None if degraded else await self._generator.count_tokens(texts)
-        exact = counts is not None
-        if counts is None:
-            counts = [estimate_tokens(t) for t in texts]
+        costs = await self._costs(question, candidates, degraded)
         plan = plan_prompt(
             question,
             candidates,
-            fixed_tokens=sum(counts[:2]),
-            passage_tokens=counts[2:],
+            fixed_tokens=costs.fixed_tokens,
+            passage_tokens=costs.passage_tokens,
             num_ctx=self._generator.num_ctx,
             num_predict=self._generator.num_predict,
             margin_tokens=self._margin,
-            exact_counts=exact,
+            counted_with=costs.counted_with,
+            fixed_counted=costs.fixed_counted,
+            passage_counted=costs.passage_counted,
         )
         trace.mark("pack", started)
         trace.fields.update(
             passages=len(plan.passages),
             passages_dropped=plan.dropped,
             prompt_tokens_planned=plan.prompt_tokens,
-            token_counts="tokenizer" if exact else "estimate",
+            token_counts=plan.counted_with,
             search_degraded=search_degraded,
         )
         return PreparedAsk(question, plan, degraded, search_degraded, cache_key=cache_key)
+
+    async def _costs(
+        self, question: str, candidates: list[tuple[ChunkRecord, float]], degraded: str | None
+    ) -> PromptCosts:
+        """The prompt's token costs: the counts stored at sync when every candidate has one
+        (a lookup), else the generator's tokenizer (a round trip), else the estimate."""
+        if self._stored_counts is not None and candidates:
+            hashes = [record.text_sha256 for record, _ in candidates]
+            try:
+                stored = await asyncio.to_thread(self._stored_counts.lookup, hashes)
+            except StoreError:
+                stored = None  # the round trip below still counts them
+            if stored is not None:
+                costs = stored_costs(
+                    question, candidates, stored, self._stored_counts.system_tokens
+                )
+                if costs is not None:
+                    return costs
+        texts = fixed_texts(question) + passage_texts(candidates)
+        counts = None if degraded else await self._generator.count_tokens(texts)
+        if counts is None:
+            return counted_costs([estimate_tokens(t) for t in texts], exact=False)
+        return counted_costs(counts, exact=True)
 
     def _from_cache(self, question: str, hit: CacheHit, trace: AskTrace) -> PreparedAsk:
         """A prepared answer that is already written: the cache's."""
@@ -430,7 +463,7 @@ def _tokens(plan: PromptPlan, stats: GenerationStats) -> dict[str, Any]:
         "prompt": stats.prompt_eval_count,
         "prompt_planned": plan.prompt_tokens,
         "prompt_budget": plan.budget_tokens,
-        "counted_with": "tokenizer" if plan.exact_counts else "estimate",
+        "counted_with": plan.counted_with,
         "completion": stats.eval_count,
         "per_second": stats.tokens_per_s,
     }

@@ -181,6 +181,9 @@ class SyncRunner:
         # model re-pulled since the last sync is re-embedded under its new fingerprint instead
         # of being stored under the old one.
         self._before_sync = before_sync
+        # Run after every sync that succeeded, under its locks, so it must return at once: the
+        # token-count job's kick (`application.token_counts`), set by the composition root.
+        self.after_sync: Callable[[], object] | None = None
         self._corpus = corpus
         self._chunking = chunking
         self._store = store
@@ -476,6 +479,8 @@ class SyncRunner:
             skipped=len(report.skipped),
             duration_s=round(report.seconds, 3),
         )
+        if self.after_sync is not None:
+            self.after_sync()
         return report
 
     def _failed(self, log: Any, trigger: str, exc: BaseException, *, duration_s: float) -> None:

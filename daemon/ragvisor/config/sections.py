@@ -347,6 +347,13 @@ class AskSettings(_Section):
     max_question_chars: int = Field(1000, ge=1)
     # Tokens held back for the chat template and the instructions' framing.
     template_margin_tokens: int = Field(48, ge=0)
+    # Count each chunk's prompt tokens once, after the sync that stores it, with the generator
+    # model's tokenizer, so /ask packs by lookup instead of asking the worker per question.
+    stored_token_counts: bool = True
+    # The GGUF whose vocabulary counts them: empty means the embedded worker's model; with
+    # `generator.backend = "ollama"` point it at the Ollama model's GGUF (its blob) to have
+    # counts at all — Ollama has no tokenizer endpoint.
+    token_count_model: UserPath | None = None
     cache: AnswerCacheSettings = AnswerCacheSettings()
 
     @model_validator(mode="after")

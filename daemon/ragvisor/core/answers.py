@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ragvisor.core.model import ChatMessage, ChunkRecord
@@ -59,7 +59,17 @@ class PromptPlan:
     dropped: int  # retrieved passages left out because they did not fit
     prompt_tokens: int  # our count (or estimate) of the prompt, template margin excluded
     budget_tokens: int  # what the prompt may use: num_ctx - num_predict - margin
-    exact_counts: bool  # True when counted with the generator's tokenizer
+    # How the token counts were had: "tokenizer" (the generator's, for this prompt), "stored"
+    # (each chunk's count from the sync, framing estimated) or "estimate".
+    counted_with: str
+    # Of prompt_tokens, how many were counted with the model's tokenizer: a floor the backend's
+    # prompt_eval_count must reach unless it cut the prompt (0: nothing to compare with).
+    counted_tokens: int
+
+    @property
+    def exact_counts(self) -> bool:
+        """Whether the whole prompt was counted with the generator's tokenizer."""
+        return self.counted_with == "tokenizer"
 
 
 def estimate_tokens(text: str) -> int:
@@ -69,8 +79,14 @@ def estimate_tokens(text: str) -> int:
 
 def render_passage(number: int, record: ChunkRecord) -> str:
     """One source as the prompt shows it: number, title, path, heading, then the text."""
+    return passage_frame(number, record) + record.text.strip()
+
+
+def passage_frame(number: int, record: ChunkRecord) -> str:
+    """A source's first line (number, title, path, heading): what a chunk's stored token count
+    (of its text alone) leaves out."""
     where = f"{record.path} > {record.heading}" if record.heading else record.path
-    return f"[{number}] {record.title} ({where})\n{record.text.strip()}"
+    return f"[{number}] {record.title} ({where})\n"
 
 
 def render_question(question: str) -> str:
@@ -108,13 +124,19 @@ def plan_prompt(
     num_ctx: int,
     num_predict: int,
     margin_tokens: int,
-    exact_counts: bool,
+    counted_with: str,
+    fixed_counted: int | None = None,
+    passage_counted: Sequence[int] | None = None,
 ) -> PromptPlan:
     """Choose the passages that fit and build the chat messages.
 
     ``passage_tokens[i]`` is the cost of ``render_passage(i + 1, candidates[i][0])`` plus its
     separator; ``fixed_tokens`` is the cost of the system prompt and the question framing.
     Passages are renumbered 1..n after packing so the model sees a gap-free list.
+
+    ``fixed_counted`` and ``passage_counted`` are the parts of those costs counted with the
+    model's tokenizer: all of them for "tokenizer" (the default), none for "estimate"; with
+    "stored" the caller says.
     """
     budget = max(0, num_ctx - num_predict - margin_tokens)
     kept = pack(passage_tokens, budget - fixed_tokens)
@@ -127,13 +149,67 @@ def plan_prompt(
         ChatMessage("system", SYSTEM_PROMPT),
         ChatMessage("user", user_message(rendered, question)),
     )
+    if counted_with == "estimate":
+        fixed_counted, passage_counted = 0, [0] * len(passage_tokens)
+    elif counted_with == "tokenizer":
+        fixed_counted, passage_counted = fixed_tokens, passage_tokens
     return PromptPlan(
         messages=messages,
         passages=passages,
         dropped=len(candidates) - len(passages),
         prompt_tokens=fixed_tokens + sum(passage_tokens[i] for i in kept),
         budget_tokens=budget,
-        exact_counts=exact_counts,
+        counted_with=counted_with,
+        counted_tokens=(fixed_counted or 0) + sum((passage_counted or [])[i] for i in kept),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCosts:
+    """Token costs of a prompt's parts, for :func:`plan_prompt`, and how they were had."""
+
+    counted_with: str  # "tokenizer", "stored" or "estimate" (PromptPlan.counted_with)
+    fixed_tokens: int
+    passage_tokens: list[int]
+    fixed_counted: int  # of fixed_tokens, counted with the model's tokenizer
+    passage_counted: list[int]  # likewise per passage
+
+
+def counted_costs(counts: Sequence[int], *, exact: bool) -> PromptCosts:
+    """Costs from counts of ``fixed_texts(...) + passage_texts(...)``, in that order: the
+    generator's tokenizer's (``exact``) or :func:`estimate_tokens`'s."""
+    fixed, passages = sum(counts[:2]), list(counts[2:])
+    if not exact:
+        return PromptCosts("estimate", fixed, passages, 0, [0] * len(passages))
+    return PromptCosts("tokenizer", fixed, passages, fixed, passages)
+
+
+def stored_costs(
+    question: str,
+    candidates: Sequence[tuple[ChunkRecord, float]],
+    stored: Mapping[str, int],
+    system_tokens: int | None,
+) -> PromptCosts | None:
+    """Costs from each chunk text's count stored at sync (``stored``: text hash to tokens) and
+    the system prompt's (None: not counted yet); None unless every candidate has its count.
+
+    What the stored counts leave out — each passage's first line and separator, the question's
+    framing — is estimated, which over-counts a little: the plan stays within the window.
+    """
+    if any(record.text_sha256 not in stored for record, _ in candidates):
+        return None
+    texts = [stored[record.text_sha256] for record, _ in candidates]
+    frames = [
+        estimate_tokens(passage_frame(rank, record) + "\n\n")
+        for rank, (record, _) in enumerate(candidates, 1)
+    ]
+    system = system_tokens if system_tokens is not None else estimate_tokens(SYSTEM_PROMPT)
+    return PromptCosts(
+        "stored",
+        fixed_tokens=system + estimate_tokens(user_message([], question)),
+        passage_tokens=[text + frame for text, frame in zip(texts, frames, strict=True)],
+        fixed_counted=system_tokens or 0,
+        passage_counted=texts,
     )
 
 
@@ -173,14 +249,15 @@ EXTRACT_CHARS = 600
 def prompt_truncated(prompt_eval_count: int | None, plan: PromptPlan, num_ctx: int) -> bool:
     """Whether the backend's prompt_eval_count shows it cut the prompt.
 
-    A missing count means "unknown" (False). The shortfall rule applies only when we counted
-    with the model's own tokenizer: an estimate over-counts on purpose.
+    A missing count means "unknown" (False). The shortfall rule compares with the part of the
+    prompt counted with the model's own tokenizer (all of it, or the stored counts of the
+    passages): an estimate over-counts on purpose, so it is never compared with.
     """
     if prompt_eval_count is None or prompt_eval_count <= 0:
         return False
     if prompt_eval_count >= num_ctx - TRUNCATION_MARGIN_TOKENS:
         return True
-    return plan.exact_counts and prompt_eval_count < TRUNCATION_SHORTFALL * plan.prompt_tokens
+    return prompt_eval_count < TRUNCATION_SHORTFALL * plan.counted_tokens
 
 
 def extractive_answer(passages: Sequence[Passage], reason: str) -> str:

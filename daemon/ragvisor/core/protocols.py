@@ -59,8 +59,33 @@ class Embedder(Protocol):
         ...
 
 
-class Store(Protocol):
-    """Documents, chunks, vectors and the indexes over them.
+class TokenCountStore(Protocol):
+    """Prompt token counts of chunk texts, kept beside the chunks like vectors: keyed by (text
+    hash, counter), so a changed text or another generator model simply has no count yet.
+
+    Counts are a cache, not content: writing or pruning them changes no search result, so it
+    leaves :meth:`Store.kb_version` as it was.
+    """
+
+    def token_counts(self, hashes: Sequence[str], counter: str) -> dict[str, int]:
+        """The stored counts of these text hashes under this counter (missing ones left out)."""
+        ...
+
+    def uncounted_texts(self, counter: str, limit: int) -> dict[str, str]:
+        """Up to ``limit`` chunk texts, by text hash, that have no count under this counter."""
+        ...
+
+    def put_token_counts(self, counter: str, counts: Mapping[str, int]) -> None:
+        """Store counts (text hash to tokens) under this counter, replacing any there."""
+        ...
+
+    def prune_token_counts(self, counter: str) -> int:
+        """Drop counts of other counters and of hashes no chunk has any more; returns how many."""
+        ...
+
+
+class Store(TokenCountStore, Protocol):
+    """Documents, chunks, vectors and the indexes over them (and the chunks' token counts).
 
     Contract every implementation keeps (the contract tests in tests/ check it):
     - :meth:`commit_document` is atomic: after a crash either the old or the new version of the
@@ -175,6 +200,29 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+class TokenCounter(Protocol):
+    """Counts prompt tokens with the generator model's own tokenizer, away from the serving
+    path (`ragvisor.llm.token_counter`: the GGUF's vocabulary in a short-lived process)."""
+
+    @property
+    def key(self) -> str:
+        """Identity of the tokenizer (the model file's sha256); may take a while the first time."""
+        ...
+
+    @property
+    def known_key(self) -> str | None:
+        """:attr:`key` if already worked out, else None — cheap, for the serving path."""
+        ...
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text without special tokens. Raises BackendError."""
+        ...
+
+    def close(self) -> None:
+        """End the counting process, if one is running."""
         ...
 
 

@@ -47,6 +47,9 @@ SYNC_STOP_POLL_S = 0.05
 # How long the stop waits for the folder watch's thread once its sync is cancelled: it checks
 # for the stop every 0.25 s (runtime.corpus_watch.STOP_CHECK_MS).
 WATCH_STOP_S = 2.0
+# Seconds after start-up before the token-count job looks for chunks without counts, when no
+# sync runs at start: it loads a tokenizer, and the first searches come first.
+TOKEN_COUNT_DELAY_S = 10.0
 
 
 def build_scheduler(services: Services) -> AsyncIOScheduler:
@@ -133,6 +136,11 @@ def lifespan(
             watch.start()  # `[sync] watch`: its own thread (runtime.corpus_watch)
         systemd = daemon_session(notifier, services, scheduler)
         systemd.start()
+        counts = services.token_counts
+        if counts is not None and not services.settings.sync.on_start:
+            # Chunks stored by another process, or under another generator model: counted
+            # once the start-up is over (with on_start, the first sync kicks it instead).
+            loop.call_later(TOKEN_COUNT_DELAY_S, counts.kick)
         try:
             yield
         finally:
@@ -144,6 +152,8 @@ def lifespan(
             if watch is not None:
                 watch.request_stop()
             await stop_sync(services)
+            if counts is not None:
+                await asyncio.to_thread(counts.close)
             if watch is not None:
                 await asyncio.to_thread(watch.join, WATCH_STOP_S)
             for ladder in services.ladders():

@@ -56,6 +56,9 @@ def status(services: Services) -> dict[str, Any]:
     if services.generations is not None:
         store["generations"] = services.generations.snapshot()
     sync["lease"] = _lease_status(services)
+    # `ask.stored_token_counts`: the last pass of the job that counts new chunks' tokens.
+    counts = services.token_counts
+    sync["token_counts"] = None if counts is None else {"running": counts.running, **counts.last}
     guard = services.memory_guard
     return {
         "version": __version__,

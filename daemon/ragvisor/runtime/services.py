@@ -15,6 +15,7 @@ from ragvisor.application.answerer import Answerer
 from ragvisor.application.document_writer import DocumentWriter
 from ragvisor.application.generations import ModelGenerations
 from ragvisor.application.sync_runner import SyncRunner
+from ragvisor.application.token_counts import TokenCountJob
 from ragvisor.config import Settings
 from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, ServedGenerator, Store
 from ragvisor.core.retrieval import Retriever
@@ -48,6 +49,8 @@ class Services:
     generations: ModelGenerations | None = None
     corpus_watch: CorpusWatch | None = None  # `[sync] watch`: started by the daemon's lifespan
     documents: DocumentWriter | None = None  # `PUT`/`DELETE /documents/{path}`
+    # `ask.stored_token_counts`: counts chunks' prompt tokens after each sync (and at start).
+    token_counts: TokenCountJob | None = None
 
     def ladders(self) -> list[EscalationLadder]:
         """The escalation ladders of the supervised backends."""
@@ -60,6 +63,8 @@ class Services:
 
     def close(self) -> None:
         """Stop the worker (if we started one) and release the store."""
+        if self.token_counts is not None:
+            self.token_counts.close()
         if self.worker is not None:
             self.worker.stop()
         if self.remote_embedder is not None:

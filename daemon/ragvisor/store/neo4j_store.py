@@ -80,6 +80,8 @@ _CONSTRAINTS = (
     "CREATE CONSTRAINT ragvisor_chunk_id IF NOT EXISTS FOR (c:Chunk) REQUIRE c.chunk_id IS UNIQUE",
     "CREATE CONSTRAINT ragvisor_vector_key IF NOT EXISTS FOR (v:Vector) REQUIRE v.key IS UNIQUE",
     "CREATE CONSTRAINT ragvisor_meta_id IF NOT EXISTS FOR (m:RagvisorMeta) REQUIRE m.id IS UNIQUE",
+    "CREATE CONSTRAINT ragvisor_token_count_key IF NOT EXISTS "
+    "FOR (t:TokenCount) REQUIRE t.key IS UNIQUE",
     "CREATE INDEX ragvisor_chunk_hash IF NOT EXISTS FOR (c:Chunk) ON (c.text_sha256)",
     "CREATE INDEX ragvisor_vector_fingerprint IF NOT EXISTS FOR (v:Vector) ON (v.fingerprint)",
     f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS FOR (c:Chunk) ON EACH [c.words] "
@@ -468,6 +470,73 @@ class Neo4jStore:
             ),
         )
         return {r["h"]: np.asarray(r["e"], dtype=np.float32) for r in records}
+
+    # -- prompt token counts: (:TokenCount {key: "<counter>:<hash>"}), a cache ---------------
+
+    def token_counts(self, hashes: Sequence[str], counter: str) -> dict[str, int]:
+        """Stored counts of these hashes under this counter: one indexed read."""
+        keys = [f"{counter}:{h}" for h in sorted(set(hashes))]
+        if not keys:
+            return {}
+        records = self._guard(
+            "token_counts",
+            lambda: self._read(
+                "MATCH (t:TokenCount) WHERE t.key IN $keys "
+                "RETURN t.text_sha256 AS h, t.tokens AS n",
+                keys=keys,
+            ),
+        )
+        return {r["h"]: int(r["n"]) for r in records}
+
+    def uncounted_texts(self, counter: str, limit: int) -> dict[str, str]:
+        """Chunk texts without a count under this counter, one per hash."""
+        records = self._guard(
+            "uncounted_texts",
+            lambda: self._read(
+                "MATCH (c:Chunk) WHERE NOT EXISTS "
+                "{ MATCH (t:TokenCount {key: $counter + ':' + c.text_sha256}) } "
+                "WITH c.text_sha256 AS h, min(c.text) AS text RETURN h, text LIMIT $limit",
+                counter=counter,
+                limit=limit,
+            ),
+        )
+        return {r["h"]: r["text"] for r in records}
+
+    def put_token_counts(self, counter: str, counts: Mapping[str, int]) -> None:
+        """Upsert counts in one transaction."""
+        rows = [{"key": f"{counter}:{h}", "h": h, "n": int(n)} for h, n in sorted(counts.items())]
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(
+                "UNWIND $rows AS row MERGE (t:TokenCount {key: row.key}) "
+                "SET t.text_sha256 = row.h, t.counter = $counter, t.tokens = row.n",
+                rows=rows,
+                counter=counter,
+            ).consume()
+
+        if rows:
+            self._guard("put_token_counts", lambda: self._write(work))
+
+    def prune_token_counts(self, counter: str) -> int:
+        """Drop counts of other counters and of hashes no chunk has, in batches."""
+
+        def batch(tx: neo4j.ManagedTransaction) -> int:
+            record = tx.run(
+                "MATCH (t:TokenCount) WHERE t.counter <> $counter "
+                "OR NOT EXISTS { MATCH (c:Chunk {text_sha256: t.text_sha256}) } "
+                "WITH t LIMIT $batch DELETE t RETURN count(*) AS n",
+                counter=counter,
+                batch=_PRUNE_BATCH,
+            ).single()
+            return int(record["n"]) if record else 0
+
+        def prune() -> int:
+            total = 0
+            while (n := self._write(batch)) > 0:
+                total += n
+            return total
+
+        return self._guard("prune_token_counts", prune)
 
     def vector_counts(self) -> dict[str, tuple[int, int]]:
         """Per fingerprint: (dimensions, count)."""

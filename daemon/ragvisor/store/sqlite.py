@@ -408,6 +408,54 @@ class SqliteStore:
             )
             return cursor.rowcount
 
+    # -- prompt token counts (a cache: writing them bumps no commit_seq) ---------------------
+
+    @_store_errors
+    def token_counts(self, hashes: Sequence[str], counter: str) -> dict[str, int]:
+        """Stored counts of these hashes under this counter."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._conn().execute(
+            f"SELECT text_sha256, tokens FROM token_counts WHERE counter = ? "
+            f"AND text_sha256 IN ({marks})",
+            (counter, *wanted),
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    @_store_errors
+    def uncounted_texts(self, counter: str, limit: int) -> dict[str, str]:
+        """Chunk texts without a count under this counter, one per hash."""
+        rows = self._conn().execute(
+            "SELECT c.text_sha256, min(c.text) FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM token_counts t WHERE t.text_sha256 = c.text_sha256 "
+            "AND t.counter = ?) GROUP BY c.text_sha256 LIMIT ?",
+            (counter, limit),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    @_store_errors
+    def put_token_counts(self, counter: str, counts: Mapping[str, int]) -> None:
+        """Upsert counts in one transaction."""
+        with self._write(bump=False) as conn:
+            conn.executemany(
+                "INSERT INTO token_counts(text_sha256, counter, tokens) VALUES (?, ?, ?) "
+                "ON CONFLICT(text_sha256, counter) DO UPDATE SET tokens = excluded.tokens",
+                [(h, counter, int(n)) for h, n in counts.items()],
+            )
+
+    @_store_errors
+    def prune_token_counts(self, counter: str) -> int:
+        """Drop counts of other counters and of hashes no chunk has."""
+        with self._write(bump=False) as conn:
+            cursor = conn.execute(
+                "DELETE FROM token_counts WHERE counter != ? "
+                "OR text_sha256 NOT IN (SELECT text_sha256 FROM chunks)",
+                (counter,),
+            )
+            return cursor.rowcount
+
     # -- copying -----------------------------------------------------------------------------
 
     @_store_errors

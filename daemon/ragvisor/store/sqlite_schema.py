@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS vectors (
     vector BLOB NOT NULL,
     PRIMARY KEY (text_sha256, fingerprint)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS token_counts (
+    text_sha256 TEXT NOT NULL,
+    counter TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (text_sha256, counter)
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, title, heading, tokenize = '{FTS_TOKENIZER}'
 );

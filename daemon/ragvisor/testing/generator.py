@@ -33,6 +33,7 @@ class FakeGenerator:
         self.fail_with = fail_with
         self.counts_tokens = counts_tokens
         self.requests: list[list[ChatMessage]] = []
+        self.count_calls = 0  # round trips to the "tokenizer"
 
     @property
     def model(self) -> str:
@@ -66,6 +67,7 @@ class FakeGenerator:
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Four characters a token, or None when this fake plays a backend that cannot count."""
+        self.count_calls += 1
         if not self.counts_tokens:
             return None
         return [max(1, len(text) // 4) for text in texts]

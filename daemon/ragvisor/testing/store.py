@@ -49,6 +49,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._docs: dict[str, _Doc] = {}
         self._vectors: dict[tuple[str, str], Vector] = {}
+        self._token_counts: dict[tuple[str, str], int] = {}  # (text hash, counter) -> tokens
         self.loaded_indexes: list[str] = []  # fingerprints `load_index` was asked for
         self._generations = Generations()
         self._version = 0  # bumped by every commit and delete (kb_version)
@@ -118,6 +119,42 @@ class MemoryStore:
             gone = [k for k in self._vectors if k[1] not in kept or k[0] not in used]
             for key in gone:
                 del self._vectors[key]
+            return len(gone)
+
+    def token_counts(self, hashes: Sequence[str], counter: str) -> dict[str, int]:
+        """Stored counts of these hashes under this counter."""
+        with self._lock:
+            return {
+                h: self._token_counts[(h, counter)]
+                for h in hashes
+                if (h, counter) in self._token_counts
+            }
+
+    def uncounted_texts(self, counter: str, limit: int) -> dict[str, str]:
+        """Chunk texts without a count under this counter, one per hash."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for doc in self._docs.values():
+                for chunk in doc.chunks:
+                    if len(found) >= limit:
+                        return found
+                    if (chunk.text_sha256, counter) not in self._token_counts:
+                        found.setdefault(chunk.text_sha256, chunk.text)
+        return found
+
+    def put_token_counts(self, counter: str, counts: Mapping[str, int]) -> None:
+        """Store counts (kb_version unchanged: counts are a cache)."""
+        with self._lock:
+            for text_hash, tokens in counts.items():
+                self._token_counts[(text_hash, counter)] = int(tokens)
+
+    def prune_token_counts(self, counter: str) -> int:
+        """Drop counts of other counters and of hashes no chunk uses."""
+        with self._lock:
+            used = {c.text_sha256 for doc in self._docs.values() for c in doc.chunks}
+            gone = [k for k in self._token_counts if k[1] != counter or k[0] not in used]
+            for key in gone:
+                del self._token_counts[key]
             return len(gone)
 
     def read_document(self, doc_id: str) -> DocumentVersion | None:
