@@ -139,6 +139,11 @@ def summarize(rounds: list[dict[str, Any]], prompts: dict[str, Any], log_path: P
         # How /ask counted its prompt's tokens: "stored" (at sync), "tokenizer" (a round trip
         # to the worker per question) or "estimate".
         "counted_with": dict(Counter(e.get("tokens", {}).get("counted_with") for e in done)),
+        # The baseline of the same run: the in-process prompt building (Answerer.prepare without
+        # stored counts) asks the worker's tokenizer for every question.
+        "pack_with_tokenizer_median_ms": median(
+            [float(p["timings_ms"]["pack"]) for p in prompts.values() if "timings_ms" in p]
+        ),
         "breakdown_median_ms": {
             "server_before_generator": median(pre_generation),
             "server_generator_call_to_first_token": median(
@@ -196,6 +201,11 @@ def summary_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     add(
         "pack (token counts) on the daemon, median ms",
         s["server_timings_median_ms"].get("pack", float("nan")),
+        ".2f",
+    )
+    add(
+        "pack asking the worker's tokenizer (same run), median ms",
+        s["pack_with_tokenizer_median_ms"],
         ".2f",
     )
     add("asks packed by token counts stored at sync", s["counted_with"].get("stored", 0), "d")
