@@ -425,6 +425,29 @@ def test_failed_readiness_check_is_critical_and_named(check, text):
 
 
 @pytest.mark.parametrize(
+    ("worker", "state"),
+    [
+        ({"state": "starting", "restarts": 0, "last_exit": None}, State.WARNING),
+        ({"state": "starting", "restarts": 2, "last_exit": -9}, State.CRITICAL),
+        ({"state": "restarting", "restarts": 0, "last_exit": 1}, State.CRITICAL),
+    ],
+)
+def test_a_worker_on_its_first_start_warns_a_respawning_one_is_critical(worker, state):
+    """The daemon serves /search while its worker starts (a second): WARNING "generator
+    starting"; a worker respawning after a crash is CRITICAL, as the backend being down."""
+    readyz = copy.deepcopy(READYZ)
+    readyz["ready"] = False
+    readyz["checks"]["generator"].update(
+        ok=False, error=f"the worker is {worker['state']}", worker=worker
+    )
+    got, line = judge(observe(readyz=readyz))
+    assert got is state, line
+    if state is State.WARNING:
+        assert "generator starting (the worker is starting)" in line
+        assert "daemon not ready" not in line
+
+
+@pytest.mark.parametrize(
     ("level", "state", "available"),
     [("critical", State.CRITICAL, 150), ("pressure", State.WARNING, 350)],
 )

@@ -100,6 +100,11 @@ def readiness_findings(readyz: Mapping[str, Any] | None) -> list[StatusNote]:
             found.append(StatusNote(State.WARNING, name, text))
             continue
         error = dig(check, "error") or "check failed"
+        if name == "generator" and _first_start(check):
+            # The daemon serves /search while its worker comes up (about a second): paging
+            # someone for a start is noise; a worker that fails to start is reported as down.
+            found.append(StatusNote(State.WARNING, name, f"generator starting ({error})"))
+            continue
         text = {
             "generator": f"generator backend down ({error})",
             "store": f"store not reachable ({error})",
@@ -108,6 +113,17 @@ def readiness_findings(readyz: Mapping[str, Any] | None) -> list[StatusNote]:
     if readyz.get("ready") is False and not found:
         found.append(StatusNote(State.CRITICAL, "daemon", "daemon not ready"))
     return found
+
+
+def _first_start(check: Any) -> bool:
+    """Whether a generator check failed only because the embedded worker is on its first start
+    (not a respawn after a crash)."""
+    worker = dig(check, "worker")
+    return (
+        dig(worker, "state") == "starting"
+        and not dig(worker, "restarts")
+        and dig(worker, "last_exit") is None
+    )
 
 
 def supervision_findings(status: Mapping[str, Any] | None) -> list[StatusNote]:
