@@ -393,20 +393,13 @@ class Neo4jStore:
         the vector indexes of fingerprints no longer kept."""
         kept = [f.key for f in keep]
 
-        def batch(tx: neo4j.ManagedTransaction) -> int:
-            record = tx.run(
+        def prune() -> int:
+            total = self._delete_in_batches(
                 "MATCH (v:Vector) WHERE NOT v.fingerprint IN $kept "
                 "OR NOT EXISTS { MATCH (c:Chunk {text_sha256: v.text_sha256}) } "
                 "WITH v LIMIT $batch DETACH DELETE v RETURN count(*) AS n",
                 kept=kept,
-                batch=_PRUNE_BATCH,
-            ).single()
-            return int(record["n"]) if record else 0
-
-        def prune() -> int:
-            total = 0
-            while (n := self._write(batch)) > 0:
-                total += n
+            )
             wanted = {f"ragvisor_vectors_{_fingerprint_id(f)}" for f in keep}
             for record in self._read(
                 "SHOW VECTOR INDEXES YIELD name WHERE name STARTS WITH 'ragvisor_vectors_' "
@@ -519,24 +512,28 @@ class Neo4jStore:
 
     def prune_token_counts(self, counter: str) -> int:
         """Drop counts of other counters and of hashes no chunk has, in batches."""
-
-        def batch(tx: neo4j.ManagedTransaction) -> int:
-            record = tx.run(
+        return self._guard(
+            "prune_token_counts",
+            lambda: self._delete_in_batches(
                 "MATCH (t:TokenCount) WHERE t.counter <> $counter "
                 "OR NOT EXISTS { MATCH (c:Chunk {text_sha256: t.text_sha256}) } "
                 "WITH t LIMIT $batch DELETE t RETURN count(*) AS n",
                 counter=counter,
-                batch=_PRUNE_BATCH,
-            ).single()
+            ),
+        )
+
+    def _delete_in_batches(self, query: str, **params: Any) -> int:
+        """Run a deleting ``query`` (``LIMIT $batch``, ``RETURN count(*) AS n``) one
+        transaction per batch until it deletes nothing; returns how many it deleted."""
+
+        def batch(tx: neo4j.ManagedTransaction) -> int:
+            record = tx.run(query, batch=_PRUNE_BATCH, **params).single()
             return int(record["n"]) if record else 0
 
-        def prune() -> int:
-            total = 0
-            while (n := self._write(batch)) > 0:
-                total += n
-            return total
-
-        return self._guard("prune_token_counts", prune)
+        total = 0
+        while (n := self._write(batch)) > 0:
+            total += n
+        return total
 
     def vector_counts(self) -> dict[str, tuple[int, int]]:
         """Per fingerprint: (dimensions, count)."""
