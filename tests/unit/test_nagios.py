@@ -705,6 +705,27 @@ def test_status_table_shows_the_lease_and_a_migrations_progress():
     )
 
 
+@pytest.mark.parametrize(
+    ("counts", "line"),
+    [
+        (
+            {"running": False, "counted": 1170, "pruned": 3, "finished_at": 1.0,
+             "duration_ms": 1307.6, "counter": "gguf-sha256:a5fd"},
+            "token counts  last pass counted 1170, pruned 3 in 1308 ms",
+        ),
+        ({"running": True}, "token counts  counting now"),
+        ({"running": False}, "token counts  not run yet (after the next sync"),
+    ],
+)  # fmt: skip
+def test_status_table_shows_the_token_count_jobs_last_pass(counts, line):
+    """`sync.token_counts` (ask.stored_token_counts) reads as one line; absent, no line."""
+    status = copy.deepcopy(STATUS)
+    status["sync"]["token_counts"] = counts
+    assert line in render_status(DaemonReply("u", readyz=READYZ, status=status))
+    status["sync"]["token_counts"] = None
+    assert "token counts" not in render_status(DaemonReply("u", readyz=READYZ, status=status))
+
+
 def test_status_table_survives_missing_sections():
     """An older daemon (readiness only) and a sparse /status both render, saying what is
     missing."""

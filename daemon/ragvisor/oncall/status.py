@@ -375,7 +375,22 @@ def _sync_section(status: Mapping[str, Any]) -> list[str]:
         )  # fmt: skip
     elif "lease" in sync:
         rows.append(("lease", "free (no daemon is syncing)"))
+    counts = sync.get("token_counts")
+    if isinstance(counts, Mapping):
+        rows.append(("token counts", _token_counts_text(counts)))
     return ["sync", *_pairs(rows)]
+
+
+def _token_counts_text(counts: Mapping[str, Any]) -> str:
+    """The token-count job's last pass (`ask.stored_token_counts`), in a line."""
+    if counts.get("running"):
+        return "counting now"
+    if not counts.get("finished_at"):
+        return "not run yet (after the next sync, or 10 s after start)"
+    return (
+        f"last pass counted {_show(counts.get('counted'))}, pruned {_show(counts.get('pruned'))}"
+        f" in {_show(counts.get('duration_ms'), 'ms', 0)}"
+    )
 
 
 def _store_section(reply: DaemonReply) -> list[str]:
