@@ -179,8 +179,9 @@ bench-store: neo4j-build
 
 # Start-up order, query micro-batching and the dense index's scale: first /search after process
 # start (and /readyz 200, the worker up), /search throughput at 1/4/16 clients with batching off
-# and on (interleaved rounds, medians), daemon RSS and peak, dense search cost at 1k/10k/100k
-# chunks and where it would spend the budget. ~6 min. Figures in docs/performance.md.
+# and on (interleaved rounds, medians), daemon RSS and peak, warm /search p50/p99 over HTTP at
+# 1k/10k/100k chunks (the synced store grown with real-MiniLM fill vectors), dense search cost at
+# 1k/10k/100k chunks and where it would spend the budget. ~5 min. Figures in docs/performance.md.
 .PHONY: bench-serving
 bench-serving: install
 	$(BIN)/python bench/serving_bench.py

@@ -12,7 +12,10 @@ One run, on this machine, measures:
    lane's default of 4 searches at once and with 16; ratios are against "off" measured in the
    same run;
 4. the daemon's RSS after the runs and its peak;
-5. the dense index's cost per search (the exact matrix-vector product and top-k of
+5. warm ``/search`` p50/p99 over real HTTP at 1k, 10k and 100k chunks: the synced store, then
+   the same store grown in place (how: bench/serving_scale.py), one daemon per size, queries
+   embedded by the daemon; and the chunk count at which the p50 would reach 25 ms;
+6. the dense index's cost per search (the exact matrix-vector product and top-k of
    ``store.dense_index``) at 1k, 10k and 100k chunks, in-process, and the chunk count at which
    it alone would spend the search budget — where an approximate index would have to take over.
 
@@ -24,23 +27,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 # bench/ is the script's folder, so the shared library imports directly.
 from benchlib import (
-    PYTHON,
     REPO,
     SERVE_ENV,
     LoadMeter,
@@ -62,9 +61,9 @@ from ragvisor.config import load_settings
 from ragvisor.core.chunking import ChunkingSpec
 from ragvisor.embed.onnx import model_dir
 from ragvisor.llm.gguf import cache_dir, ensure_default_gguf
-from ragvisor.store.dense_index import DenseIndex
 from search_corpus import ProseGenerator, build_corpus, load_vocabulary
 from search_runs import concurrent_search
+from serving_scale import P50_TARGET_MS, P99_TARGET_MS, dense_in_child, http_at_scale
 
 START_TIMEOUT_S = 120.0
 POLL_S = 0.01
@@ -78,9 +77,6 @@ MODES = (
     ("on, lane 16", 16, 0.0, 16),
     ("on + 2 ms linger, lane 16", 16, 2.0, 16),
 )
-DENSE_SIZES = (1_000, 10_000, 100_000)
-DENSE_REPS = 200
-DIMENSIONS = 384
 
 
 def first_search_and_ready(
@@ -179,63 +175,6 @@ def throughput(
     return figures
 
 
-def dense_costs(budget_ms: float, seed: int) -> dict[str, Any]:
-    """Median ms of one exact dense search (product + top-k) per index size, and the chunk
-    count at which it would reach `budget_ms` (linear in chunks, from the largest size)."""
-    rng = np.random.default_rng(seed)
-    costs: dict[str, float] = {}
-    for size in DENSE_SIZES:
-        matrix = rng.standard_normal((size, DIMENSIONS), dtype=np.float32)
-        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-        index = DenseIndex(DIMENSIONS, "bench")
-        index.replace_all([str(i) for i in range(size)], matrix, 0)
-        queries = rng.standard_normal((DENSE_REPS, DIMENSIONS), dtype=np.float32)
-        times = []
-        for query in queries:
-            started = time.perf_counter()
-            index.search(query / np.linalg.norm(query), 10)
-            times.append((time.perf_counter() - started) * 1000)
-        costs[str(size)] = statistics.median(times)
-        del matrix, index
-        progress(f"  dense search over {size} chunks: {costs[str(size)]:.2f} ms median")
-    largest = DENSE_SIZES[-1]
-    per_chunk_ms = costs[str(largest)] / largest
-    return {
-        "median_ms": costs,
-        "per_1k_chunks_ms": per_chunk_ms * 1000,
-        "budget_ms": budget_ms,
-        "chunks_at_budget": int(budget_ms / per_chunk_ms),
-    }
-
-
-def dense_in_child(budget_ms: float, seed: int, blas_threads: str) -> dict[str, Any]:
-    """`dense_costs` in a fresh interpreter whose OpenBLAS has `blas_threads` threads (`1` is
-    what the daemon sets, `ragvisor.cli.main`; "default" is OpenBLAS's one per core)."""
-    env = clean_env()
-    env.pop("OPENBLAS_NUM_THREADS", None)
-    if blas_threads != "default":
-        env["OPENBLAS_NUM_THREADS"] = blas_threads
-    progress(f"dense index cost per search, OpenBLAS threads: {blas_threads}")
-    done = subprocess.run(
-        [
-            PYTHON,
-            __file__,
-            "--dense-only",
-            "--seed",
-            str(seed),
-            "--dense-budget-ms",
-            str(budget_ms),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    sys.stderr.write(done.stderr)
-    return dict(json.loads(done.stdout))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -251,18 +190,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what the dense product may spend of the 25 ms p50 at 100k (the rest: query "
         "embedding, keyword search, fetch, HTTP)",
     )
+    p.add_argument(
+        "--scale-real", type=int, default=1000, help="real passages embedded for the scale fill"
+    )
+    p.add_argument("--scale-queries", type=int, default=300, help="timed queries per size")
+    p.add_argument("--scale-warmup", type=int, default=20, help="untimed queries per size")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     p.add_argument("--keep", action="store_true", help="keep the corpus and data dirs")
-    p.add_argument("--dense-only", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every phase and print the figures."""
     args = parse_args(argv)
-    if args.dense_only:  # the child of `dense_in_child`
-        print(json.dumps(dense_costs(args.dense_budget_ms, args.seed)))
-        return 0
     out, stamp, logs = output_folders(args.out, "serving")
     work = Path(tempfile.mkdtemp(prefix="ragvisor-serving-"))
     meter = LoadMeter()
@@ -307,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"throughput: {len(MODES)} daemons, {args.rounds} interleaved rounds")
         figures["throughput"] = throughput(corpus, data_dir, queries, logs, args.rounds)
 
+        meter.mark("scale")  # grows the store: after every phase that needs it as synced
+        figures["scale"] = http_at_scale(
+            corpus, data_dir, logs, args.scale_real, args.scale_queries, args.scale_warmup,
+            args.seed,
+        )  # fmt: skip
+
         meter.mark("dense")
         figures["dense"] = {
             f"blas_threads_{threads}": dense_in_child(args.dense_budget_ms, args.seed, threads)
@@ -319,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"kept corpus and data in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    scale = figures["scale"]
+    print(f"scale store ({scale['synced_chunks']} chunks synced): {scale['built']}")
     finish_report(
         figures,
         summary_rows(figures),
@@ -387,10 +335,19 @@ def summary_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             ".1f",
             f"p50 {linger[str(clients)]['p50_ms']:.2f} ms",
         )
+    default = t["on, lane 4"]  # the shipped settings: batching on (16), 4 searches at once
+    add(
+        "daemon RSS / peak after the runs, default settings (on, lane 4), MB",
+        default["rss_mb"],
+        ".1f",
+        f"peak {default['hwm_mb']:.1f}; <= 250 MB",
+        max(default["rss_mb"], default["hwm_mb"]) <= 250,
+    )
     steady = max(t[mode[0]]["rss_mb"] for mode in MODES)
     peak = max(t[mode[0]]["hwm_mb"] for mode in MODES)
     add("daemon RSS after the runs (max of modes), MB", steady, ".1f", "<= 250 MB", steady <= 250)
     add("daemon peak RSS (VmHWM, max of modes), MB", peak, ".1f", "<= 250 MB", peak <= 250)
+    scale_rows(fig["scale"], add)
     for threads, d in fig["dense"].items():
         for size, ms in d["median_ms"].items():
             add(f"dense search over {size} chunks ({threads}), ms", ms, ".2f")
@@ -400,6 +357,39 @@ def summary_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "d",
         )
     return rows
+
+
+def scale_rows(scale: dict[str, Any], add: Callable[..., None]) -> None:
+    """The warm HTTP figures per size (with the server's share), and where the p50 would reach
+    the 100k target."""
+    for size, f in scale["by_size"].items():
+        n = int(size)
+        p50_target, p99_target = P50_TARGET_MS.get(n), P99_TARGET_MS.get(n)
+        add(
+            f"warm /search over HTTP, {n} chunks: p50, ms",
+            f["p50_ms"],
+            ".2f",
+            f"<= {p50_target:g} ms" if p50_target else "",
+            f["p50_ms"] <= p50_target if p50_target else None,
+        )
+        add(
+            f"warm /search over HTTP, {n} chunks: p99, ms",
+            f["p99_ms"],
+            ".2f",
+            f"<= {p99_target:g} ms" if p99_target else "",
+            f["p99_ms"] <= p99_target if p99_target else None,
+        )
+        server = f["server_timings_median_ms"]
+        add(
+            f"  server embed + retrieve + fetch at {n}, ms (medians)",
+            f["server_total_median_ms"],
+            ".2f",
+            " + ".join(f"{k} {v:.2f}" for k, v in server.items()),
+        )
+        add(f"  daemon RSS / peak at {n} chunks, MB", f["rss_mb"], ".1f", f"peak {f['hwm_mb']:.1f}")
+    at = scale["p50_target_reached_at_chunks"]
+    if at is not None:
+        add("chunks where the HTTP p50 would reach 25 ms (linear, two largest)", at, "d")
 
 
 if __name__ == "__main__":

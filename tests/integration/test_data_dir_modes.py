@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ragvisor.core.hashing import file_sha256
-from ragvisor.embed.optimized import cached_path
+from ragvisor.embed.optimized import cached_path, weights_path
 from tests.integration.conftest import run_cli, start_daemon, stop_daemon
 from tests.integration.corpus import write_corpus
 
@@ -61,8 +61,8 @@ def wait_for_sync(url: str, timeout_s: float = 120.0) -> dict:
 @pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask022", "umask000"])
 def test_everything_the_daemon_writes_is_private_whatever_the_umask(tmp_path, model_dir, mask):
     """Under umask 022 or 000: the folder 0700; database, -wal, -shm, admin_token, sync.lock
-    and the optimised model graph 0600, their folders 0700 — checked while the daemon runs,
-    when all of them exist."""
+    and the optimised model graph and its weights 0600, their folders 0700 — checked while the
+    daemon runs, when all of them exist."""
     corpus = write_corpus(tmp_path / "notes")
     data = tmp_path / "data"
     # 1. Start the daemon on no data directory at all, under the umask; it syncs at start.
@@ -80,7 +80,9 @@ def test_everything_the_daemon_writes_is_private_whatever_the_umask(tmp_path, mo
             "sync.lock": 0o600,
             "models": 0o700,
             "models/onnx-optimized": 0o700,
+            str(optimized_graph(model_dir).parent): 0o700,
             str(optimized_graph(model_dir)): 0o600,
+            str(weights_path(optimized_graph(model_dir))): 0o600,
         }
     finally:
         stop_daemon(daemon)

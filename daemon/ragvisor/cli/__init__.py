@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ragvisor.cli.commands import COMMANDS
 from ragvisor.cli.exits import EXIT_BY_ERROR
-from ragvisor.cli.parser import build_parser
+from ragvisor.cli.parser import build_parser, command_in
 from ragvisor.errors import RagvisorError
 
 
@@ -25,8 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the embedder's and the other searches' for 2 cores: measured under load, 10k chunks p90
     # 20 ms with them, 0.6 ms without (bench/serving_bench.py). The operator's value stays.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = command_in(words)
+    parser = build_parser(command)
+    args, extra = parser.parse_known_args(words)
+    if args.command != command:  # the guess took an option's value for the command
+        parser = build_parser()
+        args, extra = parser.parse_known_args(words)
     if extra:
         if args.command == "health":  # Nagios: a usage error is UNKNOWN (3), never 2 (CRITICAL)
             from ragvisor.cli.oncall import usage_error

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,33 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="where the store lives (store.data_dir)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+# Their flags come from modules that import an HTTP client, the fault proxy and the host
+# probes: ~40 ms that `ragvisor serve` would otherwise pay before its first search.
+OPS_COMMANDS = frozenset({"health", "doctor", "status", "faultproxy"})
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` names, as the top-level parser will read it: the first word that
+    is neither an option nor the value of `--log-level` (or an abbreviation of it); None if
+    there is no such word."""
+    value_next = False
+    for word in argv:
+        if value_next:
+            value_next = False
+        elif word.startswith("-"):
+            value_next = "=" not in word and len(word) > 2 and "--log-level".startswith(word)
+        else:
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand.
+
+    With `command` (the subcommand about to run, `command_in`), the on-call commands and the
+    fault proxy get their flags only when it is one of them (`OPS_COMMANDS`); every command
+    is still listed. `ragvisor.cli.main` parses again with every flag if the guess was wrong.
+    """
     parser = argparse.ArgumentParser(
         prog="ragvisor",
         description="Semantic search and cited answers over your notes, supervised.",
@@ -114,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     _add_backup_commands(sub)
-    _add_ops_commands(sub)
-    for command in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
-        command.add_argument(
+    _add_ops_commands(sub, with_flags=command is None or command in OPS_COMMANDS)
+    for subparser in sub.choices.values():  # `ragvisor faultproxy --log-level debug` works too
+        subparser.add_argument(
             "--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error"
         )
     return parser
@@ -141,24 +167,27 @@ def _add_backup_commands(sub: Any) -> None:
     )
 
 
-def _add_ops_commands(sub: Any) -> None:
-    """The on-call commands (flags in `ragvisor.cli.oncall`) and the fault proxy."""
-    from ragvisor import faultproxy
-    from ragvisor.cli import oncall
-
+def _add_ops_commands(sub: Any, *, with_flags: bool) -> None:
+    """The on-call commands (flags in `ragvisor.cli.oncall`) and the fault proxy; without
+    `with_flags`, listed with their help only (see `OPS_COMMANDS`)."""
     check = sub.add_parser(
         "health", help="Nagios-style check: one line with perfdata, exit 0/1/2/3"
     )
-    oncall.add_health_arguments(check)
     diagnose = sub.add_parser(
         "doctor", help="compare the host (swap, Neo4j, Ollama, model) with the configuration"
     )
-    oncall.add_doctor_arguments(diagnose)
     show = sub.add_parser("status", help="the whole picture of a running daemon, as a table")
-    oncall.add_status_arguments(show)
     proxy = sub.add_parser(
         "faultproxy", help="a fault-injecting proxy in front of Ollama, to rehearse failures"
     )
+    if not with_flags:
+        return
+    from ragvisor import faultproxy
+    from ragvisor.cli import oncall
+
+    oncall.add_health_arguments(check)
+    oncall.add_doctor_arguments(diagnose)
+    oncall.add_status_arguments(show)
     faultproxy.add_arguments(proxy)
 
 

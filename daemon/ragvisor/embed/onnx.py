@@ -25,7 +25,7 @@ from ragvisor.core.hashing import file_sha256
 from ragvisor.core.model import Fingerprint
 from ragvisor.core.protocols import Matrix
 from ragvisor.embed.model_files import DEFAULT_MODEL_NAME, assemble_default_model
-from ragvisor.embed.optimized import cached_session
+from ragvisor.embed.optimized import cached_session, weights_path
 from ragvisor.errors import InputError, ModelFileError
 
 MODEL_FILE = "model.onnx"
@@ -214,7 +214,8 @@ def load_session(
     """Create a CPU inference session tuned for a small, long-running process.
 
     ``optimize=False`` loads a graph optimised before (`embed.optimized`) as it is; ``save_to``
-    saves the optimised graph there (at the portable `extended` level).
+    saves the optimised graph there (at the portable `extended` level), its weights in a file
+    beside it (`embed.optimized.weights_path`) that later loads map instead of copying.
 
     The memory arena is off because it keeps every peak allocation: RSS grew to ~0.9 GB in a
     long-running process (reference/field-notes.md). One inter-op thread: BERT graphs are a
@@ -232,6 +233,13 @@ def load_session(
     if save_to is not None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(save_to)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", weights_path(save_to).name
+        )
+        # Every tensor of a kilobyte or more (all the weight matrices); small ones stay inline.
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # Idle intra-op threads otherwise spin for a while after each run, stealing the core the
