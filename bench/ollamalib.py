@@ -25,13 +25,22 @@ from benchlib import REPO, free_port, progress
 from ragvisor.config import load_settings
 
 sys.path.insert(0, str(REPO))  # the engine helper lives in tests/infra
-from tests.infra.ollama_engine import CHAT_MODEL, OLLAMA_VERSION, Server, prod_environment
+from tests.infra.ollama_engine import (
+    CHAT_MODEL,
+    EMBED_MODEL,
+    OLLAMA_VERSION,
+    Server,
+    build,
+    prod_environment,
+)
 
 __all__ = [
     "CHAT_MODEL",
+    "EMBED_MODEL",
     "OLLAMA_VERSION",
     "Server",
     "bench_ollama",
+    "build",
     "generator_settings",
     "loaded_models",
     "log_events",

@@ -113,11 +113,13 @@ def first_search_and_ready(
     return result
 
 
-def mode_env(mode: tuple[str, int, float, int]) -> dict[str, str]:
-    """The daemon's settings for one batching mode (no generator: searches only)."""
+def mode_env(mode: tuple[str, int, float, int], **extra: str) -> dict[str, str]:
+    """The daemon's settings for one batching mode (no generator: searches only), plus
+    `extra` (another embedder: bench/ollama_batching.py)."""
     _, batch_max, wait_ms, lane = mode
     return {
         **SERVE_ENV,
+        **extra,
         "RAGVISOR_GENERATOR__BACKEND": "none",
         "RAGVISOR_EMBEDDER__QUERY_BATCH_MAX": str(batch_max),
         "RAGVISOR_EMBEDDER__QUERY_BATCH_WAIT_MS": str(wait_ms),
@@ -126,21 +128,31 @@ def mode_env(mode: tuple[str, int, float, int]) -> dict[str, str]:
 
 
 def throughput(
-    corpus: Path, data_dir: Path, queries: list[str], logs: Path, rounds: int
+    corpus: Path,
+    data_dir: Path,
+    queries: list[str],
+    logs: Path,
+    rounds: int,
+    modes: tuple[tuple[str, int, float, int], ...] = MODES,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One daemon per mode, all running at once (idle ones cost no CPU); for each client count,
     `rounds` concurrent runs of every mode, the order reversed every other round so drift in
     the machine's load falls on every mode alike. Medians per mode and client count, and each
     daemon's memory after."""
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m[0]: {} for m in MODES}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m[0]: {} for m in modes}
     memory: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {}
-        for mode in MODES:
+        for mode in modes:
             port = free_port()
             log = logs / f"serve-{mode[1]}-{mode[2]}-{mode[3]}.log"
             proc = stack.enter_context(
-                running(serve_cmd(corpus, data_dir, port), clean_env(**mode_env(mode)), log)
+                running(
+                    serve_cmd(corpus, data_dir, port),
+                    clean_env(**mode_env(mode, **(extra_env or {}))),
+                    log,
+                )
             )
             wait_ready(port, proc, START_TIMEOUT_S)
             concurrent_search(port, queries[:64], 4, 5)  # warm-up
@@ -148,7 +160,7 @@ def throughput(
             memory[mode[0]] = {"pid": proc.pid}
         for clients in CLIENTS:
             for round_ in range(rounds):
-                order = MODES if round_ % 2 == 0 else MODES[::-1]
+                order = modes if round_ % 2 == 0 else modes[::-1]
                 for mode in order:
                     run = concurrent_search(ports[mode[0]], queries, clients, 5)
                     runs[mode[0]].setdefault(str(clients), []).append(run)
@@ -156,7 +168,7 @@ def throughput(
                 f"  {clients} clients, req/s median of {rounds}: "
                 + ", ".join(
                     f"{m[0]} {median([r['throughput_rps'] for r in runs[m[0]][str(clients)]]):.0f}"
-                    for m in MODES
+                    for m in modes
                 )
             )
         for entry in memory.values():
