@@ -8,15 +8,19 @@ request reaches the worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from typing import Any
 
 import httpx
+import pytest
 
+from ragvisor.errors import BackendError
 from ragvisor.llm.gguf import DEFAULT_GGUF_SHA256
-from tests.integration.conftest import stop_daemon, synced_daemon
+from ragvisor.llm.token_counter import GgufTokenCounter
+from tests.integration.conftest import gguf_file, stop_daemon, synced_daemon
 
 QUESTION = "what should vm.swappiness be on a small droplet?"
 
@@ -81,3 +85,23 @@ def test_counts_stored_at_sync_match_the_worker_and_pack_ask(tmp_path, model_dir
         assert after == before  # only the test's own request above, none for the /ask
     finally:
         stop_daemon(daemon)
+
+
+def test_the_pinned_models_counter_is_known_at_once_another_after_hashing(tmp_path):
+    """The pinned GGUF's identity needs no hashing (so /ask uses stored counts from the start);
+    another file is hashed when first asked; a file llama.cpp cannot read fails the count with
+    llama.cpp's own reason, and the counting process is gone."""
+    pinned = GgufTokenCounter(gguf_file())
+    assert pinned.known_key == f"gguf-sha256:{DEFAULT_GGUF_SHA256}"
+    assert pinned.count(["hello world", ""]) == [2, 0]
+    pinned.close()
+
+    other = tmp_path / "my-model.gguf"
+    other.write_bytes(b"not really a model")
+    counter = GgufTokenCounter(other)
+    assert counter.known_key is None
+    assert counter.key == "gguf-sha256:" + hashlib.sha256(b"not really a model").hexdigest()
+    assert counter.known_key == counter.key
+    with pytest.raises(BackendError, match=r"token counter exited: .*[Ff]ailed to load model"):
+        counter.count(["hello"])
+    assert counter._child is None

@@ -39,12 +39,24 @@ BATCH_TIMEOUT_S = 120.0
 def gguf_counter_key(path: Path) -> str:
     """``gguf-sha256:<hex>``: the file's sha256 (known for the pinned default by name and size,
     read once per process otherwise)."""
+    pinned = pinned_counter_key(path)
+    if pinned is not None:
+        return pinned
     try:
-        if path.name == DEFAULT_GGUF_NAME and path.stat().st_size == DEFAULT_GGUF_BYTES:
-            return f"gguf-sha256:{DEFAULT_GGUF_SHA256}"
         return f"gguf-sha256:{file_sha256(path)}"
     except OSError as exc:
         raise BackendError(f"cannot read the generator model {path}: {exc}") from exc
+
+
+def pinned_counter_key(path: Path) -> str | None:
+    """The pinned default GGUF's key, from its name and size alone (its sha256 is checked
+    whenever the file is written: `llm.gguf`); None for any other file."""
+    try:
+        if path.name == DEFAULT_GGUF_NAME and path.stat().st_size == DEFAULT_GGUF_BYTES:
+            return f"gguf-sha256:{DEFAULT_GGUF_SHA256}"
+    except OSError:
+        return None
+    return None
 
 
 class GgufTokenCounter:
@@ -56,7 +68,9 @@ class GgufTokenCounter:
     def __init__(self, model_path: Path, *, python: str = sys.executable) -> None:
         self.model_path = model_path
         self._python = python
-        self._key: str | None = None
+        # The pinned default's identity costs a stat, so /ask can use stored counts from the
+        # start; another file's is hashed by the first counting pass, off the serving path.
+        self._key: str | None = pinned_counter_key(model_path)
         self._child: subprocess.Popen[str] | None = None
         self._errors: IO[bytes] | None = None  # the child's stderr: a file never fills up
         self._lock = threading.Lock()
