@@ -10,6 +10,7 @@ from ragvisor.core.answers import (
     PromptPlan,
     citations,
     cited_numbers,
+    counted_costs,
     estimate_tokens,
     extractive_answer,
     fixed_texts,
@@ -50,12 +51,10 @@ def test_plan_puts_numbered_sources_before_the_question():
     plan = plan_prompt(
         "what is swap?",
         candidates,
-        fixed_tokens=50,
-        passage_tokens=[10, 10],
+        counted_costs(50, [10, 10], exact=True),
         num_ctx=2048,
         num_predict=256,
         margin_tokens=48,
-        counted_with="tokenizer",
     )
     system, user = plan.messages
     assert system.role == "system"
@@ -77,12 +76,10 @@ def test_plan_drops_what_does_not_fit_and_renumbers_without_gaps():
     plan = plan_prompt(
         "q",
         candidates,
-        fixed_tokens=100,
-        passage_tokens=[150, 400, 100, 50],
+        counted_costs(100, [150, 400, 100, 50], exact=False),
         num_ctx=512,
         num_predict=64,
         margin_tokens=48,
-        counted_with="estimate",
     )
     # budget 400, minus 100 fixed = 300: passages 1 (150), 3 (100) and 4 (50) fit; 2 does not.
     assert [p.record.doc_id for p in plan.passages] == ["doc1", "doc3", "doc4"]
@@ -98,12 +95,10 @@ def test_no_passage_fits_still_asks_with_no_sources():
     plan = plan_prompt(
         "q",
         [(record(1, "long"), 0.9)],
-        fixed_tokens=100,
-        passage_tokens=[10_000],
+        counted_costs(100, [10_000], exact=True),
         num_ctx=512,
         num_predict=64,
         margin_tokens=0,
-        counted_with="tokenizer",
     )
     assert plan.passages == ()
     assert "(no sources found)" in plan.messages[1].content
@@ -116,12 +111,10 @@ def test_texts_for_counting_match_what_is_sent():
     plan = plan_prompt(
         "q",
         candidates,
-        fixed_tokens=1,
-        passage_tokens=[1],
+        counted_costs(1, [1], exact=True),
         num_ctx=2048,
         num_predict=256,
         margin_tokens=0,
-        counted_with="tokenizer",
     )
     assert texts[0].strip() in plan.messages[1].content
     assert fixed_texts("q")[0] == plan.messages[0].content
@@ -140,12 +133,10 @@ def test_citations_mark_what_the_answer_cites():
     plan = plan_prompt(
         "q",
         candidates,
-        fixed_tokens=1,
-        passage_tokens=[1, 1, 1],
+        counted_costs(1, [1, 1, 1], exact=True),
         num_ctx=2048,
         num_predict=256,
         margin_tokens=0,
-        counted_with="tokenizer",
     )
     answer = "Use a swap file [1][3]. See also [9]."
     assert cited_numbers(answer) == {1, 3, 9}

@@ -233,11 +233,7 @@ def test_truncation_is_judged_against_the_counted_floor(evaluated, truncated):
     candidates = [(_record("alpha " * 50, "a"), 0.9)]
     costs = stored_costs("q", candidates, {"a": 60}, system_tokens=40)
     assert costs is not None
-    plan = plan_prompt(
-        "q", candidates, fixed_tokens=costs.fixed_tokens, passage_tokens=costs.passage_tokens,
-        num_ctx=2048, num_predict=256, margin_tokens=16, counted_with=costs.counted_with,
-        fixed_counted=costs.fixed_counted, passage_counted=costs.passage_counted,
-    )  # fmt: skip
+    plan = plan_prompt("q", candidates, costs, num_ctx=2048, num_predict=256, margin_tokens=16)
     assert plan.counted_tokens == 100
     assert plan.prompt_tokens > 100
     assert prompt_truncated(evaluated, plan, 2048) is truncated

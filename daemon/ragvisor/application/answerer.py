@@ -196,14 +196,10 @@ class Answerer:
         plan = plan_prompt(
             question,
             candidates,
-            fixed_tokens=costs.fixed_tokens,
-            passage_tokens=costs.passage_tokens,
+            costs,
             num_ctx=self._generator.num_ctx,
             num_predict=self._generator.num_predict,
             margin_tokens=self._margin,
-            counted_with=costs.counted_with,
-            fixed_counted=costs.fixed_counted,
-            passage_counted=costs.passage_counted,
         )
         trace.mark("pack", started)
         trace.fields.update(
@@ -234,9 +230,10 @@ class Answerer:
                     return costs
         texts = fixed_texts(question) + passage_texts(candidates)
         counts = None if degraded else await self._generator.count_tokens(texts)
+        exact = counts is not None
         if counts is None:
-            return counted_costs([estimate_tokens(t) for t in texts], exact=False)
-        return counted_costs(counts, exact=True)
+            counts = [estimate_tokens(t) for t in texts]
+        return counted_costs(sum(counts[:2]), counts[2:], exact=exact)
 
     def _from_cache(self, question: str, hit: CacheHit, trace: AskTrace) -> PreparedAsk:
         """A prepared answer that is already written: the cache's."""

@@ -118,28 +118,21 @@ def pack(costs: Sequence[int], budget: int) -> list[int]:
 def plan_prompt(
     question: str,
     candidates: Sequence[tuple[ChunkRecord, float]],
+    costs: PromptCosts,
     *,
-    fixed_tokens: int,
-    passage_tokens: Sequence[int],
     num_ctx: int,
     num_predict: int,
     margin_tokens: int,
-    counted_with: str,
-    fixed_counted: int | None = None,
-    passage_counted: Sequence[int] | None = None,
 ) -> PromptPlan:
     """Choose the passages that fit and build the chat messages.
 
-    ``passage_tokens[i]`` is the cost of ``render_passage(i + 1, candidates[i][0])`` plus its
-    separator; ``fixed_tokens`` is the cost of the system prompt and the question framing.
-    Passages are renumbered 1..n after packing so the model sees a gap-free list.
-
-    ``fixed_counted`` and ``passage_counted`` are the parts of those costs counted with the
-    model's tokenizer: all of them for "tokenizer" (the default), none for "estimate"; with
-    "stored" the caller says.
+    ``costs.passage_tokens[i]`` is the cost of ``render_passage(i + 1, candidates[i][0])`` plus
+    its separator; ``costs.fixed_tokens`` is the cost of the system prompt and the question
+    framing (:func:`counted_costs`, :func:`stored_costs`). Passages are renumbered 1..n after
+    packing so the model sees a gap-free list.
     """
     budget = max(0, num_ctx - num_predict - margin_tokens)
-    kept = pack(passage_tokens, budget - fixed_tokens)
+    kept = pack(costs.passage_tokens, budget - costs.fixed_tokens)
     passages = tuple(
         Passage(number, candidates[index][0], candidates[index][1])
         for number, index in enumerate(kept, start=1)
@@ -149,18 +142,14 @@ def plan_prompt(
         ChatMessage("system", SYSTEM_PROMPT),
         ChatMessage("user", user_message(rendered, question)),
     )
-    if counted_with == "estimate":
-        fixed_counted, passage_counted = 0, [0] * len(passage_tokens)
-    elif counted_with == "tokenizer":
-        fixed_counted, passage_counted = fixed_tokens, passage_tokens
     return PromptPlan(
         messages=messages,
         passages=passages,
         dropped=len(candidates) - len(passages),
-        prompt_tokens=fixed_tokens + sum(passage_tokens[i] for i in kept),
+        prompt_tokens=costs.fixed_tokens + sum(costs.passage_tokens[i] for i in kept),
         budget_tokens=budget,
-        counted_with=counted_with,
-        counted_tokens=(fixed_counted or 0) + sum((passage_counted or [])[i] for i in kept),
+        counted_with=costs.counted_with,
+        counted_tokens=costs.fixed_counted + sum(costs.passage_counted[i] for i in kept),
     )
 
 
@@ -175,10 +164,10 @@ class PromptCosts:
     passage_counted: list[int]  # likewise per passage
 
 
-def counted_costs(counts: Sequence[int], *, exact: bool) -> PromptCosts:
-    """Costs from counts of ``fixed_texts(...) + passage_texts(...)``, in that order: the
-    generator's tokenizer's (``exact``) or :func:`estimate_tokens`'s."""
-    fixed, passages = sum(counts[:2]), list(counts[2:])
+def counted_costs(fixed: int, passages: Sequence[int], *, exact: bool) -> PromptCosts:
+    """Costs of the fixed texts and each passage (``fixed_texts``, ``passage_texts``), counted
+    with the generator's tokenizer (``exact``) or by :func:`estimate_tokens`."""
+    passages = list(passages)
     if not exact:
         return PromptCosts("estimate", fixed, passages, 0, [0] * len(passages))
     return PromptCosts("tokenizer", fixed, passages, fixed, passages)
