@@ -29,7 +29,7 @@ LLAMA_WHEEL_GLOB := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 
-.PHONY: soak install llama-wheel run sync test lint bench bench-faults bench-ollama nspawn bare-host \
+.PHONY: soak install llama-wheel run sync test lint browser screenshots bench bench-faults bench-ollama nspawn bare-host \
 	bare-host-smoke neo4j neo4j-build neo4j-dist neo4j-stop \
 	ollama ollama-build ollama-stop clean
 
@@ -57,7 +57,8 @@ llama-wheel:
 run: install
 	$(BIN)/ragvisor sync --corpus $(CORPUS) --data-dir $(DATA_DIR)
 	@echo
-	@echo "ragvisor is serving $(CORPUS)/ on http://$(HOST):$(PORT) — try:"
+	@echo "ragvisor is serving $(CORPUS)/ on http://$(HOST):$(PORT) — open it in a browser"
+	@echo "(search and ask; the operator's page is /ui/status, the API docs /docs), or try:"
 	@echo "  curl '$(HOST):$(PORT)/search?q=how+does+sync+decide+what+to+re-embed&k=3'"
 	@echo "  curl -X POST $(HOST):$(PORT)/ask -d '{\"question\": \"How does sync decide what to re-embed?\"}'"
 	@echo "  $(BIN)/ragvisor ask --url http://$(HOST):$(PORT) 'What does /readyz check?'"
@@ -77,7 +78,7 @@ lint: install
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy daemon/ragvisor
 
-test: install nspawn bare-host
+test: install nspawn bare-host browser
 	@# Neo4j's artifacts: a machine that cannot resolve them skips the Neo4j tests, saying why.
 	-RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.neo4j_engine build
 	@# Neo4j's distribution archive, assembled from Maven Central for the neo4j role's archive path.
@@ -96,6 +97,25 @@ nspawn: install
 	@if [ "$$(id -u)" = 0 ]; then \
 		RAGVISOR_CACHE=$(RAGVISOR_CACHE) $(BIN)/python -m tests.infra.nspawn build; \
 	else echo "nspawn: not root, the systemd-nspawn tests will skip"; fi
+
+# The README's and docs/web.md's pictures of the pages, taken by the browser tests themselves.
+screenshots: install browser
+	RAGVISOR_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q \
+		tests/integration/test_browser_pages.py -k "streams_in_steps or status_page_shows_the_daemon"
+
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives it headless and never
+# downloads a browser of its own. Needs root for apt-get; without Chromium those tests skip and
+# say why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "browser: $$(chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+		|| { apt-get update -q >/dev/null && \
+			apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null; }; \
+		chromium --version; \
+	else echo "browser: no chromium and not root, the browser tests will skip"; fi
 
 # Bare-host images for the end-to-end deploy tests: Debian 12 and Ubuntu 24.04 as empty as a new
 # droplet (debootstrap minbase + systemd, openssh-server, sudo, python3, ca-certificates; a

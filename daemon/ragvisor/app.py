@@ -54,6 +54,7 @@ from ragvisor.ollama.client import OllamaClient
 from ragvisor.ollama.wire import Deadlines
 from ragvisor.rerank import build_reranker
 from ragvisor.runtime.corpus_watch import CorpusWatch
+from ragvisor.runtime.history import History
 from ragvisor.runtime.services import Services
 from ragvisor.store.sqlite import SqliteStore
 from ragvisor.supervise.admission import Lane
@@ -324,6 +325,8 @@ def build_services(settings: Settings) -> Services:
         generations=generations,
     )
     attach_freshness(services)
+    if settings.ui.enabled:
+        services.history = History.for_window(settings.ui.history_s, settings.memory.interval_s)
     if settings.memory.enabled:
         services.memory_guard = build_memory_guard(services)
     return services
@@ -548,7 +551,7 @@ def serve(settings: Settings) -> None:
     app = create_app(services, lifespan=lifecycle.lifespan(services, notifier))
     serve_http = functools.partial(
         run_server,
-        with_request_log(app, services.metrics),
+        with_request_log(app, services.metrics, services.history),
         host=settings.server.host,
         port=settings.server.port,
         graceful_s=settings.server.shutdown_grace_s,

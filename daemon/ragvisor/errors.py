@@ -28,6 +28,11 @@ class DocumentNotFound(InputError):
     """No document at the path a request names (HTTP 404)."""
 
 
+class PassageNotFound(DocumentNotFound):
+    """No stored passage has the chunk id a request names (HTTP 404): the document changed or
+    left since the id was given out."""
+
+
 class BodyTooLarge(InputError):
     """A request body is larger than its route accepts (HTTP 413); the rest is not read."""
 

@@ -368,6 +368,20 @@ def test_daemon_is_active_under_its_hardened_unit(deploy: Deploy) -> None:
     assert json.loads(health.stdout)["status"] == "ok", health.stdout
 
 
+def test_the_deployed_daemon_serves_its_pages_from_the_installed_package(deploy: Deploy) -> None:
+    """The pages and the vendored Swagger UI travel in the wheel the role installs."""
+    fetched = deploy.container.run(
+        "python3",
+        "-c",
+        "import urllib.request\n"
+        "for path in ('/', '/ui/status', '/docs', '/ui/static/vendor/swagger-ui/swagger-ui.css'):\n"
+        "    r = urllib.request.urlopen('http://127.0.0.1:8321' + path, timeout=10)\n"
+        "    print(path, r.status, len(r.read()))",
+    )
+    lines = fetched.stdout.split("\n")
+    assert [line.split()[1] for line in lines if line] == ["200"] * 4, fetched.stdout
+
+
 def test_deployed_unit_verifies_in_place(deploy: Deploy) -> None:
     """`systemd-analyze verify` on the deployed unit, with its real executable and user."""
     proc = deploy.container.run(

@@ -224,3 +224,37 @@ def test_concurrent_searches_all_answer(daemon):
     for t in threads:
         t.join(60)
     assert results == ["recipes/bread.md"] * 40
+
+
+def test_a_passage_opens_whole_by_the_chunk_id_search_gave(daemon):
+    """`GET /passages/{chunk_id}`: what a citation card opens — the stored text, whole."""
+    hit = httpx.get(f"{daemon.url}/search", params={"q": "swappiness", "k": 1}).json()
+    top = hit["results"][0]
+    response = httpx.get(f"{daemon.url}/passages/{top['chunk_id']}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["chunk_id"] == top["chunk_id"]
+    assert (body["path"], body["title"], body["heading"]) == (
+        top["path"],
+        top["title"],
+        top["heading"],
+    )
+    assert "vm.swappiness to 10" in body["text"]
+    assert len(body["text"]) > len(top["snippet"].strip("…")) - 2
+
+
+@pytest.mark.parametrize(
+    ("chunk_id", "status"),
+    [
+        ("0123abcd:00001:89abcdef", 404),  # well-formed, not stored (the document changed)
+        ("not-a-chunk-id", 422),
+        ("..%2F..%2Fetc%2Fpasswd", 404),  # never a path: the router sees /passages/../..
+    ],
+)
+def test_an_unknown_or_malformed_passage_id_is_a_clear_4xx(daemon, chunk_id, status):
+    """A well-formed id that is not stored is a 404, a malformed one a 422, a path-like one never
+    reaches the store; each a JSON error with the security headers."""
+    response = httpx.get(f"{daemon.url}/passages/{chunk_id}")
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert "content-security-policy" in response.headers

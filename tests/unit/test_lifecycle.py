@@ -9,21 +9,24 @@ from types import SimpleNamespace
 import pytest
 
 from ragvisor.config import parse_settings
+from ragvisor.runtime.history import History
 from ragvisor.runtime.lifecycle import build_scheduler
 
 
-def services(sync: dict, *, guard: bool) -> SimpleNamespace:
-    """Just what build_scheduler reads: the settings, the sync runner and the memory guard."""
+def services(sync: dict, *, guard: bool, history: bool = False) -> SimpleNamespace:
+    """Just what build_scheduler reads: the settings, the sync runner, the memory guard and the
+    status page's history."""
     settings = parse_settings({"sync": sync})
     return SimpleNamespace(
         settings=settings,
         sync_runner=SimpleNamespace(run_quietly=lambda trigger: None),
         memory_guard=SimpleNamespace(check=lambda: None) if guard else None,
+        history=History.for_window(3600, 5) if history else None,
     )
 
 
-def jobs(sync: dict, *, guard: bool = True) -> dict[str, str]:
-    scheduler = build_scheduler(services(sync, guard=guard))  # type: ignore[arg-type]
+def jobs(sync: dict, *, guard: bool = True, history: bool = False) -> dict[str, str]:
+    scheduler = build_scheduler(services(sync, guard=guard, history=history))  # type: ignore[arg-type]
     return {job.id: type(job.trigger).__name__ for job in scheduler.get_jobs()}
 
 
@@ -45,6 +48,20 @@ def test_the_scheduler_holds_the_sync_and_the_memory_guard(sync, guard, expected
     if guard:
         expected = expected | {"memory_guard": "IntervalTrigger"}
     assert jobs(sync, guard=guard) == expected
+
+
+def test_the_history_is_sampled_by_the_memory_guard_job_or_on_its_own_without_one():
+    """With the guard, the history adds no job of its own (it is sampled after each check);
+    with `memory.enabled = false` it gets one, on the same interval."""
+    quiet = {"interval_s": 0, "on_start": False}
+    assert jobs(quiet, guard=True, history=True) == {
+        "memory_guard": "IntervalTrigger",
+        "store-watch": "IntervalTrigger",
+    }
+    assert jobs(quiet, guard=False, history=True) == {
+        "history": "IntervalTrigger",
+        "store-watch": "IntervalTrigger",
+    }
 
 
 def next_sync_in_s(sync: dict) -> float | None:

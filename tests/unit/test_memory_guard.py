@@ -638,9 +638,11 @@ def test_scheduled_guard_checks_repeatedly_on_the_event_loop():
     probe = ScriptedProbe(current=synthetic_sample(available_mb=300))
     guard = MemoryGuard(probe, SETTINGS)
 
+    after_check: list[Any] = []  # what the status page's history receives after each check
+
     async def scenario() -> dict[str, Any]:
         scheduler = AsyncIOScheduler(timezone="UTC")
-        schedule_memory_guard(scheduler, guard, 0.05)
+        schedule_memory_guard(scheduler, guard, 0.05, after=after_check.append)
         scheduler.start()
         try:
             job = scheduler.get_job("memory_guard")
@@ -656,3 +658,5 @@ def test_scheduled_guard_checks_repeatedly_on_the_event_loop():
     assert run(scenario()) == {"max_instances": 1, "coalesce": True}
     assert guard.level is MemoryLevel.PRESSURE
     assert guard.snapshot()["available_mb"] == 300.0
+    assert len(after_check) >= 3
+    assert after_check[-1] is guard.last_sample

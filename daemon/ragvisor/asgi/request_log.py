@@ -22,8 +22,9 @@ LIVE_FIELDS_KEY = "log_live_fields"
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_MAX_CHARS = 64
 
-# Called with the path, the logged status and the seconds taken (the daemon's metrics).
-Observer = Callable[[str, int, float], None]
+# Called with the path, the logged status, the seconds taken and the fields noted for the log
+# (the daemon's metrics and the status page's history).
+Observer = Callable[[str, int, float, Mapping[str, Any]], None]
 
 
 def note(scope: Scope, **fields: Any) -> None:
@@ -103,7 +104,7 @@ class RequestLog:
                 fields = {**{key + suffix: value for key, value in live.items()}, **fields}
             logged = fields.pop("status", status)
             if self.observe is not None:
-                self.observe(scope["path"], logged, seconds)
+                self.observe(scope["path"], logged, seconds, fields)
             quiet = scope["path"] in self.quiet_paths and logged == 200
             head = {"request_id": rid} if rid is not None else {}
             (self.log.debug if quiet else self.log.info)(

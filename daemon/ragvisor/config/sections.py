@@ -508,6 +508,17 @@ class DoctorSettings(_Section):
     timeout_s: float = Field(3.0, gt=0)  # asking the generator backend for the model's context
 
 
+class UiSettings(_Section):
+    """The daemon's own web pages (`GET /`, `/ui/status`, `/docs`) and the status page's trend
+    history (docs/web.md)."""
+
+    # Off: no pages, no offline API docs and no history ring buffer; the JSON API is unchanged.
+    enabled: bool = True
+    # How far back the status page's plots reach: the ring buffer holds one sample per
+    # memory.interval_s over this window (720 samples at the defaults).
+    history_s: float = Field(3600.0, ge=60, le=86_400)
+
+
 class Settings(_Section):
     """Every setting of ragvisor, one frozen value built once at start."""
 
@@ -523,3 +534,4 @@ class Settings(_Section):
     memory: MemorySettings = MemorySettings()
     doctor: DoctorSettings = DoctorSettings()
     rerank: RerankSettings = RerankSettings()
+    ui: UiSettings = UiSettings()

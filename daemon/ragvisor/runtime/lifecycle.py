@@ -82,8 +82,15 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         )
     elif sync.on_start:
         scheduler.add_job(scheduled_sync, "date", run_date=now, id="sync")
+    history = services.history
+    interval_s = services.settings.memory.interval_s
     if services.memory_guard is not None:
-        schedule_memory_guard(scheduler, services.memory_guard, services.settings.memory.interval_s)
+        after = history.sample if history is not None else None
+        schedule_memory_guard(scheduler, services.memory_guard, interval_s, after=after)
+    elif history is not None:  # `memory.enabled = false`: the history keeps the latencies
+        scheduler.add_job(
+            history.sample, "interval", args=(None,), seconds=interval_s, id="history"
+        )
     scheduler.add_job(
         watch_store,
         "interval",

@@ -21,6 +21,7 @@ from ragvisor.core.protocols import Embedder, ProcessRunner, RemoteEmbedder, Ser
 from ragvisor.core.retrieval import Retriever
 from ragvisor.metrics import Metrics
 from ragvisor.runtime.corpus_watch import CorpusWatch
+from ragvisor.runtime.history import History
 from ragvisor.supervise.admission import Lane
 from ragvisor.supervise.calls import Supervisor
 from ragvisor.supervise.ladder import EscalationLadder
@@ -51,6 +52,8 @@ class Services:
     documents: DocumentWriter | None = None  # `PUT`/`DELETE /documents/{path}`
     # `ask.stored_token_counts`: counts chunks' prompt tokens after each sync (and at start).
     token_counts: TokenCountJob | None = None
+    # `[ui] enabled`: the last hour behind the status page's plots (`GET /status/history`).
+    history: History | None = None
 
     def ladders(self) -> list[EscalationLadder]:
         """The escalation ladders of the supervised backends."""

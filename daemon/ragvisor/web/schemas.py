@@ -37,6 +37,16 @@ class SearchHitModel(BaseModel):
     )
 
 
+class PassageText(BaseModel):
+    """Answer of `GET /passages/{chunk_id}`: one stored passage, whole."""
+
+    chunk_id: str
+    path: str = Field(description="Path of the document, relative to its corpus folder")
+    title: str
+    heading: str = Field(description="Heading path of the chunk")
+    text: str = Field(description="The passage's text as it was embedded")
+
+
 class DegradedModel(BaseModel):
     """Why a response was served without a backend, and what was served instead."""
 
@@ -204,6 +214,32 @@ class ReadinessResponse(BaseModel):
         "each with ok and what it found. sync has required: false: a failing sync is reported "
         "(error, consecutive_failures) but search still answers, so the daemon stays ready"
     )
+
+
+class LatencyHistory(BaseModel):
+    """One latency series of `/status/history`: per sample, over the requests answered since
+    the sample before."""
+
+    p50: list[float | None] = Field(description="Median in ms; null when there were none")
+    max: list[float | None] = Field(description="Slowest in ms; null when there were none")
+    count: list[int] = Field(description="How many")
+
+
+class HistoryResponse(BaseModel):
+    """Answer of `GET /status/history`: the ring buffer behind `/ui/status`'s plots, oldest
+    sample first; each list has one entry per sample."""
+
+    interval_s: float = Field(description="Seconds between samples (memory.interval_s)")
+    window_s: float = Field(description="The span the buffer holds when full (ui.history_s)")
+    capacity: int = Field(description="Samples the buffer holds when full")
+    t: list[float] = Field(description="Unix time of each sample")
+    available_mb: list[float | None] = Field(description="MemAvailable; null without a reading")
+    rss_mb: dict[str, list[float | None]] = Field(
+        description="RSS per watched process (daemon, worker, ollama, neo4j); null while absent"
+    )
+    search_ms: LatencyHistory = Field(description="/search requests answered (status < 400)")
+    ask_ms: LatencyHistory = Field(description="/ask requests answered (status < 400)")
+    first_token_ms: LatencyHistory = Field(description="Time to the first token of answers")
 
 
 class SyncStarted(BaseModel):

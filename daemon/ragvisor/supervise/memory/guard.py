@@ -362,15 +362,27 @@ def _sample_fields(sample: MemorySample, *, with_swap_total: bool = False) -> di
 
 
 def schedule_memory_guard(
-    scheduler: AsyncIOScheduler, guard: MemoryGuard, interval_s: float
+    scheduler: AsyncIOScheduler,
+    guard: MemoryGuard,
+    interval_s: float,
+    *,
+    after: Callable[[MemorySample | None], None] | None = None,
 ) -> None:
-    """Run `guard.check` every `interval_s` on the scheduler's event loop, first right away.
+    """Run `guard.check` every `interval_s` on the scheduler's event loop, first right away;
+    then `after` with the guard's latest sample (the status page's history is filled so, on
+    this schedule rather than one of its own).
 
     One instance at a time; missed runs coalesce into one, and a run late by up to a whole
     interval (a busy loop) still happens rather than being dropped.
     """
+
+    async def check() -> None:
+        await guard.check()
+        if after is not None:
+            after(guard.last_sample)
+
     scheduler.add_job(
-        guard.check,
+        check,
         "interval",
         seconds=interval_s,
         id="memory_guard",

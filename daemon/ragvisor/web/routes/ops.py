@@ -20,6 +20,7 @@ from ragvisor.web.openapi import (
 )
 from ragvisor.web.schemas import (
     HealthResponse,
+    HistoryResponse,
     ReadinessResponse,
     SyncFinished,
     SyncStarted,
@@ -88,6 +89,17 @@ def add_ops_routes(app: FastAPI, services: Services) -> None:
     @app.get("/status", summary="Lanes, backends, breakers, memory, sync: the whole picture")
     def status() -> dict[str, Any]:
         return reports.status(services)
+
+    if services.history is not None:  # `[ui] enabled`; otherwise the path is a 404
+        history = services.history
+
+        @app.get(
+            "/status/history",
+            summary="The last hour of memory, RSS and latency samples (the status page's plots)",
+            response_model=HistoryResponse,
+        )
+        def status_history() -> JSONResponse:
+            return JSONResponse(history.as_dict())
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
