@@ -206,6 +206,12 @@ bench-store: neo4j-build
 bench-serving: install
 	$(BIN)/python bench/serving_bench.py
 
+# What the pages cost: /search p50 and daemon RSS with [ui] enabled against disabled, in the same
+# run (interleaved daemons), and the status page's ring buffer's memory (docs/web.md#cost).
+.PHONY: bench-pages
+bench-pages: install
+	$(BIN)/python bench/pages_bench.py
+
 # Seconds from saving a file to /search finding it, through the folder watch ([sync] watch), beside
 # the same save plus an explicit POST /admin/sync?wait=true, and PUT /documents/{path}; medians of
 # 7 saves on a 2000-file corpus (real MiniLM, SQLite). ~2 min. Figures in docs/sync.md.
