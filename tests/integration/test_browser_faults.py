@@ -9,6 +9,8 @@ backend hangs.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 
@@ -17,7 +19,7 @@ import pytest
 from ragvisor.faultproxy import Fault, FaultPlan
 from tests.integration.browser import chromium, tab_factory
 from tests.integration.generators import Generator
-from tests.integration.test_supervision import Rig, ask, calm, rig
+from tests.integration.test_supervision import Rig, ask, calm, rig, wait_for_level
 
 __all__ = ["calm", "chromium", "rig", "tab_factory"]  # fixtures, used by name
 
@@ -65,6 +67,31 @@ def test_a_failing_embedder_gives_keyword_results_that_say_so(rig: Rig, tab_fact
     assert "embedder" in words, words
     assert "ops/swap.md" in tab.page.locator("#results li.result .path").first.inner_text()
     assert not tab.errors, tab.errors
+
+
+def test_a_shed_question_says_to_come_back_and_when(rig: Rig, tab_factory):
+    """Memory critical (the probe's file says 100 MB left): /ask is shed with 503 and
+    Retry-After; the page says in plain words that the daemon is busy and when to try again,
+    and the status page shows the memory level. Search keeps answering."""
+    rig.memory_file.write_text(json.dumps({"available_mb": 100}))
+    try:
+        assert wait_for_level(rig, "critical")
+        tab = tab_factory(rig.daemon.url)
+        tab.goto("/")
+        tab.page.fill("#q", "what should vm.swappiness be on a small droplet?")
+        tab.page.click("#ask-btn")
+        error = tab.page.locator("#error")
+        error.wait_for(state="visible", timeout=30_000)
+        words = error.inner_text()
+        assert "busy" in words.lower(), words
+        assert re.search(r"Try again in \d+ seconds?", words), words
+        tab.page.wait_for_selector("#results li.result", timeout=30_000)
+        tab.goto("/ui/status")
+        tab.wait_until("() => /critical/.test(document.querySelector('#memory').textContent)")
+        assert not tab.errors, tab.errors
+    finally:
+        rig.memory_file.write_text("{}")
+        wait_for_level(rig, "ok", timeout=20)
 
 
 def test_the_status_page_shows_an_open_breaker_and_a_restart_while_the_backend_hangs(

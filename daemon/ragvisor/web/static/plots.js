@@ -72,13 +72,17 @@
       svg.append(svgEl("text", { class: "axis", x: 2, y: y(v) + 3 }, short(v)));
     }
     svg.append(svgEl("text", { class: "axis", x: PAD.left, y: H - 2 }, clock(start)));
-    svg.append(svgEl("text", { class: "axis", x: W - 30, y: H - 2 }, clock(end)));
+    svg.append(svgEl("text", { class: "axis", x: W - 2, y: H - 2, "text-anchor": "end" }, clock(end)));
     lines.forEach((line, index) => {
       let points = [];
       const flush = () => {
-        if (points.length === 1) points.push(points[0].replace(/^([\d.]+)/, (m) => String(Number(m) + 1)));
-        if (points.length) {
-          svg.append(svgEl("polyline", { class: `series-${index % 4}`, points: points.join(" ") }));
+        const series = `series-${index % 4}`;
+        if (points.length === 1) {
+          // A lone sample between gaps: a dot, since a line needs two.
+          const [cx, cy] = points[0].split(",");
+          svg.append(svgEl("circle", { class: series, cx, cy, r: 2.2 }));
+        } else if (points.length) {
+          svg.append(svgEl("polyline", { class: series, points: points.join(" ") }));
         }
         points = [];
       };
