@@ -36,9 +36,12 @@ CHROMIUM_ARGS = [
 SCREENSHOT_DIR = os.environ.get("RAGVISOR_SCREENSHOTS")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (a tab per test gets its own context)."""
+    """One headless Chromium per test module (a tab per test gets its own context).
+
+    Per module, not per session: Playwright's sync API runs an event loop in the main thread
+    for as long as it is open, and every later test that calls `asyncio.run` would meet it."""
     if not CHROMIUM.exists():
         pytest.skip(f"no {CHROMIUM}: `make browser` installs Debian's chromium (needs root)")
     sync_api = pytest.importorskip(
