@@ -9,6 +9,7 @@ dialogs, script errors, CSP violations, requests to other hosts), never the HTML
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,9 @@ Prune the tomato suckers every week so the plant puts its strength into the frui
 <img src=x onerror="window.__pwned='img'; alert('img')">
 Read the [tomato pruning guide](javascript:window.__pwned='link';alert('link')) first.
 """
+
+# A file name the sync skips (not UTF-8) that is also markup, for the status page's skip list.
+SKIPPED_NAME = b"<img src=x onerror=window.__pwned='skip'>\xff.md"
 
 # Answers as a user gets them (the default temperature), kept short for the module's pace.
 ANSWERS = {"RAGVISOR_GENERATOR__NUM_PREDICT": "120", "RAGVISOR_ASK__DEFAULT_K": "2"}
@@ -252,7 +256,11 @@ def test_sync_now_asks_for_the_token_once_per_session_and_never_puts_it_in_url_o
 ):
     """Sync now refuses a wrong token and forgets it, starts a sync with the right one, and keeps
     the token in sessionStorage only (not the URL, a cookie or localStorage); a reload needs no
-    token."""
+    token. The sync's report then shows in words, its skipped file (whose name is markup and not
+    UTF-8) as text."""
+    # A file the sync must skip, its name hostile: the skip list is user content too.
+    notes = daemon.data_dir.parent / "notes"
+    (notes / os.fsdecode(SKIPPED_NAME)).write_bytes(b"# Skipped\n\nNot indexed under this name.")
     tab = tab_factory(daemon.url)
     tab.goto("/ui/status")
     tab.page.wait_for_selector("#sync-now-btn", timeout=15_000)
@@ -267,6 +275,18 @@ def test_sync_now_asks_for_the_token_once_per_session_and_never_puts_it_in_url_o
     tab.page.click("#sync-now-btn")
     assert re.search("started|already running", tab.wait_until(outcome), re.I)
     assert wait_for_log(daemon, '"trigger": "admin"')
+    # The page refreshes itself into the new report: outcomes in words, the skip listed as text.
+    report = """() => {
+      const text = document.querySelector('#sync').innerText;
+      return /skipped 1;/.test(text) && document.querySelector('#sync ul.skipped') ? text : null;
+    }"""
+    text = tab.wait_until(report)
+    assert re.search(r"documents \d+ new, \d+ changed, \d+ unchanged, \d+ deleted", text), text
+    assert "embedded" in text
+    skipped = tab.page.locator("#sync ul.skipped li").all_inner_texts()
+    assert any("<img src=x onerror=" in item and "not valid UTF-8" in item for item in skipped)
+    assert tab.page.locator("#sync img").count() == 0
+    assert tab.page.evaluate("window.__pwned === undefined")
     storage = tab.page.evaluate("JSON.stringify(sessionStorage)")
     assert daemon.token in storage
     assert daemon.token not in tab.page.url

@@ -726,6 +726,15 @@ def test_status_table_shows_the_token_count_jobs_last_pass(counts, line):
     assert "token counts" not in render_status(DaemonReply("u", readyz=READYZ, status=status))
 
 
+def test_status_table_counts_every_skip_not_only_the_listed_ones():
+    """The report lists the first SKIPPED_LISTED_MAX skips and counts all in `skipped_count`:
+    the table says the count, so 5,000 skipped files do not read as 100."""
+    status = copy.deepcopy(STATUS)
+    listed = [{"path": f"/notes/{i}.md", "reason": "not UTF-8"} for i in range(100)]
+    status["sync"]["last_report"].update(skipped=listed, skipped_count=5000)
+    assert "skipped 5000;" in render_status(DaemonReply("u", readyz=READYZ, status=status))
+
+
 def test_status_table_survives_missing_sections():
     """An older daemon (readiness only) and a sparse /status both render, saying what is
     missing."""

@@ -335,7 +335,8 @@ def _report_text(report: Mapping[str, Any]) -> str:
     docs = report.get("documents")
     summary = ", ".join(f"{v} {k}" for k, v in docs.items()) if isinstance(docs, Mapping) else "-"
     skipped = report.get("skipped")
-    skips = len(skipped) if isinstance(skipped, list) else "-"
+    # `skipped` lists at most SKIPPED_LISTED_MAX; `skipped_count` counts them all.
+    skips = report.get("skipped_count", len(skipped) if isinstance(skipped, list) else "-")
     embedded = _show(report.get("embeddings_computed"))
     return f"documents {summary}; skipped {skips}; {embedded} embedded in " + _show(
         report.get("seconds"), "s", 2

@@ -8,6 +8,7 @@
   const TOKEN_KEY = "ragvisor.adminToken";
   const STATUS_EVERY_MS = 5000;
   const HISTORY_EVERY_MS = 15000;
+  const SKIPPED_SHOWN = 10; // the report lists up to 100; every skip is also a log line
   let lastGood = null;
 
   // --- small builders -----------------------------------------------------------------------
@@ -166,20 +167,54 @@
 
   function renderSync(sync) {
     if (!sync) return;
+    const failures = Number(sync.consecutive_failures) || 0;
     const rows = [
-      ["running", sync.running ? `yes (${sync.trigger})` : "no"],
-      ["last success", age(sync.last_sync_age_s)],
-      ["consecutive failures", sync.consecutive_failures],
-      ["last error", sync.last_error],
+      ["state", `${sync.running ? "running" : "idle"} (last trigger: ${sync.trigger || "–"})`],
+      ["last success", sync.last_sync_age_s === null || sync.last_sync_age_s === undefined ? "never since start" : age(sync.last_sync_age_s)],
+      ["last error", sync.last_error ? `${sync.last_error}${failures > 1 ? ` (${failures} syncs in a row)` : ""}` : "none"],
       ["every", sync.interval_s ? `${sync.interval_s} s` : "on demand only"],
     ];
-    if (sync.token_counts) rows.push(["token counts", sync.token_counts]);
+    if (sync.lease) {
+      const whose = sync.lease.mine ? "this daemon" : show(sync.lease.holder);
+      const left = Number(sync.lease.expires_in_s);
+      rows.push(["lease", left <= 0 ? `${whose}, expired ${show(-left)} s ago` : `${whose}, ${show(left)} s left`]);
+    } else if ("lease" in sync) {
+      rows.push(["lease", "free (no daemon is syncing)"]);
+    }
+    const report = sync.last_report;
+    if (report) rows.push(...reportRows(report));
+    if (sync.token_counts) rows.push(["token counts", tokenCountsText(sync.token_counts)]);
     const children = [kv(rows)];
-    if (sync.last_report) {
-      children.push(el("p", "meta", "Last report"));
-      children.push(kv(Object.entries(sync.last_report).filter(([, v]) => !(Array.isArray(v) && !v.length))));
+    const skipped = Array.isArray(report && report.skipped) ? report.skipped : [];
+    if (skipped.length) {
+      const list = el("ul", "skipped");
+      const shown = skipped.slice(0, SKIPPED_SHOWN);
+      for (const item of shown) list.append(el("li", "", `${show(item.path)} — ${show(item.reason)}`));
+      const more = (Number(report.skipped_count) || skipped.length) - shown.length;
+      if (more > 0) list.append(el("li", "meta", `and ${more} more (logged as sync.file_skipped)`));
+      children.push(el("p", "meta", "Skipped in the last sync"), list);
     }
     card("sync", "Sync", ...children);
+  }
+
+  /** The last report in the words of `ragvisor status`: outcomes, why, skips, embeddings, time. */
+  function reportRows(report) {
+    const counts = (value) => Object.entries(value || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none";
+    const skipped = report.skipped_count ?? (Array.isArray(report.skipped) ? report.skipped.length : "–");
+    const rows = [
+      ["last report", `documents ${counts(report.documents)}; skipped ${skipped}; ` +
+        `${show(report.embeddings_computed)} embedded, ${show(report.embeddings_reused)} reused, in ${show(report.seconds)} s`],
+      ["chunks", counts(report.chunks)],
+    ];
+    const why = report.changed_because || {};
+    if (Object.keys(why).length) rows.push(["changed because", counts(why)]);
+    return rows;
+  }
+
+  function tokenCountsText(counts) {
+    if (counts.running) return "counting now";
+    if (!counts.finished_at) return "not run yet (after the next sync, or 10 s after start)";
+    return `last pass counted ${show(counts.counted)}, pruned ${show(counts.pruned)} in ${show(counts.duration_ms)} ms`;
   }
 
   function renderStore(store) {
