@@ -8,7 +8,7 @@
   const TOKEN_KEY = "ragvisor.adminToken";
   const STATUS_EVERY_MS = 5000;
   const HISTORY_EVERY_MS = 15000;
-  const SKIPPED_SHOWN = 10; // the report lists up to 100; every skip is also a log line
+  const SKIPPED_SHOWN = 10; // of the report's list; every skip is also a log line
   let lastGood = null;
 
   // --- small builders -----------------------------------------------------------------------
@@ -170,7 +170,7 @@
     const failures = Number(sync.consecutive_failures) || 0;
     const rows = [
       ["state", `${sync.running ? "running" : "idle"} (last trigger: ${sync.trigger || "–"})`],
-      ["last success", sync.last_sync_age_s === null || sync.last_sync_age_s === undefined ? "never since start" : age(sync.last_sync_age_s)],
+      ["last success", sync.last_sync_age_s == null ? "never since start" : age(sync.last_sync_age_s)],
       ["last error", sync.last_error ? `${sync.last_error}${failures > 1 ? ` (${failures} syncs in a row)` : ""}` : "none"],
       ["every", sync.interval_s ? `${sync.interval_s} s` : "on demand only"],
     ];
@@ -182,27 +182,29 @@
       rows.push(["lease", "free (no daemon is syncing)"]);
     }
     const report = sync.last_report;
-    if (report) rows.push(...reportRows(report));
+    // The report lists the first 100 skips and counts them all in `skipped_count`.
+    const skipped = Array.isArray(report && report.skipped) ? report.skipped : [];
+    const skippedTotal = (report && report.skipped_count) ?? skipped.length;
+    if (report) rows.push(...reportRows(report, skippedTotal));
     if (sync.token_counts) rows.push(["token counts", tokenCountsText(sync.token_counts)]);
     const children = [kv(rows)];
-    const skipped = Array.isArray(report && report.skipped) ? report.skipped : [];
     if (skipped.length) {
       const list = el("ul", "skipped");
       const shown = skipped.slice(0, SKIPPED_SHOWN);
       for (const item of shown) list.append(el("li", "", `${show(item.path)} — ${show(item.reason)}`));
-      const more = (Number(report.skipped_count) || skipped.length) - shown.length;
-      if (more > 0) list.append(el("li", "meta", `and ${more} more (logged as sync.file_skipped)`));
+      if (skippedTotal > shown.length) {
+        list.append(el("li", "meta", `and ${skippedTotal - shown.length} more (logged as sync.file_skipped)`));
+      }
       children.push(el("p", "meta", "Skipped in the last sync"), list);
     }
     card("sync", "Sync", ...children);
   }
 
-  /** The last report in the words of `ragvisor status`: outcomes, why, skips, embeddings, time. */
-  function reportRows(report) {
+  /** The last report in the words of `ragvisor status`: outcomes, skips, embeddings, time, why. */
+  function reportRows(report, skippedTotal) {
     const counts = (value) => Object.entries(value || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none";
-    const skipped = report.skipped_count ?? (Array.isArray(report.skipped) ? report.skipped.length : "–");
     const rows = [
-      ["last report", `documents ${counts(report.documents)}; skipped ${skipped}; ` +
+      ["last report", `documents ${counts(report.documents)}; skipped ${skippedTotal}; ` +
         `${show(report.embeddings_computed)} embedded, ${show(report.embeddings_reused)} reused, in ${show(report.seconds)} s`],
       ["chunks", counts(report.chunks)],
     ];
